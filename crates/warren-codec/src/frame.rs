@@ -1,0 +1,279 @@
+//! Frame splitting and writing.
+//!
+//! The mini-redis discipline: callers read into a buffer and call [`decode_frame`] until it
+//! returns `Ok(None)` ("incomplete" is normal, not an error). An oversize frame is rejected from
+//! its 7-byte header, before its payload is buffered.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::CodecError;
+
+/// What a client sends first: `AMQP` 0 0 9 1. The server answers a wrong one with this too.
+pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+/// Type, channel and size: the bytes before a frame's payload.
+pub const FRAME_HEADER_SIZE: usize = 7;
+/// Header plus the frame-end octet: what a frame costs beyond its payload.
+pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
+pub const FRAME_END: u8 = 0xCE;
+/// Spec: peers must accept frames of at least this size before tuning.
+pub const FRAME_MIN_SIZE: u32 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameType {
+    Method = 1,
+    Header = 2,
+    Body = 3,
+    Heartbeat = 8,
+}
+
+impl FrameType {
+    fn from_u8(v: u8) -> Result<Self, CodecError> {
+        Ok(match v {
+            1 => FrameType::Method,
+            2 => FrameType::Header,
+            3 => FrameType::Body,
+            8 => FrameType::Heartbeat,
+            other => return Err(CodecError::UnknownFrameType(other)),
+        })
+    }
+}
+
+/// One frame, its payload shared with the read buffer.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub kind: FrameType,
+    pub channel: u16,
+    pub payload: Bytes,
+}
+
+/// Outcome of looking at the first bytes a client sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProtocolHeader {
+    /// Fewer than eight bytes so far.
+    Incomplete,
+    /// `AMQP 0-9-1`; the eight bytes have been consumed.
+    Accepted,
+    /// Anything else: answer with [`PROTOCOL_HEADER`] and close.
+    Rejected,
+}
+
+/// Checks (and on success consumes) the protocol header at the start of `buf`.
+pub fn decode_protocol_header(buf: &mut BytesMut) -> ProtocolHeader {
+    let n = buf.len().min(PROTOCOL_HEADER.len());
+    if buf[..n] != PROTOCOL_HEADER[..n] {
+        return ProtocolHeader::Rejected;
+    }
+    if n < PROTOCOL_HEADER.len() {
+        return ProtocolHeader::Incomplete;
+    }
+    let _ = buf.split_to(PROTOCOL_HEADER.len());
+    ProtocolHeader::Accepted
+}
+
+/// Splits one whole frame off the front of `buf`, or returns `Ok(None)` if more bytes are needed.
+///
+/// `frame_max` bounds the whole frame including header and end octet (0 means no limit). On
+/// error the connection must be closed with 501 FRAME_ERROR; the buffer is left as it was.
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
+    if buf.len() < FRAME_HEADER_SIZE {
+        return Ok(None);
+    }
+    let kind = FrameType::from_u8(buf[0])?;
+    let channel = u16::from_be_bytes([buf[1], buf[2]]);
+    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+    let total = size as u64 + FRAME_OVERHEAD as u64;
+    if frame_max != 0 && total > frame_max as u64 {
+        return Err(CodecError::FrameTooLarge {
+            size: size.saturating_add(FRAME_OVERHEAD as u32),
+            max: frame_max,
+        });
+    }
+    let total = total as usize;
+    if buf.len() < total {
+        // Reserve now so the next read can fill the rest of this frame in one go.
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let end = buf[total - 1];
+    if end != FRAME_END {
+        return Err(CodecError::BadFrameEnd(end));
+    }
+    let mut frame = buf.split_to(total);
+    let _ = frame.split_to(FRAME_HEADER_SIZE);
+    frame.truncate(size as usize);
+    Ok(Some(Frame {
+        kind,
+        channel,
+        payload: frame.freeze(),
+    }))
+}
+
+/// Writes a frame header whose size is patched by [`finish_frame`] once the payload is written.
+/// Returns the offset to pass to `finish_frame`.
+pub fn begin_frame(buf: &mut BytesMut, kind: FrameType, channel: u16) -> usize {
+    let start = buf.len();
+    buf.put_u8(kind as u8);
+    buf.put_u16(channel);
+    buf.put_u32(0);
+    start
+}
+
+/// Patches the size of the frame begun at `start` and appends the frame-end octet.
+pub fn finish_frame(buf: &mut BytesMut, start: usize) {
+    let size = (buf.len() - start - FRAME_HEADER_SIZE) as u32;
+    buf[start + 3..start + 7].copy_from_slice(&size.to_be_bytes());
+    buf.put_u8(FRAME_END);
+}
+
+/// A whole frame around an already-encoded payload.
+pub fn write_frame(buf: &mut BytesMut, kind: FrameType, channel: u16, payload: &[u8]) {
+    buf.reserve(payload.len() + FRAME_OVERHEAD);
+    buf.put_u8(kind as u8);
+    buf.put_u16(channel);
+    buf.put_u32(payload.len() as u32);
+    buf.put_slice(payload);
+    buf.put_u8(FRAME_END);
+}
+
+pub fn write_heartbeat(buf: &mut BytesMut) {
+    write_frame(buf, FrameType::Heartbeat, 0, &[]);
+}
+
+/// A content header frame. `raw_properties` is the property-flags word(s) followed by the
+/// property list, exactly as the publisher sent them: properties are passed through unchanged.
+pub fn write_content_header(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    body_size: u64,
+    raw_properties: &[u8],
+) {
+    let size = 2 + 2 + 8 + raw_properties.len();
+    buf.reserve(size + FRAME_OVERHEAD);
+    buf.put_u8(FrameType::Header as u8);
+    buf.put_u16(channel);
+    buf.put_u32(size as u32);
+    buf.put_u16(class_id);
+    buf.put_u16(0);
+    buf.put_u64(body_size);
+    buf.put_slice(raw_properties);
+    buf.put_u8(FRAME_END);
+}
+
+/// Body frames for `body`, each at most `frame_max` long (0 means one frame). An empty body
+/// gets no body frame at all (spec: the header's body size of 0 says it all).
+pub fn write_body(buf: &mut BytesMut, channel: u16, body: &[u8], frame_max: u32) {
+    let chunk = if frame_max == 0 {
+        body.len().max(1)
+    } else {
+        (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
+    };
+    for part in body.chunks(chunk) {
+        write_frame(buf, FrameType::Body, channel, part);
+    }
+}
+
+/// A decoded content header. The properties stay raw; decode them with
+/// [`crate::BasicProperties::decode`] only when something needs to look inside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentHeader {
+    pub class_id: u16,
+    pub body_size: u64,
+    /// Property flags followed by the property list.
+    pub raw_properties: Bytes,
+}
+
+impl ContentHeader {
+    pub fn decode(payload: Bytes) -> Result<Self, CodecError> {
+        let mut r = crate::reader::Reader::new(payload);
+        let class_id = r.get_u16()?;
+        let _weight = r.get_u16()?;
+        let body_size = r.get_u64()?;
+        let raw_properties = r.rest();
+        if raw_properties.len() < 2 {
+            return Err(CodecError::Truncated);
+        }
+        Ok(ContentHeader {
+            class_id,
+            body_size,
+            raw_properties,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_frame_waits_for_more_bytes() {
+        let mut buf = BytesMut::new();
+        write_frame(&mut buf, FrameType::Body, 3, b"hello");
+        let whole = buf.clone();
+        let mut partial = BytesMut::from(&whole[..9]);
+        assert!(decode_frame(&mut partial, 0).unwrap().is_none());
+        partial.extend_from_slice(&whole[9..]);
+        let frame = decode_frame(&mut partial, 0).unwrap().unwrap();
+        assert_eq!(frame.kind, FrameType::Body);
+        assert_eq!(frame.channel, 3);
+        assert_eq!(&frame.payload[..], b"hello");
+        assert!(partial.is_empty());
+    }
+
+    #[test]
+    fn oversize_frame_is_rejected_from_its_header() {
+        let mut buf = BytesMut::from(&[3u8, 0, 1, 0, 1, 0, 0][..]);
+        assert_eq!(
+            decode_frame(&mut buf, 4096).unwrap_err(),
+            CodecError::FrameTooLarge {
+                size: 65536 + 8,
+                max: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn bad_frame_end_is_an_error() {
+        let mut buf = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xAB][..]);
+        assert_eq!(
+            decode_frame(&mut buf, 0).unwrap_err(),
+            CodecError::BadFrameEnd(0xAB)
+        );
+    }
+
+    #[test]
+    fn unknown_frame_type_is_an_error() {
+        let mut buf = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, 0xCE][..]);
+        assert_eq!(
+            decode_frame(&mut buf, 0).unwrap_err(),
+            CodecError::UnknownFrameType(9)
+        );
+    }
+
+    #[test]
+    fn protocol_header_is_checked_incrementally() {
+        let mut buf = BytesMut::from(&b"AMQ"[..]);
+        assert_eq!(decode_protocol_header(&mut buf), ProtocolHeader::Incomplete);
+        buf.extend_from_slice(b"P\x00\x00\x09\x01rest");
+        assert_eq!(decode_protocol_header(&mut buf), ProtocolHeader::Accepted);
+        assert_eq!(&buf[..], b"rest");
+        let mut bad = BytesMut::from(&b"AMQP\x01\x01\x00\x0a"[..]);
+        assert_eq!(decode_protocol_header(&mut bad), ProtocolHeader::Rejected);
+        let mut http = BytesMut::from(&b"GET"[..]);
+        assert_eq!(decode_protocol_header(&mut http), ProtocolHeader::Rejected);
+    }
+
+    #[test]
+    fn body_is_split_at_frame_max() {
+        let mut buf = BytesMut::new();
+        write_body(&mut buf, 1, &[7u8; 10], 12);
+        let mut n = 0;
+        let mut total = 0;
+        while let Some(f) = decode_frame(&mut buf, 12).unwrap() {
+            n += 1;
+            total += f.payload.len();
+        }
+        assert_eq!((n, total), (3, 10));
+    }
+}
