@@ -15,6 +15,9 @@ pub mod generated;
 pub mod reader;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::CodecError;
 pub use frame::{ContentHeader, Frame, FrameType};
 pub use generated::*;

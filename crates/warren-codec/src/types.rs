@@ -400,7 +400,10 @@ impl FieldTable {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
-        let pos = self.0.iter().position(|(k, _)| k.as_bytes() == key.as_bytes())?;
+        let pos = self
+            .0
+            .iter()
+            .position(|(k, _)| k.as_bytes() == key.as_bytes())?;
         Some(self.0.remove(pos).1)
     }
 
@@ -513,7 +516,10 @@ mod tests {
             ("ts", FieldValue::Timestamp(1_700_000_000)),
             ("tbl", FieldValue::Table(nested)),
             ("void", FieldValue::Void),
-            ("bytes", FieldValue::ByteArray(Bytes::from_static(b"\x00\xff"))),
+            (
+                "bytes",
+                FieldValue::ByteArray(Bytes::from_static(b"\x00\xff")),
+            ),
         ]);
         assert_eq!(round_trip(&t), t);
     }
