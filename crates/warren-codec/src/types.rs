@@ -72,6 +72,13 @@ impl ShortString {
     }
 }
 
+// Lets maps keyed by `ShortString` be searched with `&[u8]` (hashes agree: both hash the bytes).
+impl std::borrow::Borrow<[u8]> for ShortString {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for ShortString {
     type Error = CodecError;
     fn try_from(s: String) -> Result<Self, CodecError> {

@@ -1,0 +1,153 @@
+//! The whole broker: vhosts and users. Connections log in here and get a vhost and the rights
+//! they hold in it; from then on they talk to that vhost directly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::auth::{Access, HashAlgorithm, PasswordHash, Permission, User};
+use crate::error::{BrokerError, Result};
+use crate::queue::ConnectionId;
+use crate::vhost::VHost;
+
+/// The default user, as in RabbitMQ: guest/guest, administrator, full rights on `/`, and
+/// allowed to log in only from the loopback interface.
+pub const DEFAULT_USER: &str = "guest";
+pub const DEFAULT_VHOST: &str = "/";
+
+pub struct Broker {
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    users: RwLock<HashMap<String, User>>,
+    /// (user, vhost) → rights.
+    permissions: RwLock<HashMap<(String, String), Permission>>,
+    /// Users that may connect only from loopback addresses (`loopback_users` in RabbitMQ).
+    loopback_users: RwLock<Vec<String>>,
+    next_connection: AtomicU64,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broker {
+    /// A broker with the default vhost and the guest user.
+    pub fn new() -> Self {
+        let b = Broker::empty();
+        b.add_vhost(DEFAULT_VHOST);
+        b.add_user(
+            DEFAULT_USER,
+            Some(PasswordHash::new("guest", HashAlgorithm::Sha256)),
+            vec!["administrator".into()],
+        );
+        b.set_permission(DEFAULT_USER, DEFAULT_VHOST, Permission::full());
+        b.loopback_users.write().push(DEFAULT_USER.into());
+        b
+    }
+
+    /// A broker with no vhosts and no users (definitions fill it in).
+    pub fn empty() -> Self {
+        Broker {
+            vhosts: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
+            permissions: RwLock::new(HashMap::new()),
+            loopback_users: RwLock::new(Vec::new()),
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        self.vhosts
+            .write()
+            .entry(name.to_owned())
+            .or_insert_with(|| VHost::new(name))
+            .clone()
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.read().get(name).cloned()
+    }
+
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.vhosts.read().values().cloned().collect()
+    }
+
+    pub fn add_user(&self, name: &str, password: Option<PasswordHash>, tags: Vec<String>) {
+        self.users.write().insert(
+            name.to_owned(),
+            User {
+                name: name.to_owned(),
+                password,
+                tags,
+            },
+        );
+    }
+
+    pub fn set_permission(&self, user: &str, vhost: &str, permission: Permission) {
+        self.permissions
+            .write()
+            .insert((user.to_owned(), vhost.to_owned()), permission);
+    }
+
+    /// Checks a username and password. `from_loopback` says whether the peer connected over
+    /// a loopback address (guest may only log in that way).
+    pub fn authenticate(&self, username: &str, password: &str, from_loopback: bool) -> Result<User> {
+        let refused = || {
+            BrokerError::AuthenticationFailed(format!(
+                "Login was refused using authentication mechanism PLAIN. User '{username}' \
+                 could not be authenticated"
+            ))
+        };
+        let user = self.users.read().get(username).cloned().ok_or_else(refused)?;
+        let ok = user.password.as_ref().is_some_and(|h| h.verify(password));
+        if !ok {
+            return Err(refused());
+        }
+        if !from_loopback && self.loopback_users.read().iter().any(|u| u == username) {
+            return Err(BrokerError::AuthenticationFailed(format!(
+                "User '{username}' can only connect via localhost"
+            )));
+        }
+        Ok(user)
+    }
+
+    /// `connection.open`: the vhost and the user's rights in it, or 530 NOT_ALLOWED.
+    pub fn open_vhost(&self, user: &User, vhost: &str) -> Result<(Arc<VHost>, Access)> {
+        let v = self.vhost(vhost).ok_or_else(|| {
+            BrokerError::NotAllowed(format!("vhost {vhost} not found"))
+        })?;
+        let permission = self
+            .permissions
+            .read()
+            .get(&(user.name.clone(), vhost.to_owned()))
+            .cloned()
+            .ok_or_else(|| {
+                BrokerError::NotAllowed(format!(
+                    "access to vhost '{vhost}' refused for user '{}'",
+                    user.name
+                ))
+            })?;
+        Ok((
+            v,
+            Access {
+                user: user.name.clone(),
+                vhost: vhost.to_owned(),
+                permission,
+            },
+        ))
+    }
+
+    /// A connection ended: its exclusive queues go with it.
+    pub fn connection_closed(&self, conn: ConnectionId) {
+        for v in self.vhosts() {
+            v.remove_exclusive_queues(conn);
+        }
+    }
+}

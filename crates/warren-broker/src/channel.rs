@@ -1,0 +1,372 @@
+//! The broker's side of an AMQP channel: delivery tags, unacked messages, consumers and
+//! prefetch. The server keeps the protocol state machine; this keeps what queues and acks touch.
+//!
+//! Delivery tags are assigned and the delivery pushed to the connection's outbox under this
+//! channel's lock, so the client sees tags in increasing order even when several queues deliver
+//! to the channel at once. Lock order: queue, then channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use warren_codec::ShortString;
+
+use crate::consumer::Consumer;
+use crate::error::{BrokerError, Result};
+use crate::message::Message;
+use crate::outbox::{Outbound, Outbox};
+use crate::queue::{ConnectionId, Queue, QueuedMessage};
+
+/// A delivered message awaiting its ack.
+#[derive(Debug)]
+pub struct Unacked {
+    pub tag: u64,
+    pub queue: Arc<Queue>,
+    pub message: QueuedMessage,
+    /// None for `basic.get`.
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+pub struct Channel {
+    pub id: u16,
+    pub connection: ConnectionId,
+    outbox: Arc<dyn Outbox>,
+    state: Mutex<ChannelState>,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    next_tag: u64,
+    /// In tag order (tags are assigned in increasing order and appended).
+    unacked: VecDeque<Unacked>,
+    consumers: HashMap<ShortString, Arc<Consumer>>,
+    /// `basic.qos` with `global=false`: the limit given to consumers created afterwards.
+    consumer_prefetch: u16,
+    /// `basic.qos` with `global=true`: one limit over all of the channel's unacked messages.
+    channel_prefetch: u16,
+    /// `channel.flow` with `active=false` pauses deliveries.
+    paused: bool,
+    closed: bool,
+}
+
+/// What a settle operation did, so the caller can update queues outside the channel lock.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub entries: Vec<Unacked>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("id", &self.id).finish()
+    }
+}
+
+impl Channel {
+    pub fn new(id: u16, connection: ConnectionId, outbox: Arc<dyn Outbox>) -> Self {
+        Channel {
+            id,
+            connection,
+            outbox,
+            state: Mutex::new(ChannelState {
+                next_tag: 1,
+                ..ChannelState::default()
+            }),
+        }
+    }
+
+    /// `basic.qos`. RabbitMQ's meaning: `global=false` sets the limit for consumers created
+    /// after this call; `global=true` limits the channel's unacked messages as a whole.
+    pub fn set_prefetch(self: &Arc<Self>, count: u16, global: bool) {
+        {
+            let mut st = self.state.lock();
+            if global {
+                st.channel_prefetch = count;
+            } else {
+                st.consumer_prefetch = count;
+            }
+        }
+        if global {
+            self.resume();
+        }
+    }
+
+    pub fn consumer_prefetch(&self) -> u16 {
+        self.state.lock().consumer_prefetch
+    }
+
+    pub fn has_consumer(&self, tag: &ShortString) -> bool {
+        self.state.lock().consumers.contains_key(tag)
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.state.lock().consumers.len()
+    }
+
+    pub fn unacked_count(&self) -> usize {
+        self.state.lock().unacked.len()
+    }
+
+    /// Subscribes to `queue`. Nothing is delivered until the caller has queued
+    /// `basic.consume-ok` and called [`Consumer::activate`].
+    pub fn add_consumer(
+        self: &Arc<Self>,
+        queue: &Arc<Queue>,
+        tag: ShortString,
+        no_ack: bool,
+        exclusive: bool,
+    ) -> Result<Arc<Consumer>> {
+        let prefetch = self.consumer_prefetch();
+        let consumer = Arc::new(Consumer::new(
+            tag.clone(),
+            self.clone(),
+            queue.clone(),
+            no_ack,
+            exclusive,
+            prefetch,
+        ));
+        {
+            let mut st = self.state.lock();
+            if st.consumers.contains_key(&tag) {
+                return Err(BrokerError::NotAllowed(format!(
+                    "attempt to reuse consumer tag '{tag}'"
+                )));
+            }
+            st.consumers.insert(tag.clone(), consumer.clone());
+        }
+        if let Err(e) = queue.add_consumer(consumer.clone()) {
+            self.state.lock().consumers.remove(&tag);
+            return Err(e);
+        }
+        Ok(consumer)
+    }
+
+    /// `basic.cancel` from the client. Returns false if there was no such consumer.
+    pub fn cancel_consumer(&self, tag: &ShortString) -> bool {
+        let consumer = self.state.lock().consumers.remove(tag);
+        match consumer {
+            Some(c) => {
+                c.queue.remove_consumer(&c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The queue under this consumer was deleted: forget it and tell the client.
+    pub(crate) fn consumer_cancelled_by_broker(&self, consumer: &Arc<Consumer>) {
+        let removed = {
+            let mut st = self.state.lock();
+            match st.consumers.get(&consumer.tag) {
+                Some(c) if Arc::ptr_eq(c, consumer) => {
+                    st.consumers.remove(&consumer.tag);
+                    !st.closed
+                }
+                _ => false,
+            }
+        };
+        if removed {
+            self.outbox.push(Outbound::Cancel {
+                channel: self.id,
+                consumer_tag: consumer.tag.clone(),
+            });
+        }
+    }
+
+    /// Called by a queue, under its lock: delivers `msg` to `consumer` if there is credit.
+    pub(crate) fn try_deliver(
+        &self,
+        consumer: &Arc<Consumer>,
+        queue: &Arc<Queue>,
+        msg: &QueuedMessage,
+    ) -> bool {
+        let mut st = self.state.lock();
+        if st.closed || st.paused || !consumer.is_active() || self.outbox.is_congested() {
+            return false;
+        }
+        if !consumer.no_ack {
+            if !consumer.has_credit() {
+                return false;
+            }
+            if st.channel_prefetch != 0 && st.unacked.len() >= usize::from(st.channel_prefetch) {
+                return false;
+            }
+        }
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        if !consumer.no_ack {
+            consumer.unacked.fetch_add(1, Ordering::Relaxed);
+            st.unacked.push_back(Unacked {
+                tag,
+                queue: queue.clone(),
+                message: msg.clone(),
+                consumer: Some(consumer.clone()),
+            });
+        }
+        self.outbox.push(Outbound::Deliver {
+            channel: self.id,
+            consumer_tag: consumer.tag.clone(),
+            delivery_tag: tag,
+            redelivered: msg.redelivered,
+            message: msg.message.clone(),
+        });
+        true
+    }
+
+    /// `basic.get`: takes one message from `queue` and sends `get-ok`. Returns false when the
+    /// queue was empty (the caller sends `get-empty`). Prefetch does not apply to `basic.get`.
+    pub fn get(self: &Arc<Self>, queue: &Arc<Queue>, no_ack: bool) -> bool {
+        let Some((msg, message_count)) = queue.get(no_ack) else {
+            return false;
+        };
+        let mut st = self.state.lock();
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        let message: Arc<Message> = msg.message.clone();
+        let redelivered = msg.redelivered;
+        if !no_ack {
+            st.unacked.push_back(Unacked {
+                tag,
+                queue: queue.clone(),
+                message: msg,
+                consumer: None,
+            });
+        }
+        self.outbox.push(Outbound::GetOk {
+            channel: self.id,
+            delivery_tag: tag,
+            redelivered,
+            message_count,
+            message,
+        });
+        true
+    }
+
+    /// Removes the unacked entries named by (`tag`, `multiple`) with RabbitMQ's rules: tag 0
+    /// with `multiple` means all; otherwise the tag must be outstanding, or it is a 406.
+    fn take_unacked(&self, tag: u64, multiple: bool) -> Result<Vec<Unacked>> {
+        let mut st = self.state.lock();
+        let taken: Vec<Unacked> = if multiple && tag == 0 {
+            st.unacked.drain(..).collect()
+        } else {
+            let pos = st.unacked.binary_search_by_key(&tag, |u| u.tag);
+            match pos {
+                Ok(i) if multiple => st.unacked.drain(..=i).collect(),
+                Ok(i) => st.unacked.remove(i).into_iter().collect(),
+                Err(_) => {
+                    return Err(BrokerError::PreconditionFailed(format!(
+                        "unknown delivery tag {tag}"
+                    )))
+                }
+            }
+        };
+        for u in &taken {
+            if let Some(c) = &u.consumer {
+                c.unacked.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// `basic.ack`.
+    pub fn ack(self: &Arc<Self>, tag: u64, multiple: bool) -> Result<()> {
+        let taken = self.take_unacked(tag, multiple)?;
+        self.settle(taken, false);
+        Ok(())
+    }
+
+    /// `basic.nack` / `basic.reject`: requeue or drop.
+    pub fn nack(self: &Arc<Self>, tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        let taken = self.take_unacked(tag, multiple)?;
+        self.settle(taken, requeue);
+        Ok(())
+    }
+
+    /// Checks that (`tag`, `multiple`) names outstanding deliveries without settling them (for
+    /// transactions, which settle at commit).
+    pub fn check_tag(&self, tag: u64, multiple: bool) -> Result<()> {
+        let st = self.state.lock();
+        if (multiple && tag == 0) || st.unacked.binary_search_by_key(&tag, |u| u.tag).is_ok() {
+            Ok(())
+        } else {
+            Err(BrokerError::PreconditionFailed(format!(
+                "unknown delivery tag {tag}"
+            )))
+        }
+    }
+
+    /// `basic.recover` with `requeue=true`: every unacked message goes back to its queue.
+    pub fn recover(self: &Arc<Self>) {
+        let taken = match self.take_unacked(0, true) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        self.settle(taken, true);
+    }
+
+    /// Settles messages in their queues (outside the channel lock) and lets freed credit flow.
+    fn settle(self: &Arc<Self>, entries: Vec<Unacked>, requeue: bool) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut by_queue: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+        for u in entries {
+            match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                Some((_, msgs)) => msgs.push(u.message),
+                None => by_queue.push((u.queue, vec![u.message])),
+            }
+        }
+        for (queue, msgs) in &mut by_queue {
+            if requeue {
+                queue.requeue(std::mem::take(msgs));
+            } else {
+                queue.settle(msgs.len() as u64);
+            }
+        }
+        self.resume();
+    }
+
+    /// Asks every queue this channel consumes from to dispatch again (credit was freed, the
+    /// socket drained, or the flow resumed).
+    pub fn resume(self: &Arc<Self>) {
+        let consumers: Vec<Arc<Consumer>> = {
+            let st = self.state.lock();
+            if st.closed || st.paused {
+                return;
+            }
+            st.consumers.values().cloned().collect()
+        };
+        for c in consumers {
+            c.queue.dispatch();
+        }
+    }
+
+    /// `channel.flow`.
+    pub fn set_flow(self: &Arc<Self>, active: bool) {
+        self.state.lock().paused = !active;
+        if active {
+            self.resume();
+        }
+    }
+
+    /// The channel is closing: cancel its consumers and return every unacked message to its
+    /// queue (redelivered), in that order so the messages go to other consumers.
+    pub fn close(self: &Arc<Self>) {
+        let (consumers, unacked) = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            let consumers: Vec<Arc<Consumer>> = st.consumers.drain().map(|(_, c)| c).collect();
+            let unacked: Vec<Unacked> = st.unacked.drain(..).collect();
+            (consumers, unacked)
+        };
+        for c in &consumers {
+            c.queue.remove_consumer(c);
+        }
+        for u in &unacked {
+            if let Some(c) = &u.consumer {
+                c.unacked.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.settle(unacked, true);
+    }
+}

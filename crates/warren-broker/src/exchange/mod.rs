@@ -1,0 +1,285 @@
+//! Exchanges and their bindings. Each kind keeps an index suited to its matching rule; the
+//! plain list of bindings is kept beside it for listing, unbinding and equality checks.
+
+pub mod headers;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use smallvec::SmallVec;
+use warren_codec::{FieldTable, ShortString};
+
+use crate::queue::Queue;
+use topic::TopicTrie;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Queue(Arc<Queue>),
+    Exchange(Arc<Exchange>),
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
+            (Destination::Exchange(a), Destination::Exchange(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Destination {}
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: ShortString,
+    pub arguments: FieldTable,
+}
+
+impl Binding {
+    fn same_as(&self, other: &Binding) -> bool {
+        self.destination == other.destination
+            && self.routing_key == other.routing_key
+            && self.arguments == other.arguments
+    }
+}
+
+#[derive(Default)]
+struct Bindings {
+    all: Vec<Binding>,
+    direct: HashMap<ShortString, SmallVec<[Destination; 2]>>,
+    topic: TopicTrie<Destination>,
+}
+
+/// The declared shape of an exchange, compared on redeclare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeSpec {
+    pub name: ShortString,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+pub struct Exchange {
+    pub name: ShortString,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    /// The `alternate-exchange` argument: where messages go that match no binding here.
+    pub alternate: Option<String>,
+    bindings: RwLock<Bindings>,
+    deleted: AtomicBool,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Exchange {
+    pub fn new(spec: &ExchangeSpec) -> Self {
+        let alternate = spec
+            .arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Exchange {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            durable: spec.durable,
+            auto_delete: spec.auto_delete,
+            internal: spec.internal,
+            arguments: spec.arguments.clone(),
+            alternate,
+            bindings: RwLock::new(Bindings::default()),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn spec(&self) -> ExchangeSpec {
+        ExchangeSpec {
+            name: self.name.clone(),
+            kind: self.kind,
+            durable: self.durable,
+            auto_delete: self.auto_delete,
+            internal: self.internal,
+            arguments: self.arguments.clone(),
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    pub fn has_bindings(&self) -> bool {
+        !self.bindings.read().all.is_empty()
+    }
+
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.read().all.clone()
+    }
+
+    /// Adds a binding; adding one that exists already is a no-op, as in RabbitMQ.
+    pub fn bind(&self, binding: Binding) {
+        let mut b = self.bindings.write();
+        if b.all.iter().any(|x| x.same_as(&binding)) {
+            return;
+        }
+        match self.kind {
+            ExchangeKind::Direct => b
+                .direct
+                .entry(binding.routing_key.clone())
+                .or_default()
+                .push(binding.destination.clone()),
+            ExchangeKind::Topic => {
+                b.topic
+                    .insert(binding.routing_key.as_str(), binding.destination.clone());
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+        b.all.push(binding);
+    }
+
+    /// Removes a binding; returns whether it existed.
+    pub fn unbind(&self, binding: &Binding) -> bool {
+        let mut b = self.bindings.write();
+        let Some(pos) = b.all.iter().position(|x| x.same_as(binding)) else {
+            return false;
+        };
+        let removed = b.all.remove(pos);
+        Self::unindex(self.kind, &mut b, &removed);
+        true
+    }
+
+    fn unindex(kind: ExchangeKind, b: &mut Bindings, removed: &Binding) {
+        match kind {
+            ExchangeKind::Direct => {
+                if let Some(dests) = b.direct.get_mut(&removed.routing_key) {
+                    if let Some(i) = dests.iter().position(|d| *d == removed.destination) {
+                        dests.remove(i);
+                    }
+                    if dests.is_empty() {
+                        b.direct.remove(&removed.routing_key);
+                    }
+                }
+            }
+            ExchangeKind::Topic => {
+                // Another binding with the same key and destination but other arguments still
+                // needs the trie entry.
+                let still_needed = b.all.iter().any(|x| {
+                    x.routing_key == removed.routing_key && x.destination == removed.destination
+                });
+                if !still_needed {
+                    b.topic
+                        .remove(removed.routing_key.as_str(), &removed.destination);
+                }
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+    }
+
+    /// Removes every binding to `dest`; returns how many there were.
+    pub fn unbind_destination(&self, dest: &Destination) -> usize {
+        let mut b = self.bindings.write();
+        let (gone, kept): (Vec<Binding>, Vec<Binding>) =
+            std::mem::take(&mut b.all).into_iter().partition(|x| x.destination == *dest);
+        b.all = kept;
+        for removed in &gone {
+            Self::unindex(self.kind, &mut b, removed);
+        }
+        gone.len()
+    }
+
+    /// Calls `f` for each destination whose binding matches. Returns whether any matched.
+    /// `headers` is asked for the message headers only by a headers exchange.
+    pub fn route(
+        &self,
+        routing_key: &ShortString,
+        headers: &mut dyn FnMut() -> Option<FieldTable>,
+        f: &mut dyn FnMut(&Destination),
+    ) -> bool {
+        let b = self.bindings.read();
+        let mut matched = false;
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(dests) = b.direct.get(routing_key) {
+                    for d in dests {
+                        matched = true;
+                        f(d);
+                    }
+                }
+            }
+            ExchangeKind::Fanout => {
+                for x in &b.all {
+                    matched = true;
+                    f(&x.destination);
+                }
+            }
+            ExchangeKind::Topic => {
+                b.topic.for_each_match(routing_key.as_str(), &mut |d| {
+                    matched = true;
+                    f(d);
+                });
+            }
+            ExchangeKind::Headers => {
+                if b.all.is_empty() {
+                    return false;
+                }
+                let h = headers();
+                for x in &b.all {
+                    if headers::headers_match(&x.arguments, h.as_ref()) {
+                        matched = true;
+                        f(&x.destination);
+                    }
+                }
+            }
+        }
+        matched
+    }
+}

@@ -1,0 +1,296 @@
+//! A queue: ready messages in order, its consumers, and dispatch.
+//!
+//! Each queue owns its state behind one mutex held only for short, non-async sections. Dispatch
+//! runs in whichever task made progress possible (a publish, an ack, a new consumer, a drained
+//! socket), so there is no queue task to wake and no hand-off per message.
+//!
+//! Lock order: a queue's lock may be held while taking a channel's lock (to assign a delivery
+//! tag), never the other way round.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use warren_codec::{FieldTable, ShortString};
+
+use crate::consumer::Consumer;
+use crate::error::{BrokerError, Result};
+use crate::message::Message;
+use crate::vhost::VHost;
+
+/// Identifies a client connection, for exclusive queues and consumers.
+pub type ConnectionId = u64;
+
+/// A message waiting in a queue. `seq` is its position in publish order; a requeued message
+/// goes back to where its `seq` says, as RabbitMQ does.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub seq: u64,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+}
+
+/// The declared shape of a queue, compared on redeclare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub name: ShortString,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+pub struct Queue {
+    pub name: ShortString,
+    pub vhost_name: Arc<str>,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    /// The connection that declared it, for exclusive queues.
+    pub exclusive_owner: Option<ConnectionId>,
+    vhost: Weak<VHost>,
+    inner: Mutex<QueueInner>,
+    deleted: AtomicBool,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    ready: VecDeque<QueuedMessage>,
+    next_seq: u64,
+    consumers: Vec<Arc<Consumer>>,
+    /// Round-robin cursor into `consumers`.
+    next_consumer: usize,
+    /// Delivered and not yet settled (acked, rejected or requeued).
+    unacked: u64,
+    /// Auto-delete applies only to a queue that has had a consumer.
+    had_consumer: bool,
+}
+
+/// Counts reported by `queue.declare-ok` and `queue.delete-ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("name", &self.name).finish()
+    }
+}
+
+impl Queue {
+    pub(crate) fn new(spec: &QueueSpec, owner: Option<ConnectionId>, vhost: &Arc<VHost>) -> Self {
+        Queue {
+            name: spec.name.clone(),
+            vhost_name: vhost.name.clone(),
+            durable: spec.durable,
+            auto_delete: spec.auto_delete,
+            arguments: spec.arguments.clone(),
+            exclusive_owner: owner,
+            vhost: Arc::downgrade(vhost),
+            inner: Mutex::new(QueueInner::default()),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive_owner.is_some()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Whether a redeclare with `spec` matches this queue (RabbitMQ compares durable,
+    /// exclusive, auto-delete and the arguments).
+    pub(crate) fn is_equivalent(&self, spec: &QueueSpec) -> Option<&'static str> {
+        if self.durable != spec.durable {
+            return Some("durable");
+        }
+        if self.auto_delete != spec.auto_delete {
+            return Some("auto_delete");
+        }
+        if self.is_exclusive() != spec.exclusive {
+            return Some("exclusive");
+        }
+        for (k, v) in spec.arguments.iter() {
+            if self.arguments.get(k.as_str()) != Some(v) {
+                return Some("arguments");
+            }
+        }
+        None
+    }
+
+    /// 405 unless `conn` may use this queue (exclusive queues belong to one connection).
+    pub fn check_access(&self, conn: ConnectionId) -> Result<()> {
+        match self.exclusive_owner {
+            Some(owner) if owner != conn => Err(BrokerError::ResourceLocked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
+                 originally declared on another connection or the exclusive property value does \
+                 not match that of the original declaration.",
+                self.name, self.vhost_name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn counts(&self) -> QueueCounts {
+        let inner = self.inner.lock();
+        QueueCounts {
+            messages: inner.ready.len() as u32,
+            consumers: inner.consumers.len() as u32,
+        }
+    }
+
+    /// Messages delivered and not yet settled.
+    pub fn unacked_count(&self) -> u64 {
+        self.inner.lock().unacked
+    }
+
+    /// Appends a message and delivers what the consumers can take.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+        let mut inner = self.inner.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.ready.push_back(QueuedMessage {
+            seq,
+            message,
+            redelivered: false,
+        });
+        self.dispatch_locked(&mut inner);
+    }
+
+    /// Delivers ready messages to consumers with credit, round-robin, until either runs out.
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut inner = self.inner.lock();
+        self.dispatch_locked(&mut inner);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, inner: &mut QueueInner) {
+        while !inner.ready.is_empty() && !inner.consumers.is_empty() {
+            let n = inner.consumers.len();
+            let mut delivered = false;
+            for i in 0..n {
+                let idx = (inner.next_consumer + i) % n;
+                let consumer = &inner.consumers[idx];
+                let Some(front) = inner.ready.front() else {
+                    break;
+                };
+                if consumer.try_deliver(self, front) {
+                    let needs_ack = !consumer.no_ack;
+                    inner.next_consumer = (idx + 1) % n;
+                    inner.ready.pop_front();
+                    if needs_ack {
+                        inner.unacked += 1;
+                    }
+                    delivered = true;
+                    break;
+                }
+            }
+            if !delivered {
+                return;
+            }
+        }
+    }
+
+    /// Registers a consumer; deliveries start when it is activated.
+    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if self.is_deleted() {
+            return Err(BrokerError::NotFound {
+                kind: crate::error::EntityKind::Queue,
+                name: self.name.to_string(),
+                vhost: self.vhost_name.to_string(),
+            });
+        }
+        let locked = inner.consumers.iter().any(|c| c.exclusive);
+        if locked || (consumer.exclusive && !inner.consumers.is_empty()) {
+            return Err(BrokerError::AccessRefused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.name, self.vhost_name
+            )));
+        }
+        inner.consumers.push(consumer);
+        inner.had_consumer = true;
+        Ok(())
+    }
+
+    /// Removes a consumer; deletes the queue if it is auto-delete and that was the last one.
+    pub fn remove_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) {
+        let auto_delete_now = {
+            let mut inner = self.inner.lock();
+            let before = inner.consumers.len();
+            inner.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+            if inner.next_consumer >= inner.consumers.len() {
+                inner.next_consumer = 0;
+            }
+            before != inner.consumers.len()
+                && self.auto_delete
+                && inner.had_consumer
+                && inner.consumers.is_empty()
+        };
+        if auto_delete_now {
+            if let Some(vhost) = self.vhost.upgrade() {
+                vhost.remove_queue(self);
+            }
+        }
+    }
+
+    /// Takes the next message for `basic.get`; `message_count` is what remains ready.
+    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        let mut inner = self.inner.lock();
+        let msg = inner.ready.pop_front()?;
+        if !no_ack {
+            inner.unacked += 1;
+        }
+        let remaining = inner.ready.len() as u32;
+        Some((msg, remaining))
+    }
+
+    /// Returns delivered messages to the queue, each at its original position, marked
+    /// redelivered, and dispatches them again.
+    pub fn requeue(self: &Arc<Self>, mut messages: Vec<QueuedMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
+        if self.is_deleted() {
+            return;
+        }
+        messages.sort_by_key(|m| m.seq);
+        for mut m in messages {
+            m.redelivered = true;
+            // Most requeues land at or near the front, so search from there.
+            let pos = inner.ready.partition_point(|r| r.seq < m.seq);
+            inner.ready.insert(pos, m);
+        }
+        self.dispatch_locked(&mut inner);
+    }
+
+    /// Records that `n` delivered messages were acked or dropped.
+    pub fn settle(&self, n: u64) {
+        let mut inner = self.inner.lock();
+        inner.unacked = inner.unacked.saturating_sub(n);
+    }
+
+    /// Drops every ready message; returns how many there were.
+    pub fn purge(&self) -> u32 {
+        let mut inner = self.inner.lock();
+        let n = inner.ready.len() as u32;
+        inner.ready.clear();
+        n
+    }
+
+    /// Marks the queue deleted and hands back its consumers (to be cancelled) and the number
+    /// of ready messages it held. Only the vhost calls this, after unlinking the queue.
+    pub(crate) fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u32) {
+        let mut inner = self.inner.lock();
+        self.deleted.store(true, Ordering::Release);
+        let n = inner.ready.len() as u32;
+        inner.ready.clear();
+        (std::mem::take(&mut inner.consumers), n)
+    }
+}

@@ -1,0 +1,502 @@
+//! A virtual host: its exchanges, queues and bindings, and routing between them.
+//!
+//! The maps are behind read-write locks taken briefly; the publish path takes only read locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use parking_lot::RwLock;
+use rand::RngCore;
+use smallvec::SmallVec;
+use warren_codec::{FieldTable, ShortString};
+
+use crate::consumer::Consumer;
+use crate::error::{BrokerError, EntityKind, Result};
+use crate::exchange::{headers, Binding, Destination, Exchange, ExchangeKind, ExchangeSpec};
+use crate::message::Message;
+use crate::queue::{ConnectionId, Queue, QueueCounts, QueueSpec};
+
+/// The queues a message was routed to (deduplicated).
+pub type Route = SmallVec<[Arc<Queue>; 4]>;
+
+pub struct VHost {
+    pub name: Arc<str>,
+    exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
+    queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
+}
+
+impl std::fmt::Debug for VHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VHost").field("name", &self.name).finish()
+    }
+}
+
+/// Exchanges every vhost has, as in RabbitMQ.
+const STANDARD_EXCHANGES: [(&str, ExchangeKind); 6] = [
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+fn reserved_name(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
+fn inequivalent(arg: &str, kind: &str, name: &str, vhost: &str) -> BrokerError {
+    BrokerError::PreconditionFailed(format!(
+        "inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}'"
+    ))
+}
+
+impl VHost {
+    pub fn new(name: &str) -> Arc<Self> {
+        let vhost = Arc::new(VHost {
+            name: Arc::from(name),
+            exchanges: RwLock::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
+        });
+        {
+            let mut ex = vhost.exchanges.write();
+            for (name, kind) in STANDARD_EXCHANGES {
+                let spec = ExchangeSpec {
+                    name: ShortString::from_static(name),
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::new(),
+                };
+                ex.insert(spec.name.clone(), Arc::new(Exchange::new(&spec)));
+            }
+        }
+        vhost
+    }
+
+    fn not_found(&self, kind: EntityKind, name: &str) -> BrokerError {
+        BrokerError::NotFound {
+            kind,
+            name: name.to_owned(),
+            vhost: self.name.to_string(),
+        }
+    }
+
+    pub fn exchange(&self, name: &str) -> Result<Arc<Exchange>> {
+        self.exchanges
+            .read()
+            .get(name.as_bytes())
+            .cloned()
+            .ok_or_else(|| self.not_found(EntityKind::Exchange, name))
+    }
+
+    pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        self.queues
+            .read()
+            .get(name.as_bytes())
+            .cloned()
+            .ok_or_else(|| self.not_found(EntityKind::Queue, name))
+    }
+
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
+    }
+
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+
+    /// `exchange.declare` (not passive). Returns the exchange, new or existing.
+    pub fn declare_exchange(&self, spec: &ExchangeSpec) -> Result<Arc<Exchange>> {
+        if spec.name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        let mut map = self.exchanges.write();
+        if let Some(x) = map.get(&spec.name) {
+            let current = x.spec();
+            let arg = if current.kind != spec.kind {
+                Some("type")
+            } else if current.durable != spec.durable {
+                Some("durable")
+            } else if current.auto_delete != spec.auto_delete {
+                Some("auto_delete")
+            } else if current.internal != spec.internal {
+                Some("internal")
+            } else if current.arguments != spec.arguments {
+                Some("arguments")
+            } else {
+                None
+            };
+            return match arg {
+                Some(a) => Err(inequivalent(a, "exchange", spec.name.as_str(), &self.name)),
+                None => Ok(x.clone()),
+            };
+        }
+        if reserved_name(spec.name.as_str()) {
+            return Err(BrokerError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        let x = Arc::new(Exchange::new(spec));
+        map.insert(spec.name.clone(), x.clone());
+        Ok(x)
+    }
+
+    /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        if name.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        if reserved_name(name) && STANDARD_EXCHANGES.iter().any(|(n, _)| *n == name) {
+            return Err(BrokerError::AccessRefused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let x = {
+            let mut map = self.exchanges.write();
+            let Some(x) = map.get(name.as_bytes()).cloned() else {
+                return Ok(());
+            };
+            if if_unused && x.has_bindings() {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    self.name
+                )));
+            }
+            map.remove(name.as_bytes());
+            x
+        };
+        self.unlink_exchange(&x);
+        Ok(())
+    }
+
+    fn unlink_exchange(&self, x: &Arc<Exchange>) {
+        x.mark_deleted();
+        let dest = Destination::Exchange(x.clone());
+        let others = self.exchanges();
+        for other in others {
+            if other.unbind_destination(&dest) > 0 {
+                self.maybe_auto_delete_exchange(&other);
+            }
+        }
+        // Drop its own bindings so that destination exchanges can auto-delete.
+        for b in x.bindings() {
+            x.unbind(&b);
+            if let Destination::Exchange(d) = &b.destination {
+                self.maybe_auto_delete_exchange(d);
+            }
+        }
+    }
+
+    /// RabbitMQ deletes an auto-delete exchange when its last binding (as a source) goes.
+    fn maybe_auto_delete_exchange(&self, x: &Arc<Exchange>) {
+        if !x.auto_delete || x.has_bindings() || x.is_deleted() {
+            return;
+        }
+        let removed = {
+            let mut map = self.exchanges.write();
+            match map.get(&x.name) {
+                Some(cur) if Arc::ptr_eq(cur, x) => map.remove(&x.name).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            self.unlink_exchange(x);
+        }
+    }
+
+    fn bind_checks(&self, source: &str, args: &FieldTable, x: &Exchange) -> Result<()> {
+        if source.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        if x.kind == ExchangeKind::Headers {
+            headers::validate_x_match(args).map_err(BrokerError::PreconditionFailed)?;
+        }
+        Ok(())
+    }
+
+    /// `queue.bind`.
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: ShortString,
+        arguments: FieldTable,
+        conn: ConnectionId,
+    ) -> Result<()> {
+        let q = self.queue(queue)?;
+        q.check_access(conn)?;
+        let x = self.exchange(exchange)?;
+        self.bind_checks(exchange, &arguments, &x)?;
+        x.bind(Binding {
+            destination: Destination::Queue(q),
+            routing_key,
+            arguments,
+        });
+        Ok(())
+    }
+
+    /// `queue.unbind`. Removing a binding that does not exist succeeds, as in RabbitMQ.
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: ShortString,
+        arguments: FieldTable,
+        conn: ConnectionId,
+    ) -> Result<()> {
+        let q = self.queue(queue)?;
+        q.check_access(conn)?;
+        if exchange.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        let x = self.exchange(exchange)?;
+        if x.unbind(&Binding {
+            destination: Destination::Queue(q),
+            routing_key,
+            arguments,
+        }) {
+            self.maybe_auto_delete_exchange(&x);
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`: messages reaching `source` that match also go through `destination`.
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: ShortString,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        let d = self.exchange(destination)?;
+        let s = self.exchange(source)?;
+        if destination.is_empty() {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        self.bind_checks(source, &arguments, &s)?;
+        s.bind(Binding {
+            destination: Destination::Exchange(d),
+            routing_key,
+            arguments,
+        });
+        Ok(())
+    }
+
+    /// `exchange.unbind`.
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: ShortString,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        let d = self.exchange(destination)?;
+        let s = self.exchange(source)?;
+        if s.unbind(&Binding {
+            destination: Destination::Exchange(d),
+            routing_key,
+            arguments,
+        }) {
+            self.maybe_auto_delete_exchange(&s);
+        }
+        Ok(())
+    }
+
+    /// A fresh server-chosen queue name, like RabbitMQ's `amq.gen-` names.
+    pub fn generate_queue_name() -> ShortString {
+        let mut raw = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let name = format!(
+            "amq.gen-{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        ShortString::try_from(name).unwrap_or_default()
+    }
+
+    /// `queue.declare`, passive or not. Returns the queue and its counts.
+    pub fn declare_queue(
+        self: &Arc<Self>,
+        spec: &QueueSpec,
+        passive: bool,
+        conn: ConnectionId,
+    ) -> Result<(Arc<Queue>, QueueCounts)> {
+        if passive {
+            let q = self.queue(spec.name.as_str())?;
+            q.check_access(conn)?;
+            let counts = q.counts();
+            return Ok((q, counts));
+        }
+        let mut map = self.queues.write();
+        if let Some(q) = map.get(&spec.name) {
+            q.check_access(conn)?;
+            if let Some(arg) = q.is_equivalent(spec) {
+                return Err(inequivalent(arg, "queue", spec.name.as_str(), &self.name));
+            }
+            let q = q.clone();
+            drop(map);
+            let counts = q.counts();
+            return Ok((q, counts));
+        }
+        if reserved_name(spec.name.as_str()) {
+            return Err(BrokerError::AccessRefused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        let owner = spec.exclusive.then_some(conn);
+        let q = Arc::new(Queue::new(spec, owner, self));
+        map.insert(spec.name.clone(), q.clone());
+        Ok((
+            q,
+            QueueCounts {
+                messages: 0,
+                consumers: 0,
+            },
+        ))
+    }
+
+    /// Creates a queue whose name the caller chose under the reserved `amq.` prefix (server
+    /// names and direct reply-to queues).
+    pub fn declare_internal_queue(
+        self: &Arc<Self>,
+        spec: &QueueSpec,
+        conn: ConnectionId,
+    ) -> Arc<Queue> {
+        let owner = spec.exclusive.then_some(conn);
+        let q = Arc::new(Queue::new(spec, owner, self));
+        self.queues.write().insert(spec.name.clone(), q.clone());
+        q
+    }
+
+    /// `queue.delete`. Deleting a missing queue succeeds with a count of 0, as in RabbitMQ.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: ConnectionId,
+    ) -> Result<u32> {
+        let q = match self.queue(name) {
+            Ok(q) => q,
+            Err(_) => return Ok(0),
+        };
+        q.check_access(conn)?;
+        let counts = q.counts();
+        if if_unused && counts.consumers > 0 {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && counts.messages > 0 {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// Unlinks and deletes a queue: its bindings go, its consumers are cancelled (the clients
+    /// get `basic.cancel`). Returns the number of ready messages it held.
+    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+        {
+            let mut map = self.queues.write();
+            match map.get(&q.name) {
+                Some(cur) if Arc::ptr_eq(cur, q) => {
+                    map.remove(&q.name);
+                }
+                _ => return 0,
+            }
+        }
+        let dest = Destination::Queue(q.clone());
+        for x in self.exchanges() {
+            if x.unbind_destination(&dest) > 0 {
+                self.maybe_auto_delete_exchange(&x);
+            }
+        }
+        let (consumers, count) = q.mark_deleted();
+        cancel_consumers(consumers);
+        count
+    }
+
+    /// Deletes the exclusive queues a closing connection owned.
+    pub fn remove_exclusive_queues(&self, conn: ConnectionId) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .cloned()
+            .collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Finds the queues `message` goes to from `exchange`, following exchange-to-exchange
+    /// bindings and alternate exchanges. Each queue appears once.
+    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message) -> Route {
+        let mut out = Route::new();
+        let key = &message.routing_key;
+        if exchange.name.is_empty() {
+            // The default exchange binds every queue by its name, implicitly.
+            if let Ok(q) = self.queue(key.as_str()) {
+                out.push(q);
+            }
+            return out;
+        }
+        let mut headers_cache: Option<Option<FieldTable>> = None;
+        let mut headers = || {
+            headers_cache
+                .get_or_insert_with(|| message.properties().headers)
+                .clone()
+        };
+        let mut visited: SmallVec<[*const Exchange; 4]> = SmallVec::new();
+        let mut pending: SmallVec<[Arc<Exchange>; 4]> = SmallVec::new();
+        pending.push(exchange.clone());
+        while let Some(x) = pending.pop() {
+            let ptr = Arc::as_ptr(&x);
+            if visited.contains(&ptr) {
+                continue;
+            }
+            visited.push(ptr);
+            let matched = x.route(key, &mut headers, &mut |d| match d {
+                Destination::Queue(q) => {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                        out.push(q.clone());
+                    }
+                }
+                Destination::Exchange(e) => pending.push(e.clone()),
+            });
+            if !matched {
+                if let Some(ae) = x.alternate.as_deref().and_then(|n| self.exchange(n).ok()) {
+                    pending.push(ae);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Tells each consumer's channel that the broker cancelled it.
+fn cancel_consumers(consumers: Vec<Arc<Consumer>>) {
+    for c in consumers {
+        c.channel.consumer_cancelled_by_broker(&c);
+    }
+}

@@ -1,0 +1,267 @@
+//! The `basic` class: publish, consume, get, acks and prefetch.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use rand::RngCore;
+use warren_broker::{AccessKind, Message, QueueSpec};
+use warren_codec::{basic, constants, BasicProperties, FieldTable, Method, ShortString};
+
+use crate::channel::{ChannelMachine, Mode};
+use crate::connection::ConnCtx;
+use crate::error::{AmqpError, AmqpResult};
+use crate::outbox::OutItem;
+use crate::tx::TxAck;
+
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// A random suffix for server-generated names (consumer tags, reply-to queues).
+pub(crate) fn random_suffix() -> String {
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn generated(prefix: &str) -> ShortString {
+    ShortString::try_from(format!("{prefix}{}", random_suffix())).unwrap_or_default()
+}
+
+impl ChannelMachine {
+    pub(crate) fn handle_basic(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
+        match method {
+            Method::BasicQos(m) => {
+                if m.prefetch_size != 0 {
+                    return Err(AmqpError::not_implemented(format!(
+                        "prefetch_size!=0 ({})",
+                        m.prefetch_size
+                    )));
+                }
+                self.broker_channel.set_prefetch(m.prefetch_count, m.global);
+                ctx.outbox.method(self.id, basic::QosOk {});
+                Ok(())
+            }
+            Method::BasicConsume(m) => self.consume(ctx, m),
+            Method::BasicCancel(m) => {
+                self.broker_channel.cancel_consumer(&m.consumer_tag);
+                if !m.no_wait {
+                    ctx.outbox.method(
+                        self.id,
+                        basic::CancelOk {
+                            consumer_tag: m.consumer_tag,
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Method::BasicGet(m) => {
+                let name = self.queue_name(&m.queue)?;
+                ctx.access.check(AccessKind::Read, "queue", name.as_str())?;
+                let q = ctx.vhost.queue(name.as_str())?;
+                q.check_access(ctx.id)?;
+                if !self.broker_channel.get(&q, m.no_ack) {
+                    ctx.outbox.method(self.id, basic::GetEmpty {});
+                }
+                Ok(())
+            }
+            Method::BasicAck(m) => self.settle(TxAck::Ack {
+                tag: m.delivery_tag,
+                multiple: m.multiple,
+            }),
+            Method::BasicNack(m) => self.settle(TxAck::Nack {
+                tag: m.delivery_tag,
+                multiple: m.multiple,
+                requeue: m.requeue,
+            }),
+            Method::BasicReject(m) => self.settle(TxAck::Nack {
+                tag: m.delivery_tag,
+                multiple: false,
+                requeue: m.requeue,
+            }),
+            Method::BasicRecover(m) => {
+                self.recover(m.requeue)?;
+                ctx.outbox.method(self.id, basic::RecoverOk {});
+                Ok(())
+            }
+            Method::BasicRecoverAsync(m) => self.recover(m.requeue),
+            other => Err(AmqpError::command_invalid(format!(
+                "{} is not valid from a client",
+                other.name()
+            ))),
+        }
+    }
+
+    fn recover(&mut self, requeue: bool) -> AmqpResult {
+        if !requeue {
+            // As RabbitMQ: redelivering to the same consumer without requeueing is not offered.
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        self.broker_channel.recover();
+        Ok(())
+    }
+
+    /// An ack, nack or reject: applied now, or at commit inside a transaction.
+    fn settle(&mut self, op: TxAck) -> AmqpResult {
+        let (tag, multiple) = op.tag();
+        if let Mode::Tx(tx) = &mut self.mode {
+            self.broker_channel.check_tag(tag, multiple)?;
+            tx.acks.push(op);
+            return Ok(());
+        }
+        op.apply(&self.broker_channel)?;
+        Ok(())
+    }
+
+    fn consume(&mut self, ctx: &ConnCtx, m: basic::Consume) -> AmqpResult {
+        if m.queue.as_str() == REPLY_TO {
+            return self.consume_reply_to(ctx, m);
+        }
+        let name = self.queue_name(&m.queue)?;
+        ctx.access.check(AccessKind::Read, "queue", name.as_str())?;
+        let q = ctx.vhost.queue(name.as_str())?;
+        q.check_access(ctx.id)?;
+        let tag = if m.consumer_tag.is_empty() {
+            generated("amq.ctag-")
+        } else {
+            m.consumer_tag
+        };
+        if self.broker_channel.has_consumer(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let consumer = self
+            .broker_channel
+            .add_consumer(&q, tag.clone(), m.no_ack, m.exclusive)?;
+        if !m.no_wait {
+            ctx.outbox
+                .method(self.id, basic::ConsumeOk { consumer_tag: tag });
+        }
+        consumer.activate();
+        Ok(())
+    }
+
+    /// Direct reply-to: a private, exclusive, auto-delete queue consumed in no-ack mode;
+    /// publishes from this channel with `reply_to = amq.rabbitmq.reply-to` are rewritten to
+    /// name it, so replies sent to that name come straight back here.
+    fn consume_reply_to(&mut self, ctx: &ConnCtx, m: basic::Consume) -> AmqpResult {
+        if !m.no_ack {
+            return Err(AmqpError::precondition_failed(
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        if self.reply_queue.is_some() {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
+        let name = generated(&format!("{REPLY_TO}."));
+        let spec = QueueSpec {
+            name: name.clone(),
+            durable: false,
+            exclusive: true,
+            auto_delete: true,
+            arguments: FieldTable::new(),
+        };
+        let q = ctx.vhost.declare_internal_queue(&spec, ctx.id);
+        let tag = if m.consumer_tag.is_empty() {
+            generated("amq.ctag-")
+        } else {
+            m.consumer_tag
+        };
+        let consumer = self
+            .broker_channel
+            .add_consumer(&q, tag.clone(), true, false)?;
+        if !m.no_wait {
+            ctx.outbox
+                .method(self.id, basic::ConsumeOk { consumer_tag: tag });
+        }
+        consumer.activate();
+        self.reply_queue = Some(name);
+        Ok(())
+    }
+
+    /// A whole message has arrived: route it, then enqueue (or hold it for commit), return it
+    /// if mandatory and unroutable, and confirm it.
+    pub(crate) fn publish(
+        &mut self,
+        ctx: &ConnCtx,
+        p: basic::Publish,
+        mut raw_properties: Bytes,
+        body: Bytes,
+    ) -> AmqpResult {
+        let exchange = match &self.exchange_cache {
+            Some(x) if x.name == p.exchange && !x.is_deleted() => x.clone(),
+            _ => {
+                let x = ctx.vhost.exchange(p.exchange.as_str())?;
+                ctx.access
+                    .check(AccessKind::Write, "exchange", p.exchange.as_str())?;
+                self.exchange_cache = Some(x.clone());
+                x
+            }
+        };
+        if exchange.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                exchange.name, ctx.access.vhost
+            )));
+        }
+        let mut props = BasicProperties::decode(raw_properties.clone())?;
+        if let Some(user_id) = &props.user_id {
+            if user_id.as_str() != ctx.access.user {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{user_id}' but authenticated user was '{}'",
+                    ctx.access.user
+                )));
+            }
+        }
+        if props.reply_to.as_ref().is_some_and(|r| r.as_str() == REPLY_TO) {
+            let Some(q) = &self.reply_queue else {
+                return Err(AmqpError::precondition_failed(
+                    "fast reply consumer does not exist",
+                ));
+            };
+            props.reply_to = Some(q.clone());
+            raw_properties = props.to_raw();
+        }
+        let message = Arc::new(Message::new(
+            p.exchange,
+            p.routing_key,
+            raw_properties,
+            body,
+            &props,
+        ));
+        let route = ctx.vhost.route(&exchange, &message);
+        let seq = match &mut self.mode {
+            Mode::Confirm(c) => {
+                c.last_seq += 1;
+                Some(c.last_seq)
+            }
+            _ => None,
+        };
+        if let Mode::Tx(tx) = &mut self.mode {
+            tx.publishes.push(crate::tx::TxPublish {
+                route,
+                message,
+                mandatory: p.mandatory,
+            });
+            return Ok(());
+        }
+        Self::enqueue(&route, &message);
+        if route.is_empty() && p.mandatory {
+            self.return_unroutable(ctx, message);
+        }
+        if let Some(seq) = seq {
+            self.confirm(seq);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn return_unroutable(&self, ctx: &ConnCtx, message: Arc<Message>) {
+        ctx.outbox.send(OutItem::Return {
+            channel: self.id,
+            reply_code: constants::NO_ROUTE,
+            reply_text: ShortString::from_static("NO_ROUTE"),
+            message,
+        });
+    }
+}

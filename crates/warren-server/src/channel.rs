@@ -1,0 +1,306 @@
+//! The per-channel protocol state machine: content assembly, confirm and transaction modes,
+//! the "current queue" shortcut, and dispatch of methods to one handler per AMQP class
+//! (`exchange.rs`, `queue.rs`, `basic.rs`, `tx.rs`).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use warren_broker::{Channel, Exchange, Message};
+use warren_codec::{basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC};
+
+use crate::connection::ConnCtx;
+use crate::error::{AmqpError, AmqpResult};
+use crate::tx::TxState;
+
+/// A publish whose header and body frames are still arriving.
+struct PendingContent {
+    publish: basic::Publish,
+    header: Option<ContentHeader>,
+    body: Body,
+}
+
+/// A body arriving in frames; a single-frame body is kept as the frame's own slice (no copy).
+enum Body {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Empty => 0,
+            Body::One(b) => b.len(),
+            Body::Many(b) => b.len(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes, expected: usize) {
+        *self = match std::mem::replace(self, Body::Empty) {
+            Body::Empty => Body::One(chunk),
+            Body::One(first) => {
+                let mut all = BytesMut::with_capacity(expected);
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&chunk);
+                Body::Many(all)
+            }
+            Body::Many(mut all) => {
+                all.extend_from_slice(&chunk);
+                Body::Many(all)
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Body::Empty => Bytes::new(),
+            Body::One(b) => b,
+            Body::Many(b) => b.freeze(),
+        }
+    }
+}
+
+/// Publisher-confirm bookkeeping.
+#[derive(Default)]
+pub(crate) struct Confirms {
+    /// Sequence number of the last publish on this channel.
+    pub last_seq: u64,
+    /// Highest sequence number confirmed and not yet acked to the client; acks go out once per
+    /// batch of frames, with `multiple` set.
+    pub ack_pending: Option<u64>,
+}
+
+pub(crate) enum Mode {
+    Normal,
+    Confirm(Confirms),
+    Tx(TxState),
+}
+
+pub struct ChannelMachine {
+    pub(crate) id: u16,
+    pub(crate) broker_channel: Arc<Channel>,
+    pending: Option<PendingContent>,
+    pub(crate) mode: Mode,
+    /// The last queue declared on this channel: an empty queue name in later methods means it.
+    pub(crate) current_queue: Option<ShortString>,
+    /// Last exchange published to, so the map lookup is skipped for runs of publishes.
+    pub(crate) exchange_cache: Option<Arc<Exchange>>,
+    /// The private queue behind `amq.rabbitmq.reply-to`, once the channel consumes from it.
+    pub(crate) reply_queue: Option<ShortString>,
+    /// Set after this side sent `channel.close`: everything but `close-ok` is discarded.
+    pub(crate) closing: bool,
+}
+
+impl ChannelMachine {
+    pub fn new(id: u16, broker_channel: Arc<Channel>) -> Self {
+        ChannelMachine {
+            id,
+            broker_channel,
+            pending: None,
+            mode: Mode::Normal,
+            current_queue: None,
+            exchange_cache: None,
+            reply_queue: None,
+            closing: false,
+        }
+    }
+
+    /// Handles a method addressed to this open channel (the connection has already taken
+    /// care of `channel.close` and `channel.close-ok`).
+    pub fn handle_method_frame(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
+        if self.closing {
+            // Spec: after sending channel.close, discard everything until close-ok.
+            return Ok(());
+        }
+        if self.pending.is_some() {
+            return Err(AmqpError::unexpected_frame(format!(
+                "expected content header for class 60, got non content header frame instead \
+                 ({})",
+                method.name()
+            )));
+        }
+        if let Method::BasicPublish(p) = method {
+            if p.immediate {
+                return Err(AmqpError::not_implemented("immediate=true").during(60, 40));
+            }
+            self.pending = Some(PendingContent {
+                publish: p,
+                header: None,
+                body: Body::Empty,
+            });
+            return Ok(());
+        }
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        self.handle_method(ctx, method)
+            .map_err(|e| e.during(class_id, method_id))
+    }
+
+    /// Handles a content header or body frame addressed to this open channel.
+    pub fn handle_content_frame(&mut self, ctx: &ConnCtx, frame: Frame) -> AmqpResult {
+        match frame.kind {
+            FrameType::Method => Ok(()),
+            FrameType::Header => {
+                if self.closing {
+                    return Ok(());
+                }
+                let Some(pending) = self.pending.as_mut() else {
+                    return Err(AmqpError::unexpected_frame(
+                        "content header frame without a content method",
+                    ));
+                };
+                if pending.header.is_some() {
+                    return Err(AmqpError::unexpected_frame(
+                        "second content header frame for one message",
+                    ));
+                }
+                let header = ContentHeader::decode(frame.payload)?;
+                if header.class_id != CLASS_BASIC {
+                    return Err(AmqpError::unexpected_frame(format!(
+                        "content header for class {} on a basic.publish",
+                        header.class_id
+                    )));
+                }
+                if header.body_size > ctx.max_message_size {
+                    self.pending = None;
+                    return Err(AmqpError::precondition_failed(format!(
+                        "message size {} is larger than configured max size {}",
+                        header.body_size, ctx.max_message_size
+                    ))
+                    .during(60, 40));
+                }
+                let done = header.body_size == 0;
+                pending.header = Some(header);
+                if done {
+                    self.finish_publish(ctx)?;
+                }
+                Ok(())
+            }
+            FrameType::Body => {
+                if self.closing {
+                    return Ok(());
+                }
+                let Some(pending) = self.pending.as_mut() else {
+                    return Err(AmqpError::unexpected_frame(
+                        "content body frame without a content method",
+                    ));
+                };
+                let Some(header) = &pending.header else {
+                    return Err(AmqpError::unexpected_frame(
+                        "content body frame before the content header",
+                    ));
+                };
+                let expected = header.body_size as usize;
+                if pending.body.len() + frame.payload.len() > expected {
+                    return Err(AmqpError::unexpected_frame(
+                        "content body is larger than the size its header declared",
+                    ));
+                }
+                pending.body.push(frame.payload, expected);
+                if pending.body.len() == expected {
+                    self.finish_publish(ctx)?;
+                }
+                Ok(())
+            }
+            FrameType::Heartbeat => Err(AmqpError::frame_error(format!(
+                "heartbeat frame on channel {}",
+                self.id
+            ))),
+        }
+    }
+
+    fn finish_publish(&mut self, ctx: &ConnCtx) -> AmqpResult {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let Some(header) = pending.header else {
+            return Ok(());
+        };
+        let body = pending.body.into_bytes();
+        self.publish(ctx, pending.publish, header.raw_properties, body)
+            .map_err(|e| e.during(60, 40))
+    }
+
+    fn handle_method(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
+        match method.class_id() {
+            warren_codec::CLASS_CHANNEL => self.handle_channel(ctx, method),
+            warren_codec::CLASS_EXCHANGE => self.handle_exchange(ctx, method),
+            warren_codec::CLASS_QUEUE => self.handle_queue(ctx, method),
+            warren_codec::CLASS_BASIC => self.handle_basic(ctx, method),
+            warren_codec::CLASS_CONFIRM | warren_codec::CLASS_TX => self.handle_tx(ctx, method),
+            _ => Err(AmqpError::command_invalid(format!(
+                "{} is not valid on a channel",
+                method.name()
+            ))),
+        }
+    }
+
+    fn handle_channel(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
+        match method {
+            Method::ChannelOpen(_) => Err(AmqpError::channel_error(format!(
+                "second 'channel.open' seen on channel {}",
+                self.id
+            ))),
+            Method::ChannelFlow(f) => {
+                self.broker_channel.set_flow(f.active);
+                ctx.outbox
+                    .method(self.id, channel::FlowOk { active: f.active });
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            // Close and close-ok are handled by the connection, which owns the channel table.
+            other => Err(AmqpError::command_invalid(format!(
+                "unexpected {} on channel {}",
+                other.name(),
+                self.id
+            ))),
+        }
+    }
+
+    /// Resolves the empty queue name to the channel's current queue, as the spec says.
+    pub(crate) fn queue_name(&self, name: &ShortString) -> AmqpResult<ShortString> {
+        if !name.is_empty() {
+            return Ok(name.clone());
+        }
+        self.current_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// Delivers a routed message into its queues now (or at commit, in a transaction).
+    pub(crate) fn enqueue(route: &[Arc<warren_broker::Queue>], message: &Arc<Message>) {
+        for q in route {
+            q.publish(message.clone());
+        }
+    }
+
+    /// Queues the confirm for publish `seq`; it goes out at the end of the read batch.
+    pub(crate) fn confirm(&mut self, seq: u64) {
+        if let Mode::Confirm(c) = &mut self.mode {
+            c.ack_pending = Some(seq);
+        }
+    }
+
+    /// Sends the confirms gathered during a batch of frames as one multiple-ack.
+    pub fn flush_confirms(&mut self, ctx: &ConnCtx) {
+        if let Mode::Confirm(c) = &mut self.mode {
+            if let Some(seq) = c.ack_pending.take() {
+                ctx.outbox.method(
+                    self.id,
+                    basic::Ack {
+                        delivery_tag: seq,
+                        multiple: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The channel is going away (closed by either side, or the connection ended).
+    pub fn teardown(&mut self) {
+        self.pending = None;
+        if let Mode::Tx(tx) = &mut self.mode {
+            tx.clear();
+        }
+        self.broker_channel.close();
+    }
+}

@@ -1,0 +1,674 @@
+//! One client connection: the handshake, the read loop, heartbeats, the channel table, and
+//! closing in both directions. One task per connection reads and handles frames; a second task
+//! ([`crate::outbox::run_writer`]) writes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use warren_broker::{Access, Broker, Channel, ConnectionId, VHost};
+use warren_codec::{
+    channel, connection, constants, frame, FieldTable, FieldValue, Frame, FrameType,
+    LongString, Method, Reader, ShortString,
+};
+
+use crate::channel::ChannelMachine;
+use crate::error::{AmqpError, AmqpResult};
+use crate::outbox::{connection_close, run_writer, ConnOutbox, OutItem, WriterConfig};
+use crate::ServerConfig;
+
+/// What every channel handler needs from its connection.
+pub struct ConnCtx {
+    pub id: ConnectionId,
+    pub broker: Arc<Broker>,
+    pub vhost: Arc<VHost>,
+    pub access: Access,
+    pub outbox: Arc<ConnOutbox>,
+    pub max_message_size: u64,
+}
+
+/// Why the read loop ended.
+enum Exit {
+    /// The peer went away or the close handshake finished.
+    Done,
+}
+
+/// Reads frames into a reusable buffer.
+struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+    frame_max: u32,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads more bytes; Ok(false) at end of stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(64 * 1024);
+        }
+        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+    }
+
+    fn next(&mut self) -> AmqpResult<Option<Frame>> {
+        Ok(frame::decode_frame(&mut self.buf, self.frame_max)?)
+    }
+
+    /// The next frame, reading as needed; None at end of stream.
+    async fn read_frame(&mut self) -> AmqpResult<Option<Frame>> {
+        loop {
+            if let Some(f) = self.next()? {
+                return Ok(Some(f));
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+fn server_properties(config: &ServerConfig) -> FieldTable {
+    let caps = FieldTable::from([
+        ("publisher_confirms", FieldValue::Bool(true)),
+        ("exchange_exchange_bindings", FieldValue::Bool(true)),
+        ("basic.nack", FieldValue::Bool(true)),
+        ("consumer_cancel_notify", FieldValue::Bool(true)),
+        ("authentication_failure_close", FieldValue::Bool(true)),
+        ("per_consumer_qos", FieldValue::Bool(true)),
+        ("direct_reply_to", FieldValue::Bool(true)),
+    ]);
+    FieldTable::from([
+        ("capabilities", FieldValue::Table(caps)),
+        ("cluster_name", FieldValue::from(config.cluster_name.as_str())),
+        ("product", FieldValue::from("Warren")),
+        ("version", FieldValue::from(env!("CARGO_PKG_VERSION"))),
+        ("platform", FieldValue::from("Rust")),
+        (
+            "copyright",
+            FieldValue::from("Copyright (c) the Warren authors"),
+        ),
+        (
+            "information",
+            FieldValue::from("Licensed under the MIT or Apache-2.0 license"),
+        ),
+    ])
+}
+
+/// Username and password from a SASL response.
+fn parse_credentials(mechanism: &str, response: &LongString) -> AmqpResult<(String, String)> {
+    match mechanism {
+        "PLAIN" => {
+            // authzid NUL authcid NUL password; the authzid is ignored, as in RabbitMQ.
+            let mut parts = response.as_bytes().split(|b| *b == 0);
+            let _authzid = parts.next();
+            let user = parts.next();
+            let pass = parts.next();
+            match (user, pass, parts.next()) {
+                (Some(u), Some(p), None) => Ok((
+                    String::from_utf8_lossy(u).into_owned(),
+                    String::from_utf8_lossy(p).into_owned(),
+                )),
+                _ => Err(AmqpError::access_refused(
+                    "PLAIN response is not 'authzid NUL user NUL password'",
+                )),
+            }
+        }
+        "AMQPLAIN" => {
+            // A field table without its length prefix.
+            let table = FieldTable::decode_fields(Reader::new(response.0.clone()))
+                .map_err(|_| AmqpError::access_refused("AMQPLAIN response is malformed"))?;
+            let text = |k: &str| match table.get(k) {
+                Some(FieldValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                _ => None,
+            };
+            match (text("LOGIN"), text("PASSWORD")) {
+                (Some(u), Some(p)) => Ok((u, p)),
+                _ => Err(AmqpError::access_refused(
+                    "AMQPLAIN response lacks LOGIN or PASSWORD",
+                )),
+            }
+        }
+        other => Err(AmqpError::access_refused(format!(
+            "unsupported authentication mechanism '{other}'"
+        ))),
+    }
+}
+
+fn client_capability(props: &FieldTable, name: &str) -> bool {
+    match props.get("capabilities") {
+        Some(FieldValue::Table(t)) => t.get(name).and_then(FieldValue::as_bool).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = FrameReader {
+        rd,
+        buf: BytesMut::with_capacity(64 * 1024),
+        frame_max: config.frame_max,
+    };
+
+    // Protocol header, within the handshake timeout.
+    let header_ok = tokio::time::timeout(config.handshake_timeout, async {
+        loop {
+            match frame::decode_protocol_header(&mut reader.buf) {
+                frame::ProtocolHeader::Accepted => return true,
+                frame::ProtocolHeader::Rejected => return false,
+                frame::ProtocolHeader::Incomplete => match reader.fill().await {
+                    Ok(true) => {}
+                    _ => return false,
+                },
+            }
+        }
+    })
+    .await;
+    match header_ok {
+        Ok(true) => {}
+        Ok(false) => {
+            // Spec: answer a bad header with the header we speak, then close.
+            let _ = wr.write_all(frame::PROTOCOL_HEADER).await;
+            let _ = wr.shutdown().await;
+            return;
+        }
+        Err(_) => return,
+    }
+
+    let outbox = Arc::new(ConnOutbox::new());
+    let (cfg_tx, cfg_rx) = watch::channel(WriterConfig {
+        frame_max: config.frame_max,
+        heartbeat: None,
+    });
+    let writer = tokio::spawn(run_writer(wr, outbox.clone(), cfg_rx));
+
+    let conn_id = broker.next_connection_id();
+    let handshake = tokio::time::timeout(
+        config.handshake_timeout,
+        handshake(&mut reader, &outbox, &broker, &config, peer),
+    )
+    .await;
+    let opened = match handshake {
+        Ok(Ok(Some(o))) => o,
+        Ok(Ok(None)) => {
+            outbox.send(OutItem::Shutdown);
+            let _ = writer.await;
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(%peer, code = e.code, error = %e.text, "handshake refused");
+            close_connection_now(&outbox, &e);
+            // Give the client a moment to read the close before the socket goes.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(Some(_)) = reader.read_frame().await {}
+            })
+            .await;
+            outbox.send(OutItem::Shutdown);
+            let _ = writer.await;
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "handshake timed out");
+            outbox.send(OutItem::Shutdown);
+            let _ = writer.await;
+            return;
+        }
+    };
+    reader.frame_max = opened.frame_max;
+    let _ = cfg_tx.send(WriterConfig {
+        frame_max: opened.frame_max,
+        heartbeat: opened.heartbeat,
+    });
+    outbox.set_consumer_cancel_notify(opened.cancel_notify);
+    info!(%peer, conn = conn_id, user = %opened.access.user, vhost = %opened.access.vhost, "connection opened");
+
+    let ctx = ConnCtx {
+        id: conn_id,
+        broker: broker.clone(),
+        vhost: opened.vhost,
+        access: opened.access,
+        outbox: outbox.clone(),
+        max_message_size: config.max_message_size,
+    };
+    let mut conn = Connection {
+        ctx,
+        channels: Vec::new(),
+        channel_max: opened.channel_max,
+        heartbeat: opened.heartbeat,
+        closing: None,
+    };
+    let _ = conn.run(&mut reader, shutdown).await;
+    conn.teardown();
+    broker.connection_closed(conn_id);
+    outbox.send(OutItem::Shutdown);
+    let _ = writer.await;
+    info!(%peer, conn = conn_id, "connection closed");
+}
+
+fn close_connection_now(outbox: &ConnOutbox, e: &AmqpError) {
+    outbox.method(
+        0,
+        connection_close(e.code, e.reply_text(), e.class_id, e.method_id),
+    );
+}
+
+struct Opened {
+    vhost: Arc<VHost>,
+    access: Access,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: Option<Duration>,
+    cancel_notify: bool,
+}
+
+/// Expects a particular method on channel 0 during the handshake.
+async fn expect_method<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+) -> AmqpResult<Option<Method>> {
+    let Some(f) = reader.read_frame().await? else {
+        return Ok(None);
+    };
+    match (f.kind, f.channel) {
+        (FrameType::Method, 0) => Ok(Some(Method::decode(f.payload)?)),
+        (FrameType::Heartbeat, 0) => Box::pin(expect_method(reader)).await,
+        _ => Err(AmqpError::unexpected_frame(
+            "only connection methods on channel 0 are allowed during the handshake",
+        )),
+    }
+}
+
+/// Start, start-ok, tune, tune-ok, open, open-ok. Ok(None) when the client left.
+async fn handshake<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    outbox: &ConnOutbox,
+    broker: &Broker,
+    config: &ServerConfig,
+    peer: SocketAddr,
+) -> AmqpResult<Option<Opened>> {
+    outbox.method(
+        0,
+        connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(config),
+            mechanisms: LongString::from("PLAIN AMQPLAIN"),
+            locales: LongString::from("en_US"),
+        },
+    );
+    let start_ok = match expect_method(reader).await? {
+        Some(Method::ConnectionStartOk(m)) => m,
+        Some(other) => {
+            return Err(AmqpError::command_invalid(format!(
+                "expected connection.start-ok, got {}",
+                other.name()
+            )))
+        }
+        None => return Ok(None),
+    };
+    let cancel_notify = client_capability(&start_ok.client_properties, "consumer_cancel_notify");
+    let (username, password) = parse_credentials(start_ok.mechanism.as_str(), &start_ok.response)
+        .map_err(|e| e.during(10, 11))?;
+    let user = broker
+        .authenticate(&username, &password, peer.ip().is_loopback())
+        .map_err(|e| AmqpError::from(e).during(10, 11))?;
+
+    outbox.method(
+        0,
+        connection::Tune {
+            channel_max: config.channel_max,
+            frame_max: config.frame_max,
+            heartbeat: config.heartbeat,
+        },
+    );
+    let tune_ok = match expect_method(reader).await? {
+        Some(Method::ConnectionTuneOk(m)) => m,
+        Some(other) => {
+            return Err(AmqpError::command_invalid(format!(
+                "expected connection.tune-ok, got {}",
+                other.name()
+            )))
+        }
+        None => return Ok(None),
+    };
+    // A client may lower the limits but not raise them; 0 means "no limit", so the server's.
+    let frame_max = match tune_ok.frame_max {
+        0 => config.frame_max,
+        n if n < constants::FRAME_MIN_SIZE => {
+            return Err(AmqpError::not_allowed(format!(
+                "frame_max={n} < {} min size",
+                constants::FRAME_MIN_SIZE
+            ))
+            .during(10, 31))
+        }
+        n if n > config.frame_max => {
+            return Err(AmqpError::not_allowed(format!(
+                "frame_max={n} > {} max size",
+                config.frame_max
+            ))
+            .during(10, 31))
+        }
+        n => n,
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => config.channel_max,
+        n => n.min(config.channel_max),
+    };
+    let heartbeat = (tune_ok.heartbeat > 0).then(|| Duration::from_secs(tune_ok.heartbeat.into()));
+
+    let open = match expect_method(reader).await? {
+        Some(Method::ConnectionOpen(m)) => m,
+        Some(other) => {
+            return Err(AmqpError::command_invalid(format!(
+                "expected connection.open, got {}",
+                other.name()
+            )))
+        }
+        None => return Ok(None),
+    };
+    let (vhost, access) = broker
+        .open_vhost(&user, open.virtual_host.as_str())
+        .map_err(|e| AmqpError::from(e).during(10, 40))?;
+    outbox.method(0, connection::OpenOk {});
+    Ok(Some(Opened {
+        vhost,
+        access,
+        frame_max,
+        channel_max,
+        heartbeat,
+        cancel_notify,
+    }))
+}
+
+struct Connection {
+    ctx: ConnCtx,
+    /// Indexed by channel id.
+    channels: Vec<Option<ChannelMachine>>,
+    channel_max: u16,
+    heartbeat: Option<Duration>,
+    /// Set once this side sent `connection.close`: until when it waits for `close-ok`.
+    closing: Option<Instant>,
+}
+
+impl Connection {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Exit {
+        let mut last_read = Instant::now();
+        let check_every = self
+            .heartbeat
+            .map(|h| h / 2)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut ticker = tokio::time::interval(check_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Handle every whole frame already buffered, then the end-of-batch work.
+            loop {
+                match reader.next() {
+                    Ok(Some(f)) => {
+                        if self.handle_frame(f) {
+                            return Exit::Done;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fail(e);
+                        reader.buf.clear();
+                        break;
+                    }
+                }
+            }
+            self.end_of_batch();
+            if *shutdown.borrow() && self.closing.is_none() {
+                self.fail(AmqpError::new(
+                    constants::CONNECTION_FORCED,
+                    "broker forced connection closure with reason 'shutdown'",
+                ));
+            }
+            let deadline = self.closing;
+            tokio::select! {
+                r = reader.fill() => {
+                    match r {
+                        Ok(true) => last_read = Instant::now(),
+                        _ => return Exit::Done,
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Some(h) = self.heartbeat {
+                        // Spec: a peer silent for two intervals is gone.
+                        if last_read.elapsed() > h * 2 && self.closing.is_none() {
+                            warn!(conn = self.ctx.id, "missed heartbeats from client, timeout: {}s", h.as_secs());
+                            return Exit::Done;
+                        }
+                    }
+                }
+                _ = self.ctx.outbox.resume.notified() => self.resume_channels(),
+                _ = shutdown.changed() => {}
+                _ = sleep_until_opt(deadline) => return Exit::Done,
+            }
+            if self.ctx.outbox.is_closed() {
+                return Exit::Done;
+            }
+        }
+    }
+
+    /// Handles one frame. Returns true when the connection is finished.
+    fn handle_frame(&mut self, f: Frame) -> bool {
+        if self.closing.is_some() {
+            // Spec: after sending connection.close, only close-ok (or a crossing close).
+            if f.kind == FrameType::Method && f.channel == 0 {
+                match Method::decode(f.payload) {
+                    Ok(Method::ConnectionCloseOk(_)) => return true,
+                    Ok(Method::ConnectionClose(_)) => {
+                        self.ctx.outbox.method(0, connection::CloseOk {});
+                        return true;
+                    }
+                    _ => {}
+                }
+            }
+            return false;
+        }
+        let result = if f.channel == 0 {
+            self.handle_channel_zero(f)
+        } else {
+            self.handle_channel_frame(f)
+        };
+        match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    fn handle_channel_zero(&mut self, f: Frame) -> AmqpResult<bool> {
+        match f.kind {
+            FrameType::Heartbeat => Ok(false),
+            FrameType::Method => match Method::decode(f.payload)? {
+                Method::ConnectionClose(_) => {
+                    self.ctx.outbox.method(0, connection::CloseOk {});
+                    Ok(true)
+                }
+                Method::ConnectionCloseOk(_) => Ok(true),
+                Method::ConnectionUpdateSecret(_) => {
+                    // PLAIN credentials do not expire; accept the new secret as RabbitMQ does
+                    // for backends without token expiry.
+                    self.ctx.outbox.method(0, connection::UpdateSecretOk {});
+                    Ok(false)
+                }
+                Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(false),
+                other => Err(AmqpError::command_invalid(format!(
+                    "{} is not valid on channel 0",
+                    other.name()
+                ))
+                .during(other.class_id(), other.method_id())),
+            },
+            FrameType::Header | FrameType::Body => Err(AmqpError::unexpected_frame(
+                "content frame on channel 0",
+            )),
+        }
+    }
+
+    fn handle_channel_frame(&mut self, f: Frame) -> AmqpResult<bool> {
+        let id = f.channel;
+        let idx = usize::from(id);
+        let open = self.channels.get(idx).is_some_and(Option::is_some);
+        if f.kind != FrameType::Method {
+            if f.kind == FrameType::Heartbeat {
+                return Err(AmqpError::frame_error(format!("heartbeat on channel {id}")));
+            }
+            let Some(Some(ch)) = self.channels.get_mut(idx) else {
+                return Err(AmqpError::channel_error(format!(
+                    "expected 'channel.open' on channel {id}"
+                )));
+            };
+            let r = ch.handle_content_frame(&self.ctx, f);
+            self.handle_channel_result(id, r);
+            return Ok(false);
+        }
+        let method = Method::decode(f.payload)?;
+        match method {
+            Method::ChannelOpen(_) if !open => {
+                if id > self.channel_max {
+                    return Err(AmqpError::not_allowed(format!(
+                        "channel number {id} exceeds the negotiated channel_max ({})",
+                        self.channel_max
+                    ))
+                    .during(20, 10));
+                }
+                if self.channels.len() <= idx {
+                    self.channels.resize_with(idx + 1, || None);
+                }
+                let bc = Arc::new(Channel::new(id, self.ctx.id, self.ctx.outbox.clone()));
+                self.channels[idx] = Some(ChannelMachine::new(id, bc));
+                self.ctx.outbox.method(id, channel::OpenOk {});
+                Ok(false)
+            }
+            Method::ChannelClose(_) if open => {
+                self.remove_channel(id);
+                self.ctx.outbox.method(id, channel::CloseOk {});
+                Ok(false)
+            }
+            Method::ChannelCloseOk(_) if open => {
+                if self.channels[idx].as_ref().is_some_and(|c| c.closing) {
+                    self.remove_channel(id);
+                }
+                Ok(false)
+            }
+            m if !open => Err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {id}, got {}",
+                m.name()
+            ))
+            .during(m.class_id(), m.method_id())),
+            m => {
+                let Some(Some(ch)) = self.channels.get_mut(idx) else {
+                    return Ok(false);
+                };
+                let r = ch.handle_method_frame(&self.ctx, m);
+                self.handle_channel_result(id, r);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Runs a channel handler; a soft error closes the channel, a hard one the connection.
+    fn handle_channel_result(&mut self, id: u16, result: AmqpResult) {
+        if let Err(e) = result {
+            if e.closes_connection() {
+                self.fail(e);
+            } else {
+                self.close_channel(id, e);
+            }
+        }
+    }
+
+    /// Closes one channel with an error: `channel.close` goes out, its consumers and unacked
+    /// messages are released now, and frames are discarded until `close-ok`.
+    fn close_channel(&mut self, id: u16, e: AmqpError) {
+        debug!(conn = self.ctx.id, channel = id, code = e.code, error = %e.text, "channel error");
+        if let Some(Some(ch)) = self.channels.get_mut(usize::from(id)) {
+            ch.flush_confirms(&self.ctx);
+            ch.closing = true;
+            ch.teardown();
+            self.ctx.outbox.method(
+                id,
+                channel::Close {
+                    reply_code: e.code,
+                    reply_text: ShortString::try_from(e.reply_text()).unwrap_or_default(),
+                    class_id: e.class_id,
+                    method_id: e.method_id,
+                },
+            );
+        }
+    }
+
+    fn remove_channel(&mut self, id: u16) {
+        if let Some(slot) = self.channels.get_mut(usize::from(id)) {
+            if let Some(mut ch) = slot.take() {
+                ch.flush_confirms(&self.ctx);
+                if !ch.closing {
+                    ch.teardown();
+                }
+            }
+        }
+    }
+
+    /// A connection-level error: send `connection.close` and wait (bounded) for `close-ok`.
+    fn fail(&mut self, e: AmqpError) {
+        if self.closing.is_some() {
+            return;
+        }
+        if e.code != constants::CONNECTION_FORCED {
+            warn!(conn = self.ctx.id, code = e.code, error = %e.text, "closing connection");
+        }
+        self.end_of_batch();
+        close_connection_now(&self.ctx.outbox, &e);
+        self.closing = Some(Instant::now() + Duration::from_secs(3));
+        // Release consumers and unacked messages now: the client will not use them again.
+        self.teardown();
+    }
+
+    fn end_of_batch(&mut self) {
+        for ch in self.channels.iter_mut().flatten() {
+            ch.flush_confirms(&self.ctx);
+        }
+    }
+
+    fn resume_channels(&mut self) {
+        for ch in self.channels.iter().flatten() {
+            ch.broker_channel.resume();
+        }
+    }
+
+    fn teardown(&mut self) {
+        for slot in self.channels.iter_mut() {
+            if let Some(mut ch) = slot.take() {
+                if !ch.closing {
+                    ch.teardown();
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,164 @@
+//! `warren-server`: the AMQP 0-9-1 server.
+//!
+//! Owns: TCP listeners, the connection handshake (SASL PLAIN and AMQPLAIN, tuning), heartbeats,
+//! one task per connection with its channel state machines, the mapping of AMQP methods onto
+//! `warren-broker`, and the mapping of broker errors onto reply codes ([`error`]).
+//!
+//! Must not know: HTTP. It does not implement routing or queueing itself: the broker does.
+
+pub mod basic;
+pub mod channel;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod outbox;
+pub mod queue;
+pub mod tx;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info};
+use warren_broker::Broker;
+
+pub use error::AmqpError;
+
+/// Server settings; the defaults are RabbitMQ's.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub frame_max: u32,
+    pub channel_max: u16,
+    /// Heartbeat interval proposed to clients, in seconds (0 disables).
+    pub heartbeat: u16,
+    pub handshake_timeout: Duration,
+    /// Largest message body accepted (RabbitMQ 4's default: 16 MiB).
+    pub max_message_size: u64,
+    pub cluster_name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 16 * 1024 * 1024,
+            cluster_name: "warren".into(),
+        }
+    }
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+}
+
+impl Server {
+    /// Binds every address (fails if any is taken).
+    pub async fn bind(
+        addrs: &[SocketAddr],
+        broker: Arc<Broker>,
+        config: ServerConfig,
+    ) -> std::io::Result<Self> {
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let l = listen(*addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            listeners.push(l);
+        }
+        Ok(Server {
+            listeners,
+            broker,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts and serves connections until `shutdown` turns true; then every connection is
+    /// closed with 320 CONNECTION_FORCED and this returns once they are gone.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut accept_tasks = JoinSet::new();
+        let (conn_shutdown_tx, conn_shutdown_rx) = watch::channel(false);
+        for listener in self.listeners {
+            let broker = self.broker.clone();
+            let config = self.config.clone();
+            let rx = conn_shutdown_rx.clone();
+            accept_tasks.spawn(accept_loop(listener, broker, config, rx));
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        info!("shutting down: closing client connections");
+        let _ = conn_shutdown_tx.send(true);
+        while accept_tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A listening socket. IPv6 sockets are v6-only so that `0.0.0.0:P` and `[::]:P` can both be
+/// bound, whatever the system's `bindv6only` default.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(connection::serve(
+                        stream,
+                        peer,
+                        broker.clone(),
+                        config.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Connections see the same shutdown signal and close themselves; wait (bounded) for them.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}

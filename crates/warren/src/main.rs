@@ -1,0 +1,123 @@
+//! `warren`: run the broker.
+//!
+//! With no arguments it listens for AMQP on port 5672 on every IPv4 and IPv6 interface and
+//! keeps its data in `./warren-data`. Logs go to stderr (`RUST_LOG` filters them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use warren_broker::definitions::Definitions;
+use warren_broker::Broker;
+use warren_server::{Server, ServerConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about = "An AMQP 0-9-1 message broker compatible with RabbitMQ clients")]
+struct Cli {
+    /// Address to accept AMQP connections on (repeatable). Default: 0.0.0.0:5672 and [::]:5672.
+    #[arg(long = "amqp-listen", value_name = "ADDR:PORT")]
+    amqp_listen: Vec<SocketAddr>,
+
+    /// Directory for the broker's data.
+    #[arg(long, value_name = "DIR", default_value = "warren-data")]
+    data_dir: PathBuf,
+
+    /// RabbitMQ-format definitions (users, vhosts, permissions, exchanges, queues, bindings)
+    /// to load at start-up.
+    #[arg(long, value_name = "FILE")]
+    definitions: Option<PathBuf>,
+}
+
+/// Creates the data directory if needed and proves it is writable.
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let probe = dir.join(".warren-write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn build_broker(definitions: Option<&Path>) -> Result<Broker> {
+    let broker = Broker::new();
+    if let Some(path) = definitions {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read definitions file {}", path.display()))?;
+        let defs = Definitions::parse(&text).map_err(anyhow::Error::msg)?;
+        defs.apply(&broker)
+            .map_err(|e| anyhow::anyhow!("definitions file {}: {e}", path.display()))?;
+        info!(file = %path.display(), "definitions loaded");
+    }
+    Ok(broker)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    prepare_data_dir(&cli.data_dir)?;
+    let broker = Arc::new(build_broker(cli.definitions.as_deref())?);
+    let config = ServerConfig::default();
+    let server = if cli.amqp_listen.is_empty() {
+        // Both families by default; a machine without IPv6 still gets IPv4.
+        let v4: SocketAddr = "0.0.0.0:5672".parse()?;
+        let v6: SocketAddr = "[::]:5672".parse()?;
+        match Server::bind(&[v4, v6], broker.clone(), config.clone()).await {
+            Ok(s) => s,
+            Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
+                warn!(error = %e, "IPv6 listener unavailable; listening on IPv4 only");
+                Server::bind(&[v4], broker, config).await?
+            }
+            Err(e) => bail!("{e}"),
+        }
+    } else {
+        Server::bind(&cli.amqp_listen, broker, config).await?
+    };
+    for addr in server.local_addrs() {
+        info!(%addr, "listening for AMQP 0-9-1");
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    server.run(rx).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("warren: {e:#}");
+        std::process::exit(1);
+    }
+}
