@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit and integration tests, then the pika and amqplib tutorial
+# suites and a short warren-perf run against a freshly started `warren`.
+# Installs what the interop suites need (pika from PyPI, amqplib from npm) on first use.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "== cargo test"
+cargo test --workspace --all-targets
+
+echo "== building warren and warren-perf"
+cargo build --workspace --bins
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+data="$(mktemp -d)"
+log="$data/warren.log"
+target/debug/warren --amqp-listen "127.0.0.1:$port" --data-dir "$data/data" 2>"$log" &
+warren_pid=$!
+cleanup() {
+  kill "$warren_pid" 2>/dev/null || true
+  wait "$warren_pid" 2>/dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+url="amqp://guest:guest@127.0.0.1:$port/%2F"
+
+echo "== warren-perf smoke run"
+perf_json="$(target/debug/warren-perf --uri "$url" -z 2 -c 100 -q 100 --json)"
+echo "$perf_json"
+python3 - "$perf_json" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1].strip().splitlines()[-1])
+assert r["sent"] > 0 and r["received"] > 0, r
+PY
+
+echo "== interop suites (pika, amqplib)"
+AMQP_URL="$url" tests/interop/run.sh
+
+echo "== clean shutdown on SIGTERM"
+kill -TERM "$warren_pid"
+if ! wait "$warren_pid"; then
+  echo "warren did not exit cleanly on SIGTERM; its log:"
+  cat "$log"
+  exit 1
+fi
