@@ -269,7 +269,10 @@ mod tests {
             "bindings":[{"source":"amq.direct","vhost":"/","destination":"nope",
                          "destination_type":"queue","routing_key":"k","arguments":{}}]}"#;
         let broker = Broker::empty();
-        let err = Definitions::parse(json).unwrap().apply(&broker).unwrap_err();
+        let err = Definitions::parse(json)
+            .unwrap()
+            .apply(&broker)
+            .unwrap_err();
         assert!(err.contains("nope"), "{err}");
     }
 }

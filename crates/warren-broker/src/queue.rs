@@ -103,21 +103,28 @@ impl Queue {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Whether a redeclare with `spec` matches this queue (RabbitMQ compares durable,
-    /// exclusive, auto-delete and the arguments).
-    pub(crate) fn is_equivalent(&self, spec: &QueueSpec) -> Option<&'static str> {
-        if self.durable != spec.durable {
-            return Some("durable");
-        }
-        if self.auto_delete != spec.auto_delete {
-            return Some("auto_delete");
-        }
-        if self.is_exclusive() != spec.exclusive {
-            return Some("exclusive");
+    /// What differs between this queue and a redeclare with `spec`, if anything: the
+    /// argument's name, the value received and the current one (RabbitMQ compares durable,
+    /// exclusive, auto-delete and the arguments given).
+    pub(crate) fn inequivalence(&self, spec: &QueueSpec) -> Option<(String, String, String)> {
+        let flag = |name: &str, received: bool, current: bool| {
+            (received != current)
+                .then(|| (name.to_owned(), received.to_string(), current.to_string()))
+        };
+        if let Some(d) = flag("durable", spec.durable, self.durable)
+            .or_else(|| flag("auto_delete", spec.auto_delete, self.auto_delete))
+            .or_else(|| flag("exclusive", spec.exclusive, self.is_exclusive()))
+        {
+            return Some(d);
         }
         for (k, v) in spec.arguments.iter() {
-            if self.arguments.get(k.as_str()) != Some(v) {
-                return Some("arguments");
+            let current = self.arguments.get(k.as_str());
+            if current != Some(v) {
+                return Some((
+                    k.to_string(),
+                    format!("{v:?}"),
+                    current.map_or_else(|| "none".to_owned(), |c| format!("{c:?}")),
+                ));
             }
         }
         None

@@ -46,9 +46,19 @@ fn reserved_name(name: &str) -> bool {
     name.starts_with("amq.")
 }
 
-fn inequivalent(arg: &str, kind: &str, name: &str, vhost: &str) -> BrokerError {
+/// RabbitMQ's text for a redeclare that does not match, e.g. "inequivalent arg 'durable' for
+/// queue 'q' in vhost '/': received 'false' but current is 'true'".
+fn inequivalent(
+    arg: &str,
+    kind: &str,
+    name: &str,
+    vhost: &str,
+    received: &str,
+    current: &str,
+) -> BrokerError {
     BrokerError::PreconditionFailed(format!(
-        "inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}'"
+        "inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': received '{received}' \
+         but current is '{current}'"
     ))
 }
 
@@ -118,21 +128,48 @@ impl VHost {
         let mut map = self.exchanges.write();
         if let Some(x) = map.get(&spec.name) {
             let current = x.spec();
-            let arg = if current.kind != spec.kind {
-                Some("type")
+            let diff = if current.kind != spec.kind {
+                Some((
+                    "type",
+                    spec.kind.as_str().to_owned(),
+                    current.kind.as_str().to_owned(),
+                ))
             } else if current.durable != spec.durable {
-                Some("durable")
+                Some((
+                    "durable",
+                    spec.durable.to_string(),
+                    current.durable.to_string(),
+                ))
             } else if current.auto_delete != spec.auto_delete {
-                Some("auto_delete")
+                Some((
+                    "auto_delete",
+                    spec.auto_delete.to_string(),
+                    current.auto_delete.to_string(),
+                ))
             } else if current.internal != spec.internal {
-                Some("internal")
+                Some((
+                    "internal",
+                    spec.internal.to_string(),
+                    current.internal.to_string(),
+                ))
             } else if current.arguments != spec.arguments {
-                Some("arguments")
+                Some((
+                    "arguments",
+                    format!("{:?}", spec.arguments),
+                    format!("{:?}", current.arguments),
+                ))
             } else {
                 None
             };
-            return match arg {
-                Some(a) => Err(inequivalent(a, "exchange", spec.name.as_str(), &self.name)),
+            return match diff {
+                Some((arg, received, current)) => Err(inequivalent(
+                    arg,
+                    "exchange",
+                    spec.name.as_str(),
+                    &self.name,
+                    &received,
+                    &current,
+                )),
                 None => Ok(x.clone()),
             };
         }
@@ -344,8 +381,15 @@ impl VHost {
         let mut map = self.queues.write();
         if let Some(q) = map.get(&spec.name) {
             q.check_access(conn)?;
-            if let Some(arg) = q.is_equivalent(spec) {
-                return Err(inequivalent(arg, "queue", spec.name.as_str(), &self.name));
+            if let Some((arg, received, current)) = q.inequivalence(spec) {
+                return Err(inequivalent(
+                    arg,
+                    "queue",
+                    spec.name.as_str(),
+                    &self.name,
+                    &received,
+                    &current,
+                ));
             }
             let q = q.clone();
             drop(map);

@@ -227,8 +227,9 @@ impl Exchange {
     /// Removes every binding to `dest`; returns how many there were.
     pub fn unbind_destination(&self, dest: &Destination) -> usize {
         let mut b = self.bindings.write();
-        let (gone, kept): (Vec<Binding>, Vec<Binding>) =
-            std::mem::take(&mut b.all).into_iter().partition(|x| x.destination == *dest);
+        let (gone, kept): (Vec<Binding>, Vec<Binding>) = std::mem::take(&mut b.all)
+            .into_iter()
+            .partition(|x| x.destination == *dest);
         b.all = kept;
         for removed in &gone {
             Self::unindex(self.kind, &mut b, removed);
