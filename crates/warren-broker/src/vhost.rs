@@ -383,7 +383,7 @@ impl VHost {
             q.check_access(conn)?;
             if let Some((arg, received, current)) = q.inequivalence(spec) {
                 return Err(inequivalent(
-                    arg,
+                    &arg,
                     "queue",
                     spec.name.as_str(),
                     &self.name,
