@@ -214,7 +214,11 @@ impl ChannelMachine {
                 )));
             }
         }
-        if props.reply_to.as_ref().is_some_and(|r| r.as_str() == REPLY_TO) {
+        if props
+            .reply_to
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
             let Some(q) = &self.reply_queue else {
                 return Err(AmqpError::precondition_failed(
                     "fast reply consumer does not exist",

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use warren_broker::{Channel, Exchange, Message};
-use warren_codec::{basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC};
+use warren_codec::{
+    basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC,
+};
 
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use warren_broker::{Access, Broker, Channel, ConnectionId, VHost};
 use warren_codec::{
-    channel, connection, constants, frame, FieldTable, FieldValue, Frame, FrameType,
-    LongString, Method, Reader, ShortString,
+    channel, connection, constants, frame, FieldTable, FieldValue, Frame, FrameType, LongString,
+    Method, Reader, ShortString,
 };
 
 use crate::channel::ChannelMachine;
@@ -84,7 +84,10 @@ fn server_properties(config: &ServerConfig) -> FieldTable {
     ]);
     FieldTable::from([
         ("capabilities", FieldValue::Table(caps)),
-        ("cluster_name", FieldValue::from(config.cluster_name.as_str())),
+        (
+            "cluster_name",
+            FieldValue::from(config.cluster_name.as_str()),
+        ),
         ("product", FieldValue::from("Warren")),
         ("version", FieldValue::from(env!("CARGO_PKG_VERSION"))),
         ("platform", FieldValue::from("Rust")),
@@ -123,7 +126,9 @@ fn parse_credentials(mechanism: &str, response: &LongString) -> AmqpResult<(Stri
             let table = FieldTable::decode_fields(Reader::new(response.0.clone()))
                 .map_err(|_| AmqpError::access_refused("AMQPLAIN response is malformed"))?;
             let text = |k: &str| match table.get(k) {
-                Some(FieldValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                Some(FieldValue::LongString(s)) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
                 _ => None,
             };
             match (text("LOGIN"), text("PASSWORD")) {
@@ -518,9 +523,9 @@ impl Connection {
                 ))
                 .during(other.class_id(), other.method_id())),
             },
-            FrameType::Header | FrameType::Body => Err(AmqpError::unexpected_frame(
-                "content frame on channel 0",
-            )),
+            FrameType::Header | FrameType::Body => {
+                Err(AmqpError::unexpected_frame("content frame on channel 0"))
+            }
         }
     }
 

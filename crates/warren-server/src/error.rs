@@ -133,7 +133,9 @@ mod tests {
         assert!(!AmqpError::precondition_failed("x").closes_connection());
         assert!(AmqpError::frame_error("x").closes_connection());
         assert!(AmqpError::not_allowed("x").closes_connection());
-        assert!(AmqpError::new(constants::NO_ROUTE, "x").reply_text().starts_with("NO_ROUTE"));
+        assert!(AmqpError::new(constants::NO_ROUTE, "x")
+            .reply_text()
+            .starts_with("NO_ROUTE"));
     }
 
     #[test]

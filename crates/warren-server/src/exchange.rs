@@ -18,10 +18,7 @@ impl ChannelMachine {
                     // RabbitMQ checks the type before anything else, and an unknown type is a
                     // connection error (503).
                     let kind = ExchangeKind::parse(m.kind.as_str()).ok_or_else(|| {
-                        AmqpError::command_invalid(format!(
-                            "unknown exchange type '{}'",
-                            m.kind
-                        ))
+                        AmqpError::command_invalid(format!("unknown exchange type '{}'", m.kind))
                     })?;
                     if name.is_empty() {
                         return Err(AmqpError::access_refused(

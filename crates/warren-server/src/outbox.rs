@@ -288,7 +288,8 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
         }
         last_write = tokio::time::Instant::now();
         let before = outbox.pending.fetch_sub(cost, Ordering::Relaxed);
-        if before - cost.min(before) < LOW_WATERMARK && outbox.congested.swap(false, Ordering::Relaxed)
+        if before - cost.min(before) < LOW_WATERMARK
+            && outbox.congested.swap(false, Ordering::Relaxed)
         {
             outbox.resume.notify_one();
         }

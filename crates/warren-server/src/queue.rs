@@ -68,7 +68,8 @@ impl ChannelMachine {
             }
             Method::QueueBind(m) => {
                 let name = self.queue_name(&m.queue)?;
-                ctx.access.check(AccessKind::Write, "queue", name.as_str())?;
+                ctx.access
+                    .check(AccessKind::Write, "queue", name.as_str())?;
                 ctx.access
                     .check(AccessKind::Read, "exchange", m.exchange.as_str())?;
                 ctx.vhost.bind_queue(
@@ -85,7 +86,8 @@ impl ChannelMachine {
             }
             Method::QueueUnbind(m) => {
                 let name = self.queue_name(&m.queue)?;
-                ctx.access.check(AccessKind::Write, "queue", name.as_str())?;
+                ctx.access
+                    .check(AccessKind::Write, "queue", name.as_str())?;
                 ctx.access
                     .check(AccessKind::Read, "exchange", m.exchange.as_str())?;
                 ctx.vhost.unbind_queue(

@@ -20,8 +20,15 @@ pub(crate) struct TxPublish {
 /// An ack, nack or reject, held until commit in a transaction.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TxAck {
-    Ack { tag: u64, multiple: bool },
-    Nack { tag: u64, multiple: bool, requeue: bool },
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    Nack {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
 }
 
 impl TxAck {

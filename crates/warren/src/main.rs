@@ -16,7 +16,11 @@ use warren_broker::Broker;
 use warren_server::{Server, ServerConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "warren", version, about = "An AMQP 0-9-1 message broker compatible with RabbitMQ clients")]
+#[command(
+    name = "warren",
+    version,
+    about = "An AMQP 0-9-1 message broker compatible with RabbitMQ clients"
+)]
 struct Cli {
     /// Address to accept AMQP connections on (repeatable). Default: 0.0.0.0:5672 and [::]:5672.
     #[arg(long = "amqp-listen", value_name = "ADDR:PORT")]
@@ -109,7 +113,10 @@ fn main() {
         )
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warren: cannot start the runtime: {e}");
