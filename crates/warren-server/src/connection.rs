@@ -38,20 +38,43 @@ enum Exit {
     Done,
 }
 
+/// Smallest and largest read size. Idle connections keep a small buffer (memory per
+/// connection matters with thousands of them); busy ones grow it so that one read brings in
+/// many frames.
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
 /// Reads frames into a reusable buffer.
 struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
     frame_max: u32,
+    /// Bytes asked for per read: doubles when a read fills it, halves when one is small.
+    read_size: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R, frame_max: u32) -> Self {
+        FrameReader {
+            rd,
+            buf: BytesMut::new(),
+            frame_max,
+            read_size: MIN_READ,
+        }
+    }
+
     /// Reads more bytes; Ok(false) at end of stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(64 * 1024);
+        if self.buf.capacity() - self.buf.len() < self.read_size {
+            self.buf.reserve(self.read_size);
         }
-        Ok(self.rd.read_buf(&mut self.buf).await? > 0)
+        let n = self.rd.read_buf(&mut self.buf).await?;
+        if n >= self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+        Ok(n > 0)
     }
 
     fn next(&mut self) -> AmqpResult<Option<Frame>> {
@@ -162,11 +185,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
-    let mut reader = FrameReader {
-        rd,
-        buf: BytesMut::with_capacity(64 * 1024),
-        frame_max: config.frame_max,
-    };
+    let mut reader = FrameReader::new(rd, config.frame_max);
 
     // Protocol header, within the handshake timeout.
     let header_ok = tokio::time::timeout(config.handshake_timeout, async {

@@ -237,7 +237,8 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     outbox: Arc<ConnOutbox>,
     config: tokio::sync::watch::Receiver<WriterConfig>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grows with the batches written; dropped again after a large one (see below).
+    let mut buf = BytesMut::new();
     let mut last_write = tokio::time::Instant::now();
     loop {
         let cfg = *config.borrow();
@@ -281,9 +282,9 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 return close(&outbox);
             }
             buf.clear();
-            if buf.capacity() > 4 * WRITE_CHUNK {
+            if buf.capacity() > 2 * WRITE_CHUNK {
                 // Do not keep a huge buffer around after one large message.
-                buf = BytesMut::with_capacity(64 * 1024);
+                buf = BytesMut::new();
             }
         }
         last_write = tokio::time::Instant::now();
