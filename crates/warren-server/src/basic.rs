@@ -235,6 +235,7 @@ impl ChannelMachine {
             &props,
         ));
         let route = ctx.vhost.route(&exchange, &message);
+        ctx.published.set(true);
         let seq = match &mut self.mode {
             Mode::Confirm(c) => {
                 c.last_seq += 1;

@@ -2,6 +2,7 @@
 //! closing in both directions. One task per connection reads and handles frames; a second task
 //! ([`crate::outbox::run_writer`]) writes.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,20 @@ use warren_codec::{
     Method, Reader, ShortString,
 };
 
+use crate::alarm::AlarmState;
 use crate::channel::ChannelMachine;
 use crate::error::{AmqpError, AmqpResult};
 use crate::outbox::{connection_close, run_writer, ConnOutbox, OutItem, WriterConfig};
 use crate::ServerConfig;
+
+/// Broker-wide signals every connection watches.
+#[derive(Clone)]
+pub struct Signals {
+    /// Turns true when the broker shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Memory and disk alarms: publishers are blocked while one is raised.
+    pub alarms: watch::Receiver<AlarmState>,
+}
 
 /// What every channel handler needs from its connection.
 pub struct ConnCtx {
@@ -30,6 +41,9 @@ pub struct ConnCtx {
     pub access: Access,
     pub outbox: Arc<ConnOutbox>,
     pub max_message_size: u64,
+    /// Set when a message was published since the last batch of frames ended (a raised alarm
+    /// blocks only connections that publish).
+    pub published: Cell<bool>,
 }
 
 /// Why the read loop ended.
@@ -104,6 +118,7 @@ fn server_properties(config: &ServerConfig) -> FieldTable {
         ("authentication_failure_close", FieldValue::Bool(true)),
         ("per_consumer_qos", FieldValue::Bool(true)),
         ("direct_reply_to", FieldValue::Bool(true)),
+        ("connection.blocked", FieldValue::Bool(true)),
     ]);
     FieldTable::from([
         ("capabilities", FieldValue::Table(caps)),
@@ -180,7 +195,7 @@ pub async fn serve<S>(
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
-    shutdown: watch::Receiver<bool>,
+    signals: Signals,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -257,6 +272,7 @@ pub async fn serve<S>(
         heartbeat: opened.heartbeat,
     });
     outbox.set_consumer_cancel_notify(opened.cancel_notify);
+    let blocked_notify = opened.blocked_notify;
     info!(%peer, conn = conn_id, user = %opened.access.user, vhost = %opened.access.vhost, "connection opened");
 
     let ctx = ConnCtx {
@@ -266,6 +282,7 @@ pub async fn serve<S>(
         access: opened.access,
         outbox: outbox.clone(),
         max_message_size: config.max_message_size,
+        published: Cell::new(false),
     };
     let mut conn = Connection {
         ctx,
@@ -273,8 +290,10 @@ pub async fn serve<S>(
         channel_max: opened.channel_max,
         heartbeat: opened.heartbeat,
         closing: None,
+        blocked_notify,
+        blocked: false,
     };
-    let _ = conn.run(&mut reader, shutdown).await;
+    let _ = conn.run(&mut reader, signals).await;
     conn.teardown();
     broker.connection_closed(conn_id);
     outbox.send(OutItem::Shutdown);
@@ -296,6 +315,7 @@ struct Opened {
     channel_max: u16,
     heartbeat: Option<Duration>,
     cancel_notify: bool,
+    blocked_notify: bool,
 }
 
 /// Expects a particular method on channel 0 during the handshake.
@@ -343,6 +363,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         None => return Ok(None),
     };
     let cancel_notify = client_capability(&start_ok.client_properties, "consumer_cancel_notify");
+    let blocked_notify = client_capability(&start_ok.client_properties, "connection.blocked");
     let (username, password) = parse_credentials(start_ok.mechanism.as_str(), &start_ok.response)
         .map_err(|e| e.during(10, 11))?;
     let user = broker
@@ -413,6 +434,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         channel_max,
         heartbeat,
         cancel_notify,
+        blocked_notify,
     }))
 }
 
@@ -424,14 +446,22 @@ struct Connection {
     heartbeat: Option<Duration>,
     /// Set once this side sent `connection.close`: until when it waits for `close-ok`.
     closing: Option<Instant>,
+    /// Whether the client understands `connection.blocked`.
+    blocked_notify: bool,
+    /// Reading is paused by a resource alarm (and the client was told, if it can be).
+    blocked: bool,
 }
 
 impl Connection {
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut FrameReader<R>,
-        mut shutdown: watch::Receiver<bool>,
+        signals: Signals,
     ) -> Exit {
+        let Signals {
+            mut shutdown,
+            mut alarms,
+        } = signals;
         let mut last_read = Instant::now();
         let check_every = self
             .heartbeat
@@ -464,6 +494,18 @@ impl Connection {
                 ));
             }
             let deadline = self.closing;
+            if self.update_blocked(&alarms) {
+                // Spec (RabbitMQ extension): a blocked publisher is not read from until the
+                // alarm clears; its heartbeats wait in the socket buffer, so none is "missed".
+                tokio::select! {
+                    _ = alarms.changed() => {}
+                    _ = self.ctx.outbox.resume.notified() => self.resume_channels(),
+                    _ = shutdown.changed() => {}
+                    _ = sleep_until_opt(deadline) => return Exit::Done,
+                }
+                last_read = Instant::now();
+                continue;
+            }
             tokio::select! {
                 r = reader.fill() => {
                     match r {
@@ -670,6 +712,38 @@ impl Connection {
     fn end_of_batch(&mut self) {
         for ch in self.channels.iter_mut().flatten() {
             ch.flush_confirms(&self.ctx);
+        }
+    }
+
+    /// Applies the alarm state; returns true while reading must stay paused. Only a connection
+    /// that published since its last batch is blocked, as in RabbitMQ: consumers keep going.
+    fn update_blocked(&mut self, alarms: &watch::Receiver<AlarmState>) -> bool {
+        let reason = alarms.borrow().reason();
+        match reason {
+            Some(reason) if self.blocked || self.ctx.published.get() => {
+                if !self.blocked {
+                    self.blocked = true;
+                    if self.blocked_notify {
+                        self.ctx.outbox.method(
+                            0,
+                            connection::Blocked {
+                                reason: ShortString::from_static(reason),
+                            },
+                        );
+                    }
+                }
+                self.closing.is_none()
+            }
+            _ => {
+                if self.blocked {
+                    self.blocked = false;
+                    if self.blocked_notify {
+                        self.ctx.outbox.method(0, connection::Unblocked {});
+                    }
+                }
+                self.ctx.published.set(false);
+                false
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //!
 //! Must not know: HTTP. It does not implement routing or queueing itself: the broker does.
 
+pub mod alarm;
 pub mod basic;
 pub mod channel;
 pub mod connection;
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     /// Largest message body accepted (RabbitMQ 4's default: 16 MiB).
     pub max_message_size: u64,
     pub cluster_name: String,
+    /// Memory and disk alarms that block publishers.
+    pub alarms: alarm::AlarmConfig,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             cluster_name: "warren".into(),
+            alarms: alarm::AlarmConfig::default(),
         }
     }
 }
@@ -94,11 +98,16 @@ impl Server {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut accept_tasks = JoinSet::new();
         let (conn_shutdown_tx, conn_shutdown_rx) = watch::channel(false);
+        let (alarm_tx, alarm_rx) = watch::channel(alarm::AlarmState::default());
+        let monitor = tokio::spawn(alarm::monitor(self.config.alarms.clone(), alarm_tx));
         for listener in self.listeners {
             let broker = self.broker.clone();
             let config = self.config.clone();
-            let rx = conn_shutdown_rx.clone();
-            accept_tasks.spawn(accept_loop(listener, broker, config, rx));
+            let signals = connection::Signals {
+                shutdown: conn_shutdown_rx.clone(),
+                alarms: alarm_rx.clone(),
+            };
+            accept_tasks.spawn(accept_loop(listener, broker, config, signals));
         }
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -108,6 +117,7 @@ impl Server {
         info!("shutting down: closing client connections");
         let _ = conn_shutdown_tx.send(true);
         while accept_tasks.join_next().await.is_some() {}
+        monitor.abort();
     }
 }
 
@@ -130,8 +140,9 @@ async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    signals: connection::Signals,
 ) {
+    let mut shutdown = signals.shutdown.clone();
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -143,7 +154,7 @@ async fn accept_loop(
                         peer,
                         broker.clone(),
                         config.clone(),
-                        shutdown.clone(),
+                        signals.clone(),
                     ));
                 }
                 Err(e) => {

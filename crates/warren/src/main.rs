@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use warren_broker::definitions::Definitions;
 use warren_broker::Broker;
+use warren_server::alarm::Watermark;
 use warren_server::{Server, ServerConfig};
 
 #[derive(Debug, Parser)]
@@ -34,6 +35,14 @@ struct Cli {
     /// to load at start-up.
     #[arg(long, value_name = "FILE")]
     definitions: Option<PathBuf>,
+
+    /// Memory use above which publishers are blocked: a fraction of RAM (0.6) or bytes.
+    #[arg(long, value_name = "FRACTION|BYTES", default_value = "0.6")]
+    memory_high_watermark: f64,
+
+    /// Free disk space (bytes) below which publishers are blocked.
+    #[arg(long, value_name = "BYTES", default_value_t = 50_000_000)]
+    disk_free_limit: u64,
 }
 
 /// Creates the data directory if needed and proves it is writable.
@@ -63,7 +72,14 @@ fn build_broker(definitions: Option<&Path>) -> Result<Broker> {
 async fn run(cli: Cli) -> Result<()> {
     prepare_data_dir(&cli.data_dir)?;
     let broker = Arc::new(build_broker(cli.definitions.as_deref())?);
-    let config = ServerConfig::default();
+    let mut config = ServerConfig::default();
+    config.alarms.memory_high_watermark = if cli.memory_high_watermark <= 1.0 {
+        Watermark::Relative(cli.memory_high_watermark)
+    } else {
+        Watermark::Absolute(cli.memory_high_watermark as u64)
+    };
+    config.alarms.disk_free_limit = cli.disk_free_limit;
+    config.alarms.data_dir = Some(cli.data_dir.clone());
     let server = if cli.amqp_listen.is_empty() {
         // Both families by default; a machine without IPv6 still gets IPv4.
         let v4: SocketAddr = "0.0.0.0:5672".parse()?;
