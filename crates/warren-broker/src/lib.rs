@@ -13,6 +13,7 @@
 //! - A delivered, unacked message is owned by exactly one channel's unacked list until it is
 //!   acked, rejected, or requeued to its queue at its original position.
 
+pub mod args;
 pub mod auth;
 pub mod broker;
 pub mod channel;

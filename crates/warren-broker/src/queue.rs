@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use warren_codec::{FieldTable, ShortString};
 
+use crate::args;
 use crate::consumer::Consumer;
 use crate::error::{BrokerError, Result};
 use crate::message::Message;
@@ -104,43 +105,41 @@ impl Queue {
     }
 
     /// What differs between this queue and a redeclare with `spec`, if anything: the
-    /// argument's name, the value received and the current one (RabbitMQ compares durable,
-    /// exclusive, auto-delete and the arguments given).
-    pub(crate) fn inequivalence(&self, spec: &QueueSpec) -> Option<(String, String, String)> {
+    /// argument's name, the value received and the current one, formatted as RabbitMQ does
+    /// (it compares durable, auto-delete and the arguments it knows; exclusivity is checked
+    /// by the caller).
+    pub(crate) fn inequivalence(&self, spec: &QueueSpec) -> Option<args::Difference> {
         let flag = |name: &str, received: bool, current: bool| {
-            (received != current)
-                .then(|| (name.to_owned(), received.to_string(), current.to_string()))
+            (received != current).then(|| {
+                (
+                    name.to_owned(),
+                    format!("'{received}'"),
+                    format!("'{current}'"),
+                )
+            })
         };
-        if let Some(d) = flag("durable", spec.durable, self.durable)
+        flag("durable", spec.durable, self.durable)
             .or_else(|| flag("auto_delete", spec.auto_delete, self.auto_delete))
-            .or_else(|| flag("exclusive", spec.exclusive, self.is_exclusive()))
-        {
-            return Some(d);
-        }
-        for (k, v) in spec.arguments.iter() {
-            let current = self.arguments.get(k.as_str());
-            if current != Some(v) {
-                return Some((
-                    k.to_string(),
-                    format!("{v:?}"),
-                    current.map_or_else(|| "none".to_owned(), |c| format!("{c:?}")),
-                ));
-            }
-        }
-        None
+            .or_else(|| args::difference(&self.arguments, &spec.arguments, args::QUEUE_ARGS))
+            .or_else(|| args::queue_type_difference(&self.arguments, &spec.arguments))
     }
 
     /// 405 unless `conn` may use this queue (exclusive queues belong to one connection).
     pub fn check_access(&self, conn: ConnectionId) -> Result<()> {
         match self.exclusive_owner {
-            Some(owner) if owner != conn => Err(BrokerError::ResourceLocked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
-                 originally declared on another connection or the exclusive property value does \
-                 not match that of the original declaration.",
-                self.name, self.vhost_name
-            ))),
+            Some(owner) if owner != conn => Err(self.locked()),
             _ => Ok(()),
         }
+    }
+
+    /// RabbitMQ's 405 for a queue this connection may not use (or not declare that way).
+    pub(crate) fn locked(&self) -> BrokerError {
+        BrokerError::ResourceLocked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
+             originally declared on another connection or the exclusive property value does \
+             not match that of the original declaration.",
+            self.name, self.vhost_name
+        ))
     }
 
     pub fn counts(&self) -> QueueCounts {

@@ -11,6 +11,7 @@ use rand::RngCore;
 use smallvec::SmallVec;
 use warren_codec::{FieldTable, ShortString};
 
+use crate::args;
 use crate::consumer::Consumer;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::{headers, Binding, Destination, Exchange, ExchangeKind, ExchangeSpec};
@@ -47,7 +48,8 @@ fn reserved_name(name: &str) -> bool {
 }
 
 /// RabbitMQ's text for a redeclare that does not match, e.g. "inequivalent arg 'durable' for
-/// queue 'q' in vhost '/': received 'false' but current is 'true'".
+/// queue 'q' in vhost '/': received 'false' but current is 'true'". `received` and `current`
+/// come formatted by [`args`] (quoted, or "none", or "the value ... of type ...").
 fn inequivalent(
     arg: &str,
     kind: &str,
@@ -57,8 +59,8 @@ fn inequivalent(
     current: &str,
 ) -> BrokerError {
     BrokerError::PreconditionFailed(format!(
-        "inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': received '{received}' \
-         but current is '{current}'"
+        "inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': received {received} \
+         but current is {current}"
     ))
 }
 
@@ -128,42 +130,43 @@ impl VHost {
         let mut map = self.exchanges.write();
         if let Some(x) = map.get(&spec.name) {
             let current = x.spec();
-            let diff = if current.kind != spec.kind {
-                Some((
-                    "type",
-                    spec.kind.as_str().to_owned(),
-                    current.kind.as_str().to_owned(),
-                ))
-            } else if current.durable != spec.durable {
-                Some((
-                    "durable",
-                    spec.durable.to_string(),
-                    current.durable.to_string(),
-                ))
-            } else if current.auto_delete != spec.auto_delete {
-                Some((
-                    "auto_delete",
-                    spec.auto_delete.to_string(),
-                    current.auto_delete.to_string(),
-                ))
-            } else if current.internal != spec.internal {
-                Some((
-                    "internal",
-                    spec.internal.to_string(),
-                    current.internal.to_string(),
-                ))
-            } else if current.arguments != spec.arguments {
-                Some((
-                    "arguments",
-                    format!("{:?}", spec.arguments),
-                    format!("{:?}", current.arguments),
-                ))
-            } else {
-                None
+            let flag = |arg: &str, received: &str, current: &str| {
+                (received != current).then(|| {
+                    (
+                        arg.to_owned(),
+                        format!("'{received}'"),
+                        format!("'{current}'"),
+                    )
+                })
             };
+            let diff = flag("type", spec.kind.as_str(), current.kind.as_str())
+                .or_else(|| {
+                    flag(
+                        "durable",
+                        &spec.durable.to_string(),
+                        &current.durable.to_string(),
+                    )
+                })
+                .or_else(|| {
+                    flag(
+                        "auto_delete",
+                        &spec.auto_delete.to_string(),
+                        &current.auto_delete.to_string(),
+                    )
+                })
+                .or_else(|| {
+                    flag(
+                        "internal",
+                        &spec.internal.to_string(),
+                        &current.internal.to_string(),
+                    )
+                })
+                .or_else(|| {
+                    args::difference(&current.arguments, &spec.arguments, args::EXCHANGE_ARGS)
+                });
             return match diff {
                 Some((arg, received, current)) => Err(inequivalent(
-                    arg,
+                    &arg,
                     "exchange",
                     spec.name.as_str(),
                     &self.name,
@@ -283,7 +286,8 @@ impl VHost {
         Ok(())
     }
 
-    /// `queue.unbind`. Removing a binding that does not exist succeeds, as in RabbitMQ.
+    /// `queue.unbind`. As in RabbitMQ, removing a binding that does not exist succeeds, even
+    /// when its queue or exchange does not exist; only a real removal checks exclusivity.
     pub fn unbind_queue(
         &self,
         queue: &str,
@@ -292,19 +296,24 @@ impl VHost {
         arguments: FieldTable,
         conn: ConnectionId,
     ) -> Result<()> {
-        let q = self.queue(queue)?;
-        q.check_access(conn)?;
         if exchange.is_empty() {
             return Err(BrokerError::AccessRefused(
                 "operation not permitted on the default exchange".into(),
             ));
         }
-        let x = self.exchange(exchange)?;
-        if x.unbind(&Binding {
-            destination: Destination::Queue(q),
+        let (Ok(q), Ok(x)) = (self.queue(queue), self.exchange(exchange)) else {
+            return Ok(());
+        };
+        let binding = Binding {
+            destination: Destination::Queue(q.clone()),
             routing_key,
             arguments,
-        }) {
+        };
+        if !x.has_binding(&binding) {
+            return Ok(());
+        }
+        q.check_access(conn)?;
+        if x.unbind(&binding) {
             self.maybe_auto_delete_exchange(&x);
         }
         Ok(())
@@ -334,7 +343,7 @@ impl VHost {
         Ok(())
     }
 
-    /// `exchange.unbind`.
+    /// `exchange.unbind`. Like `queue.unbind`, it succeeds when there is nothing to remove.
     pub fn unbind_exchange(
         &self,
         destination: &str,
@@ -342,8 +351,9 @@ impl VHost {
         routing_key: ShortString,
         arguments: FieldTable,
     ) -> Result<()> {
-        let d = self.exchange(destination)?;
-        let s = self.exchange(source)?;
+        let (Ok(d), Ok(s)) = (self.exchange(destination), self.exchange(source)) else {
+            return Ok(());
+        };
         if s.unbind(&Binding {
             destination: Destination::Exchange(d),
             routing_key,
@@ -381,6 +391,11 @@ impl VHost {
         let mut map = self.queues.write();
         if let Some(q) = map.get(&spec.name) {
             q.check_access(conn)?;
+            if q.is_exclusive() != spec.exclusive {
+                // As RabbitMQ: a redeclare that differs in exclusivity is refused as if the
+                // queue were locked (405), not as inequivalent (406).
+                return Err(q.locked());
+            }
             if let Some((arg, received, current)) = q.inequivalence(spec) {
                 return Err(inequivalent(
                     &arg,

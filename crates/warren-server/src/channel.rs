@@ -119,7 +119,8 @@ impl ChannelMachine {
                 "expected content header for class 60, got non content header frame instead \
                  ({})",
                 method.name()
-            )));
+            ))
+            .during(60, 40));
         }
         if let Method::BasicPublish(p) = method {
             if p.immediate {
@@ -203,7 +204,7 @@ impl ChannelMachine {
                 }
                 Ok(())
             }
-            FrameType::Heartbeat => Err(AmqpError::frame_error(format!(
+            FrameType::Heartbeat => Err(AmqpError::unexpected_frame(format!(
                 "heartbeat frame on channel {}",
                 self.id
             ))),

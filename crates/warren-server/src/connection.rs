@@ -52,6 +52,10 @@ enum Exit {
     Done,
 }
 
+/// The longest this side waits for a client to close its socket after close-ok
+/// (RabbitMQ's `CLOSING_TIMEOUT`).
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Smallest and largest read size. Idle connections keep a small buffer (memory per
 /// connection matters with thousands of them); busy ones grow it so that one read brings in
 /// many frames.
@@ -292,10 +296,26 @@ pub async fn serve<S>(
         closing: None,
         blocked_notify,
         blocked: false,
+        close_ok_sent: false,
     };
     let _ = conn.run(&mut reader, signals).await;
     conn.teardown();
     broker.connection_closed(conn_id);
+    if conn.close_ok_sent {
+        // Spec: the peer that receives close-ok closes the socket. Closing it here first
+        // could reach the client before it has read close-ok (lapin then reports an I/O
+        // error), so wait for the client as RabbitMQ does: at most the heartbeat timeout,
+        // and never more than 30 s.
+        let linger = conn
+            .heartbeat
+            .map_or(CLOSING_TIMEOUT, |h| h.min(CLOSING_TIMEOUT));
+        let _ = tokio::time::timeout(linger, async {
+            while let Ok(true) = reader.fill().await {
+                reader.buf.clear();
+            }
+        })
+        .await;
+    }
     outbox.send(OutItem::Shutdown);
     let _ = writer.await;
     info!(%peer, conn = conn_id, "connection closed");
@@ -334,7 +354,8 @@ async fn expect_method<R: AsyncRead + Unpin>(
     }
 }
 
-/// Start, start-ok, tune, tune-ok, open, open-ok. Ok(None) when the client left.
+/// Start, start-ok, tune, tune-ok, open, open-ok. Ok(None) when the client left, or when the
+/// connection is to end without `connection.close`.
 async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     outbox: &ConnOutbox,
@@ -366,9 +387,23 @@ async fn handshake<R: AsyncRead + Unpin>(
     let blocked_notify = client_capability(&start_ok.client_properties, "connection.blocked");
     let (username, password) = parse_credentials(start_ok.mechanism.as_str(), &start_ok.response)
         .map_err(|e| e.during(10, 11))?;
-    let user = broker
-        .authenticate(&username, &password, peer.ip().is_loopback())
-        .map_err(|e| AmqpError::from(e).during(10, 11))?;
+    let user = match broker.authenticate(&username, &password, peer.ip().is_loopback()) {
+        Ok(user) => user,
+        Err(e) => {
+            // As RabbitMQ: the reason goes to the log; the client gets `connection.close`
+            // with a generic text, and only if it asked for one with this capability
+            // (older clients expect the socket to close).
+            info!(%peer, user = %username, error = %e, "login refused");
+            if !client_capability(&start_ok.client_properties, "authentication_failure_close") {
+                return Ok(None);
+            }
+            return Err(AmqpError::access_refused(format!(
+                "Login was refused using authentication mechanism {}. For details see the \
+                 broker logfile.",
+                start_ok.mechanism
+            )));
+        }
+    };
 
     outbox.method(
         0,
@@ -407,9 +442,11 @@ async fn handshake<R: AsyncRead + Unpin>(
         }
         n => n,
     };
-    let channel_max = match tune_ok.channel_max {
-        0 => config.channel_max,
-        n => n.min(config.channel_max),
+    // 0 means "no limit" on either side.
+    let channel_max = match (tune_ok.channel_max, config.channel_max) {
+        (0, server) => server,
+        (client, 0) => client,
+        (client, server) => client.min(server),
     };
     let heartbeat = (tune_ok.heartbeat > 0).then(|| Duration::from_secs(tune_ok.heartbeat.into()));
 
@@ -450,6 +487,8 @@ struct Connection {
     blocked_notify: bool,
     /// Reading is paused by a resource alarm (and the client was told, if it can be).
     blocked: bool,
+    /// This side answered the client's `connection.close` with `close-ok`.
+    close_ok_sent: bool,
 }
 
 impl Connection {
@@ -541,6 +580,7 @@ impl Connection {
                     Ok(Method::ConnectionCloseOk(_)) => return true,
                     Ok(Method::ConnectionClose(_)) => {
                         self.ctx.outbox.method(0, connection::CloseOk {});
+                        self.close_ok_sent = true;
                         return true;
                     }
                     _ => {}
@@ -568,6 +608,7 @@ impl Connection {
             FrameType::Method => match Method::decode(f.payload)? {
                 Method::ConnectionClose(_) => {
                     self.ctx.outbox.method(0, connection::CloseOk {});
+                    self.close_ok_sent = true;
                     Ok(true)
                 }
                 Method::ConnectionCloseOk(_) => Ok(true),
@@ -578,10 +619,10 @@ impl Connection {
                     Ok(false)
                 }
                 Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(false),
-                other => Err(AmqpError::command_invalid(format!(
-                    "{} is not valid on channel 0",
-                    other.name()
-                ))
+                // RabbitMQ's answer to any other method on channel 0.
+                other => Err(AmqpError::channel_error(
+                    "unexpected method in connection state running",
+                )
                 .during(other.class_id(), other.method_id())),
             },
             FrameType::Header | FrameType::Body => {
@@ -596,7 +637,9 @@ impl Connection {
         let open = self.channels.get(idx).is_some_and(Option::is_some);
         if f.kind != FrameType::Method {
             if f.kind == FrameType::Heartbeat {
-                return Err(AmqpError::frame_error(format!("heartbeat on channel {id}")));
+                return Err(AmqpError::unexpected_frame(format!(
+                    "heartbeat frame on channel {id}"
+                )));
             }
             let Some(Some(ch)) = self.channels.get_mut(idx) else {
                 return Err(AmqpError::channel_error(format!(
@@ -610,12 +653,15 @@ impl Connection {
         let method = Method::decode(f.payload)?;
         match method {
             Method::ChannelOpen(_) if !open => {
-                if id > self.channel_max {
+                // As RabbitMQ: channel_max limits how many channels are open at once, not
+                // which numbers they use.
+                let count = self.channels.iter().flatten().count();
+                if self.channel_max != 0 && count >= usize::from(self.channel_max) {
                     return Err(AmqpError::not_allowed(format!(
-                        "channel number {id} exceeds the negotiated channel_max ({})",
+                        "number of channels opened ({count}) has reached the negotiated \
+                         channel_max ({})",
                         self.channel_max
-                    ))
-                    .during(20, 10));
+                    )));
                 }
                 if self.channels.len() <= idx {
                     self.channels.resize_with(idx + 1, || None);

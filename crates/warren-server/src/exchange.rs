@@ -13,6 +13,12 @@ impl ChannelMachine {
             Method::ExchangeDeclare(m) => {
                 let name = m.exchange.as_str();
                 if m.passive {
+                    // As RabbitMQ: even a passive declare may not name the default exchange.
+                    if name.is_empty() {
+                        return Err(AmqpError::access_refused(
+                            "operation not permitted on the default exchange",
+                        ));
+                    }
                     ctx.vhost.exchange(name)?;
                 } else {
                     // RabbitMQ checks the type before anything else, and an unknown type is a

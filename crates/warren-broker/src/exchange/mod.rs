@@ -165,6 +165,10 @@ impl Exchange {
         self.bindings.read().all.clone()
     }
 
+    pub fn has_binding(&self, binding: &Binding) -> bool {
+        self.bindings.read().all.iter().any(|x| x.same_as(binding))
+    }
+
     /// Adds a binding; adding one that exists already is a no-op, as in RabbitMQ.
     pub fn bind(&self, binding: Binding) {
         let mut b = self.bindings.write();

@@ -1,0 +1,329 @@
+//! Frame-level protocol violations, committed with the raw client (a real client library
+//! refuses to): each closes the connection with the exact hard-error code RabbitMQ uses.
+
+mod common;
+
+use bytes::BytesMut;
+use common::raw::{Handshake, Opened, RawClient};
+use common::*;
+use warren_codec::{basic, channel, frame, queue, FieldTable, FrameType, Method, ShortString};
+use warren_server::ServerConfig;
+
+fn s(v: &str) -> ShortString {
+    ShortString::try_from(v).expect("shortstr")
+}
+
+fn publish_to(queue: &str) -> basic::Publish {
+    basic::Publish {
+        exchange: ShortString::empty(),
+        routing_key: s(queue),
+        mandatory: false,
+        immediate: false,
+    }
+}
+
+#[tokio::test]
+async fn frame_larger_than_frame_max_closes_connection_with_501() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open_with(
+        broker.addr(),
+        Handshake {
+            frame_max: 4096,
+            ..Handshake::default()
+        },
+    )
+    .await;
+    c.open_channel(1).await;
+    c.send_frame(FrameType::Body, 1, &[0u8; 5000]).await;
+    assert_eq!(c.expect_close().await, (501, 0, 0));
+}
+
+#[tokio::test]
+async fn bad_frame_end_closes_connection_with_501() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    let mut buf = BytesMut::new();
+    warren_codec::write_method_frame(&mut buf, 1, &Method::from(channel::Flow { active: true }));
+    let last = buf.len() - 1;
+    buf[last] = 0;
+    c.send_bytes(&buf).await;
+    assert_eq!(c.expect_close().await, (501, 0, 0));
+}
+
+#[tokio::test]
+async fn unknown_frame_type_closes_connection_with_501() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_bytes(&[7, 0, 0, 0, 0, 0, 0, frame::FRAME_END]).await;
+    assert_eq!(c.expect_close().await, (501, 0, 0));
+}
+
+#[tokio::test]
+async fn unknown_method_id_closes_connection_with_503() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    // basic (60), method 999.
+    c.send_frame(FrameType::Method, 1, &[0, 60, 0x03, 0xE7])
+        .await;
+    assert_eq!(c.expect_close().await.0, 503);
+}
+
+#[tokio::test]
+async fn unknown_class_id_closes_connection_with_503() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_frame(FrameType::Method, 1, &[0x03, 0xE7, 0, 10])
+        .await;
+    assert_eq!(c.expect_close().await.0, 503);
+}
+
+#[tokio::test]
+async fn method_on_unopened_channel_closes_connection_with_504() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_method(
+        5,
+        queue::Declare {
+            queue: s("q"),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            no_wait: false,
+            arguments: FieldTable::new(),
+        },
+    )
+    .await;
+    assert_eq!(c.expect_close().await, (504, 50, 10));
+}
+
+#[tokio::test]
+async fn channel_close_on_unopened_channel_closes_connection_with_504() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_method(
+        3,
+        channel::Close {
+            reply_code: 200,
+            reply_text: s("bye"),
+            class_id: 0,
+            method_id: 0,
+        },
+    )
+    .await;
+    assert_eq!(c.expect_close().await, (504, 20, 40));
+}
+
+#[tokio::test]
+async fn second_channel_open_on_same_id_closes_connection_with_504() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(1, channel::Open {}).await;
+    assert_eq!(c.expect_close().await, (504, 20, 10));
+}
+
+#[tokio::test]
+async fn channel_method_on_channel_0_closes_connection_with_504() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_method(0, channel::Open {}).await;
+    assert_eq!(c.expect_close().await, (504, 20, 10));
+}
+
+#[tokio::test]
+async fn queue_method_on_channel_0_closes_connection_with_504() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_method(
+        0,
+        basic::Get {
+            queue: s("q"),
+            no_ack: true,
+        },
+    )
+    .await;
+    assert_eq!(c.expect_close().await, (504, 60, 70));
+}
+
+#[tokio::test]
+async fn content_header_without_publish_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_content_header(1, 0).await;
+    assert_eq!(c.expect_close().await, (505, 0, 0));
+}
+
+#[tokio::test]
+async fn content_body_without_publish_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_frame(FrameType::Body, 1, b"abc").await;
+    assert_eq!(c.expect_close().await, (505, 0, 0));
+}
+
+#[tokio::test]
+async fn method_instead_of_content_header_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(1, publish_to("q")).await;
+    c.send_method(1, channel::Flow { active: true }).await;
+    assert_eq!(c.expect_close().await, (505, 60, 40));
+}
+
+#[tokio::test]
+async fn content_header_on_channel_0_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_content_header(0, 0).await;
+    assert_eq!(c.expect_close().await, (505, 0, 0));
+}
+
+#[tokio::test]
+async fn heartbeat_on_a_channel_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_frame(FrameType::Heartbeat, 1, &[]).await;
+    assert_eq!(c.expect_close().await, (505, 0, 0));
+}
+
+#[tokio::test]
+async fn publish_with_immediate_closes_connection_with_540() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        basic::Publish {
+            immediate: true,
+            ..publish_to("q")
+        },
+    )
+    .await;
+    c.send_content_header(1, 0).await;
+    assert_eq!(c.expect_close().await, (540, 60, 40));
+}
+
+#[tokio::test]
+async fn opening_more_channels_than_channel_max_closes_connection_with_530() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::connect(broker.addr()).await;
+    let r = c
+        .handshake(Handshake {
+            channel_max: Some(2),
+            ..Handshake::default()
+        })
+        .await;
+    assert!(matches!(r, Opened::Open { channel_max: 2, .. }), "{r:?}");
+    c.open_channel(1).await;
+    c.open_channel(2).await;
+    c.send_method(3, channel::Open {}).await;
+    assert_eq!(c.expect_close().await, (530, 0, 0));
+}
+
+#[tokio::test]
+async fn channel_max_counts_open_channels_not_ids() {
+    // As RabbitMQ: the limit is on how many channels are open at once.
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open_with(
+        broker.addr(),
+        Handshake {
+            channel_max: Some(2),
+            ..Handshake::default()
+        },
+    )
+    .await;
+    c.open_channel(1).await;
+    c.open_channel(5).await;
+    c.send_method(
+        1,
+        channel::Close {
+            reply_code: 200,
+            reply_text: s("bye"),
+            class_id: 0,
+            method_id: 0,
+        },
+    )
+    .await;
+    assert!(matches!(
+        c.read_method().await,
+        Some((1, Method::ChannelCloseOk(_)))
+    ));
+    c.open_channel(7).await;
+}
+
+#[tokio::test]
+async fn channel_max_from_server_config_is_offered_in_tune() {
+    let broker = TestBroker::with_config(ServerConfig {
+        channel_max: 3,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = RawClient::connect(broker.addr()).await;
+    let r = c.handshake(Handshake::default()).await;
+    assert!(matches!(r, Opened::Open { channel_max: 3, .. }), "{r:?}");
+    for id in 1..=3 {
+        c.open_channel(id).await;
+    }
+    c.send_method(4, channel::Open {}).await;
+    assert_eq!(c.expect_close().await.0, 530);
+}
+
+#[tokio::test]
+async fn body_larger_than_declared_size_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(1, publish_to("q")).await;
+    c.send_content_header(1, 2).await;
+    c.send_frame(FrameType::Body, 1, b"abc").await;
+    assert_eq!(c.expect_close().await.0, 505);
+}
+
+#[tokio::test]
+async fn handshake_that_never_completes_is_dropped_after_the_timeout() {
+    let broker = TestBroker::with_config(ServerConfig {
+        handshake_timeout: std::time::Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = RawClient::connect(broker.addr()).await;
+    c.send_bytes(frame::PROTOCOL_HEADER).await;
+    // connection.start arrives, then nothing more is sent: the server gives up.
+    let got = c.read_to_eof(WAIT).await.expect("socket closed");
+    assert!(!got.is_empty());
+}
+
+#[tokio::test]
+async fn frames_after_a_channel_error_are_discarded_until_close_ok() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        basic::Get {
+            queue: s("no-such-queue"),
+            no_ack: true,
+        },
+    )
+    .await;
+    assert_eq!(c.expect_channel_close(1).await, (404, 60, 70));
+    // Ignored: the channel is closing.
+    c.send_method(
+        1,
+        basic::Get {
+            queue: s("no-such-queue"),
+            no_ack: true,
+        },
+    )
+    .await;
+    c.send_method(1, channel::CloseOk {}).await;
+    c.open_channel(1).await;
+}
