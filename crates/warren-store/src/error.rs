@@ -1,0 +1,55 @@
+//! The store's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `warren-store`, in the store's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O call failed; `context` says what the store was doing and `path` on which file.
+    #[error("{context} ({path}): {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk are not what the store wrote (bad magic, CRC mismatch, impossible length).
+    #[error("corrupt data in {path} at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The segment a `Location` names no longer exists (deleted after its messages died, or
+    /// compacted away).
+    #[error("segment {segment} does not exist")]
+    MissingSegment { segment: u64 },
+    /// The location has been reserved but the writer has not written it yet; read it after
+    /// `wait_durable` on the publish's LSN.
+    #[error("location segment {segment} offset {offset} is not written yet")]
+    NotWritten { segment: u64, offset: u64 },
+    /// The caller passed something the store cannot record (empty queue list, oversize record).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// The writer thread failed (an earlier write or fsync error); the store accepts nothing more
+    /// and must be reopened, which runs recovery.
+    #[error("store writer failed: {0}")]
+    WriterFailed(String),
+    /// The store was closed (or crashed in a test) before the operation could complete.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StoreError::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,315 @@
+//! Recovery at open: load the checkpoint, replay the log after it, truncate a damaged tail.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{self, Position, CHECKPOINT_TMP};
+use crate::error::{Result, StoreError};
+use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::index::{Index, UnknownRelocate};
+use crate::{Location, TruncationReport};
+
+pub(crate) struct Recovered {
+    pub index: Index,
+    pub next_lsn: u64,
+    /// The segment new records go to, where they start, and whether its file exists.
+    pub active_segment: u64,
+    pub active_end: u64,
+    pub active_exists: bool,
+    pub truncated: Option<TruncationReport>,
+    pub from_checkpoint: bool,
+    pub replayed_records: u64,
+}
+
+fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
+    let mut segs = BTreeMap::new();
+    let rd = fs::read_dir(dir).map_err(|e| StoreError::io("list store directory", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| StoreError::io("list store directory", dir, e))?;
+        let name = entry.file_name();
+        if let Some(id) = name.to_str().and_then(format::parse_segment_file_name) {
+            segs.insert(id, entry.path());
+        }
+    }
+    Ok(segs)
+}
+
+/// Where replay starts.
+enum Start {
+    Checkpoint(Position),
+    Beginning,
+}
+
+pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
+    let tmp = dir.join(CHECKPOINT_TMP);
+    if tmp.exists() {
+        fs::remove_file(&tmp).map_err(|e| StoreError::io("remove stale checkpoint", &tmp, e))?;
+    }
+    let mut segs = list_segments(dir)?;
+    let (mut index, start) = match checkpoint::read(dir)? {
+        Some(Ok((index, pos))) => match checkpoint_consistent(&segs, pos) {
+            Ok(()) => (index, Start::Checkpoint(pos)),
+            Err(why) => {
+                tracing::warn!(
+                    path = %checkpoint::path(dir).display(),
+                    reason = %why,
+                    "checkpoint does not match the log; replaying the whole log"
+                );
+                (Index::new(), Start::Beginning)
+            }
+        },
+        Some(Err(why)) => {
+            tracing::warn!(
+                path = %checkpoint::path(dir).display(),
+                reason = %why,
+                "checkpoint unreadable; replaying the whole log"
+            );
+            (Index::new(), Start::Beginning)
+        }
+        None => (Index::new(), Start::Beginning),
+    };
+    let from_checkpoint = matches!(start, Start::Checkpoint(_));
+
+    let (mut lsn, first_replayed) = match &start {
+        Start::Checkpoint(pos) => {
+            index.unknown_relocate = UnknownRelocate::Ignore;
+            // Segments before the checkpoint position are read only for bodies: note their
+            // sizes, delete those with nothing live (their deletion was pending), and forget
+            // live messages whose segment has vanished.
+            let before: Vec<(u64, PathBuf)> = segs
+                .range(..pos.segment)
+                .map(|(&k, v)| (k, v.clone()))
+                .collect();
+            for (id, path) in before {
+                let live = index.segs.get(&id).map_or(0, |s| s.live);
+                if live == 0 {
+                    fs::remove_file(&path)
+                        .map_err(|e| StoreError::io("delete dead segment", &path, e))?;
+                    segs.remove(&id);
+                    index.segs.remove(&id);
+                } else {
+                    let len = fs::metadata(&path)
+                        .map_err(|e| StoreError::io("stat segment", &path, e))?
+                        .len();
+                    index.extend_segment(id, len);
+                }
+            }
+            let missing: Vec<u64> = index
+                .msgs
+                .iter()
+                .filter(|(_, e)| e.loc.segment < pos.segment && !segs.contains_key(&e.loc.segment))
+                .map(|(&id, _)| id)
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    count = missing.len(),
+                    "live messages in the checkpoint point at missing segments; dropping them"
+                );
+                for id in missing {
+                    index.forget(id);
+                }
+            }
+            index
+                .segs
+                .retain(|id, _| *id >= pos.segment || segs.contains_key(id));
+            (pos.next_lsn, pos.segment)
+        }
+        Start::Beginning => {
+            let first = segs.keys().next().copied().unwrap_or(1);
+            // A log that does not start at LSN 1 lost segments to deletion; without a
+            // checkpoint, a relocated copy may be the only record of a message.
+            index.unknown_relocate = if first == 1 {
+                UnknownRelocate::Ignore
+            } else {
+                UnknownRelocate::Insert
+            };
+            (first, first)
+        }
+    };
+
+    let mut truncated = None;
+    let mut replayed = 0u64;
+    let mut active: Option<(u64, u64)> = None;
+    let ids: Vec<u64> = segs.range(first_replayed..).map(|(&k, _)| k).collect();
+    for (n, &id) in ids.iter().enumerate() {
+        let path = segs[&id].clone();
+        let data = fs::read(&path).map_err(|e| StoreError::io("read segment", &path, e))?;
+        let resume = match &start {
+            Start::Checkpoint(pos) if id == pos.segment => Some(pos.offset),
+            _ => None,
+        };
+        let damage = |offset: u64, reason: String| (offset, reason);
+        let outcome: std::result::Result<u64, (u64, String)> = (|| {
+            let first_lsn = format::decode_segment_header(&data).map_err(|r| damage(0, r))?;
+            if first_lsn != id {
+                return Err(damage(
+                    0,
+                    format!("header says first LSN {first_lsn}, name says {id}"),
+                ));
+            }
+            let mut off = match resume {
+                Some(o) => o,
+                None => {
+                    if id != lsn {
+                        if from_checkpoint || id < lsn {
+                            return Err(damage(
+                                0,
+                                format!("segment starts at LSN {id}, expected {lsn}"),
+                            ));
+                        }
+                        tracing::warn!(
+                            segment = id,
+                            expected = lsn,
+                            "gap in the log; relocated copies are taken as live"
+                        );
+                        index.unknown_relocate = UnknownRelocate::Insert;
+                        lsn = id;
+                    }
+                    SEGMENT_HEADER_LEN
+                }
+            };
+            index.extend_segment(id, off);
+            while (off as usize) < data.len() {
+                let d =
+                    format::decode(&data[off as usize..]).map_err(|e| damage(off, e.reason()))?;
+                let body = d.body.map(|(b, len)| Location {
+                    segment: id,
+                    offset: off + b,
+                    len,
+                });
+                index.apply(lsn, &d.op, id, off + d.rec_len, d.rec_len, body);
+                lsn += 1;
+                replayed += 1;
+                off += d.rec_len;
+            }
+            Ok(off)
+        })();
+        match outcome {
+            Ok(end) => active = Some((id, end)),
+            Err((offset, reason)) => {
+                let later: Vec<u64> = ids[n + 1..].to_vec();
+                let report = cut(dir, &segs, id, offset, data.len() as u64, later, reason)?;
+                if offset < SEGMENT_HEADER_LEN {
+                    index.segs.remove(&id);
+                    // The damaged file is gone: the previous segment (if any) stays active.
+                    active = active.or_else(|| {
+                        segs.range(..id)
+                            .next_back()
+                            .map(|(&k, _)| (k, index.segs.get(&k).map_or(0, |s| s.size)))
+                    });
+                } else {
+                    active = Some((id, offset));
+                }
+                truncated = Some(report);
+                break;
+            }
+        }
+    }
+    // No segment replayed: appends go to the checkpoint's segment (or the last one before it).
+    let (active_segment, active_end, active_exists) = match active {
+        Some((id, end)) if end >= SEGMENT_HEADER_LEN => (id, end, true),
+        _ => (lsn, SEGMENT_HEADER_LEN, false),
+    };
+    Ok(Recovered {
+        index,
+        next_lsn: lsn,
+        active_segment,
+        active_end,
+        active_exists,
+        truncated,
+        from_checkpoint,
+        replayed_records: replayed,
+    })
+}
+
+/// A checkpoint is usable only if the log still reaches the position it covers.
+fn checkpoint_consistent(
+    segs: &BTreeMap<u64, PathBuf>,
+    pos: Position,
+) -> std::result::Result<(), String> {
+    match segs.get(&pos.segment) {
+        Some(path) => {
+            let len = fs::metadata(path).map_err(|e| e.to_string())?.len();
+            if len < pos.offset {
+                return Err(format!(
+                    "segment {} is {len} bytes, checkpoint covers {}",
+                    pos.segment, pos.offset
+                ));
+            }
+            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+            let f = fs::File::open(path).map_err(|e| e.to_string())?;
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut header, 0)
+                .map_err(|e| e.to_string())?;
+            match format::decode_segment_header(&header) {
+                Ok(first) if first == pos.segment => Ok(()),
+                Ok(first) => Err(format!("segment {} header says {first}", pos.segment)),
+                Err(why) => Err(format!("segment {}: {why}", pos.segment)),
+            }
+        }
+        None => {
+            if segs.range(pos.segment..).next().is_some() {
+                return Err(format!(
+                    "segment {} is missing but later ones exist",
+                    pos.segment
+                ));
+            }
+            if pos.segment != pos.next_lsn {
+                return Err(format!(
+                    "segment {} is missing and the checkpoint is inside it",
+                    pos.segment
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Truncates `segment` at `offset` (deleting it if the header is damaged) and deletes every
+/// later segment: nothing before the damage is lost, nothing after it is trusted.
+fn cut(
+    dir: &Path,
+    segs: &BTreeMap<u64, PathBuf>,
+    segment: u64,
+    offset: u64,
+    file_len: u64,
+    later: Vec<u64>,
+    reason: String,
+) -> Result<TruncationReport> {
+    let path = &segs[&segment];
+    let mut discarded = file_len - offset.min(file_len);
+    if offset < SEGMENT_HEADER_LEN {
+        fs::remove_file(path).map_err(|e| StoreError::io("delete damaged segment", path, e))?;
+    } else {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io("open segment for truncation", path, e))?;
+        f.set_len(offset)
+            .map_err(|e| StoreError::io("truncate segment", path, e))?;
+        // Durability: the cut must stick before new records are appended after it.
+        f.sync_all()
+            .map_err(|e| StoreError::io("fsync truncated segment", path, e))?;
+    }
+    for id in &later {
+        let p = &segs[id];
+        discarded += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(p).map_err(|e| StoreError::io("delete segment after damage", p, e))?;
+    }
+    checkpoint::sync_dir(dir)?;
+    tracing::warn!(
+        segment,
+        offset,
+        bytes_discarded = discarded,
+        later_segments_deleted = later.len(),
+        reason = %reason,
+        "damaged log tail truncated"
+    );
+    Ok(TruncationReport {
+        segment,
+        offset,
+        bytes_discarded: discarded,
+        segments_deleted: later,
+        reason,
+    })
+}

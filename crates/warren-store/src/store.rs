@@ -1,0 +1,614 @@
+//! The public handle: configuration, appends (reserve space, hand to the writer), reads,
+//! compaction, close.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use smallvec::SmallVec;
+
+use crate::durable::{DurableShared, WaitDurable};
+use crate::error::{Result, StoreError};
+use crate::format::{self, Op, MAX_QUEUES_PER_MESSAGE, SEGMENT_HEADER_LEN};
+use crate::recovery;
+use crate::writer::{self, Append, Cmd};
+use crate::{Location, Lsn, Recovery};
+
+/// When an append counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `fdatasync` after every group of writes; an LSN is durable only once it is on disk.
+    #[default]
+    Fsync,
+    /// `write()` only: an LSN is "durable" once it is in the OS page cache (survives a crash of
+    /// the broker, not of the machine), like RabbitMQ's classic queues. Segment rollovers,
+    /// checkpoints and close still fsync.
+    PageCache,
+}
+
+/// How a [`Store`] is set up. [`StoreConfig::new`] gives defaults that work.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory holding the segments, the checkpoint and the lock file.
+    pub dir: PathBuf,
+    /// A new segment starts when the next record would not fit (default 64 MiB). A record
+    /// larger than this gets a segment of its own.
+    pub segment_size: u64,
+    pub sync: SyncMode,
+    /// A checkpoint is written at least this often while records arrive (default 30 s).
+    pub checkpoint_interval: Duration,
+    /// ... and also after this many bytes of log since the last one (default 256 MiB), which
+    /// bounds the tail that a restart replays.
+    pub checkpoint_bytes: u64,
+    /// `compact()` rewrites the live records of non-active segments whose live bytes are below
+    /// this fraction of their size (default 0.25).
+    pub compact_threshold: f64,
+    /// Most live bytes one `compact()` call copies (default 64 MiB).
+    pub compact_max_bytes: u64,
+    /// Back-pressure: appends block while this many bytes wait for the writer (default 64 MiB).
+    pub max_queued_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            segment_size: 64 << 20,
+            sync: SyncMode::Fsync,
+            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_bytes: 256 << 20,
+            compact_threshold: 0.25,
+            compact_max_bytes: 64 << 20,
+            max_queued_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Records written to the log.
+    pub records: u64,
+    /// Group writes (one `write` of everything that arrived during the previous fsync).
+    pub write_batches: u64,
+    /// `fdatasync` calls on log segments (group commits, rollovers, pre-checkpoint syncs).
+    pub fsyncs: u64,
+    pub bytes_written: u64,
+    pub checkpoints: u64,
+    pub segments_deleted: u64,
+    /// Live messages and segments after the writer's last batch.
+    pub live_messages: u64,
+    pub segments: u64,
+    pub durable_lsn: Lsn,
+}
+
+/// A live message moved by [`Store::compact`]: the owner must use `new` from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relocation {
+    pub msg_id: u64,
+    pub old: Location,
+    pub new: Location,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendState {
+    Open,
+    Closed,
+    Failed,
+}
+
+/// The reservation state: the next LSN and where its record will go. Held only for the
+/// reservation and the hand-off, so the channel order is the LSN order is the file order.
+pub(crate) struct Appender {
+    pub next_lsn: Lsn,
+    pub segment: u64,
+    pub offset: u64,
+    pub queued_bytes: u64,
+    pub state: AppendState,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub records: AtomicU64,
+    pub write_batches: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub live_messages: AtomicU64,
+    pub segments: AtomicU64,
+}
+
+/// State shared by the handles, the writer thread and the checkpoint thread.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub appender: Mutex<Appender>,
+    /// Signalled when queued bytes drop or the store stops.
+    pub space: Condvar,
+    /// End of what the writer has written: `(segment, offset)`. Reads beyond it are refused.
+    pub written: Mutex<(u64, u64)>,
+    /// Read handles, one per segment; opened and removed under the write lock so a deleted
+    /// segment never lingers here.
+    pub files: RwLock<HashMap<u64, Arc<File>>>,
+    pub counters: Counters,
+}
+
+impl Shared {
+    pub fn segment_path(&self, segment: u64) -> PathBuf {
+        self.dir.join(format::segment_file_name(segment))
+    }
+
+    fn read_handle(&self, segment: u64) -> Result<Arc<File>> {
+        if let Some(f) = self.files.read().get(&segment) {
+            return Ok(f.clone());
+        }
+        let mut files = self.files.write();
+        if let Some(f) = files.get(&segment) {
+            return Ok(f.clone());
+        }
+        let path = self.segment_path(segment);
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingSegment { segment })
+            }
+            Err(e) => return Err(StoreError::io("open segment for reading", path, e)),
+        };
+        files.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// Deletes a segment file and forgets its read handle (under the handle lock, so no reader
+    /// can re-open it in between).
+    pub fn delete_segment(&self, segment: u64) -> Result<()> {
+        let mut files = self.files.write();
+        let path = self.segment_path(segment);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("delete segment", path, e)),
+        }
+        files.remove(&segment);
+        self.counters
+            .segments_deleted
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Inner {
+    config: StoreConfig,
+    shared: Arc<Shared>,
+    durable: Arc<DurableShared>,
+    tx: Sender<Cmd>,
+    writer: Mutex<Option<JoinHandle<Result<()>>>>,
+    compact_lock: Mutex<()>,
+    _lock_file: File,
+}
+
+/// A handle on the store. Cheap to clone; every clone talks to the same writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.config.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+const LOCK_FILE: &str = "LOCK";
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("open lock file", &path, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        StoreError::io(
+            "lock store directory (is another store open on it?)",
+            &path,
+            e.into(),
+        )
+    })?;
+    Ok(f)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `config.dir`, runs recovery, and starts the
+    /// writer thread. Returns the live messages found.
+    pub fn open(config: StoreConfig) -> Result<(Store, Recovery)> {
+        if config.segment_size < SEGMENT_HEADER_LEN + 64 {
+            return Err(StoreError::Invalid("segment_size too small"));
+        }
+        fs::create_dir_all(&config.dir)
+            .map_err(|e| StoreError::io("create store directory", &config.dir, e))?;
+        let lock_file = lock_dir(&config.dir)?;
+        let rec = recovery::recover(&config.dir)?;
+        let recovery = Recovery {
+            queues: rec.index.per_queue(),
+            next_msg_id: rec.index.next_msg_id,
+            truncated: rec.truncated.clone(),
+            from_checkpoint: rec.from_checkpoint,
+            replayed_records: rec.replayed_records,
+        };
+        let durable = Arc::new(DurableShared::new(rec.next_lsn - 1));
+        let shared = Arc::new(Shared {
+            dir: config.dir.clone(),
+            appender: Mutex::new(Appender {
+                next_lsn: rec.next_lsn,
+                segment: rec.active_segment,
+                offset: rec.active_end,
+                queued_bytes: 0,
+                state: AppendState::Open,
+            }),
+            space: Condvar::new(),
+            written: Mutex::new((rec.active_segment, rec.active_end)),
+            files: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        // A fresh checkpoint right away makes the next restart cheap, and lets segments that
+        // died before the crash be deleted.
+        let needs_checkpoint = rec.replayed_records > 0 || rec.truncated.is_some();
+        let handle = writer::spawn(writer::WriterSetup {
+            shared: shared.clone(),
+            durable: durable.clone(),
+            rx,
+            config: config.clone(),
+            index: rec.index,
+            active_segment: rec.active_segment,
+            active_end: rec.active_end,
+            active_exists: rec.active_exists,
+            last_lsn: rec.next_lsn - 1,
+            checkpoint_now: needs_checkpoint,
+        })?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                config,
+                shared,
+                durable,
+                tx,
+                writer: Mutex::new(Some(handle)),
+                compact_lock: Mutex::new(()),
+                _lock_file: lock_file,
+            }),
+        };
+        Ok((store, recovery))
+    }
+
+    /// Reserves the next LSN and file space for `op`, and hands the record to the writer.
+    /// Blocks only under back-pressure (too many bytes waiting for the writer).
+    fn append(&self, op: Op, body: Bytes) -> Result<(Lsn, Option<Location>)> {
+        let has_body = matches!(op, Op::Publish { .. } | Op::Relocate { .. });
+        let body_len = body.len() as u32;
+        let frame = format::encode(&op, body).map_err(StoreError::Invalid)?;
+        let head_len = frame.head.len() as u64;
+        let rec_len = frame.len();
+        let shared = &self.inner.shared;
+        let mut ap = shared.appender.lock();
+        loop {
+            match ap.state {
+                AppendState::Open => {}
+                AppendState::Closed => return Err(StoreError::Closed),
+                AppendState::Failed => {
+                    return Err(self
+                        .inner
+                        .durable
+                        .failure()
+                        .unwrap_or(StoreError::WriterFailed("writer stopped".into())))
+                }
+            }
+            if ap.queued_bytes == 0
+                || ap.queued_bytes + rec_len <= self.inner.config.max_queued_bytes
+            {
+                break;
+            }
+            shared.space.wait(&mut ap);
+        }
+        if ap.offset > SEGMENT_HEADER_LEN && ap.offset + rec_len > self.inner.config.segment_size {
+            ap.segment = ap.next_lsn;
+            ap.offset = SEGMENT_HEADER_LEN;
+        }
+        let lsn = ap.next_lsn;
+        let (segment, offset) = (ap.segment, ap.offset);
+        let loc = has_body.then_some(Location {
+            segment,
+            offset: offset + head_len,
+            len: body_len,
+        });
+        // Sent under the lock: the writer receives records in reservation order, so it writes
+        // every record exactly at the offset reserved for it.
+        self.inner
+            .tx
+            .send(Cmd::Append(Append {
+                lsn,
+                segment,
+                offset,
+                frame,
+                op,
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        ap.next_lsn += 1;
+        ap.offset += rec_len;
+        ap.queued_bytes += rec_len;
+        Ok((lsn, loc))
+    }
+
+    /// Appends a message stored once for several queues (a fanout writes the body once).
+    /// Returns at once with the record's LSN and where the body will be; the record is durable
+    /// once [`Store::wait_durable`] on that LSN resolves. `msg_id` must be unique.
+    pub fn publish(&self, msg_id: u64, queues: &[u64], payload: Bytes) -> Result<(Lsn, Location)> {
+        if queues.is_empty() {
+            return Err(StoreError::Invalid("a message needs at least one queue"));
+        }
+        let mut qs: SmallVec<[u64; 4]> = SmallVec::from_slice(queues);
+        qs.sort_unstable();
+        qs.dedup();
+        if qs.len() > MAX_QUEUES_PER_MESSAGE {
+            return Err(StoreError::Invalid("too many queues for one message"));
+        }
+        let (lsn, loc) = self.append(Op::Publish { msg_id, queues: qs }, payload)?;
+        let loc = loc.ok_or(StoreError::Invalid("publish without a body location"))?;
+        Ok((lsn, loc))
+    }
+
+    /// The messages are settled (acked, dropped) for `queue`; a message settled for all its
+    /// queues is dead. One small record for the whole batch of ids.
+    pub fn ack(&self, queue: u64, msg_ids: &[u64]) -> Result<Lsn> {
+        if msg_ids.is_empty() {
+            return Ok(self.last_lsn());
+        }
+        self.append(
+            Op::Ack {
+                queue,
+                ids: msg_ids.to_vec(),
+            },
+            Bytes::new(),
+        )
+        .map(|(lsn, _)| lsn)
+    }
+
+    /// The messages were delivered (or requeued after a delivery) from `queue`: their
+    /// delivery count goes up by one, and recovery reports them as `delivered`.
+    pub fn mark_delivered(&self, queue: u64, msg_ids: &[u64]) -> Result<Lsn> {
+        if msg_ids.is_empty() {
+            return Ok(self.last_lsn());
+        }
+        self.append(
+            Op::Delivered {
+                queue,
+                ids: msg_ids.to_vec(),
+            },
+            Bytes::new(),
+        )
+        .map(|(lsn, _)| lsn)
+    }
+
+    /// Settles every message of `queue` for it (queue deleted or purged).
+    pub fn drop_queue(&self, queue: u64) -> Result<Lsn> {
+        self.append(Op::DropQueue { queue }, Bytes::new())
+            .map(|(lsn, _)| lsn)
+    }
+
+    fn last_lsn(&self) -> Lsn {
+        self.inner.shared.appender.lock().next_lsn - 1
+    }
+
+    /// Reads a message body back (one `pread`), verifying its CRC. The location must have been
+    /// written (its publish waited for, or returned by recovery or `compact`).
+    pub fn read(&self, loc: &Location) -> Result<Bytes> {
+        let shared = &self.inner.shared;
+        if loc.offset < SEGMENT_HEADER_LEN + 4 {
+            return Err(StoreError::Invalid(
+                "location offset inside the segment header",
+            ));
+        }
+        let end = loc.offset + u64::from(loc.len);
+        {
+            let (wseg, wend) = *shared.written.lock();
+            if loc.segment > wseg || (loc.segment == wseg && end > wend) {
+                return Err(StoreError::NotWritten {
+                    segment: loc.segment,
+                    offset: loc.offset,
+                });
+            }
+        }
+        let file = shared.read_handle(loc.segment)?;
+        // The body is preceded by its own CRC32C, so one pread reads and verifies it.
+        let mut buf = vec![0u8; loc.len as usize + 4];
+        file.read_exact_at(&mut buf, loc.offset - 4).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StoreError::Corrupt {
+                    path: shared.segment_path(loc.segment),
+                    offset: loc.offset,
+                    reason: "body beyond the end of the segment".into(),
+                }
+            } else {
+                StoreError::io("read message body", shared.segment_path(loc.segment), e)
+            }
+        })?;
+        let stored = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if crc32c::crc32c(&buf[4..]) != stored {
+            return Err(StoreError::Corrupt {
+                path: shared.segment_path(loc.segment),
+                offset: loc.offset,
+                reason: "message body CRC mismatch".into(),
+            });
+        }
+        Ok(Bytes::from(buf).slice(4..))
+    }
+
+    /// Highest LSN known durable (fsynced; written, in page-cache mode).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.durable.durable()
+    }
+
+    /// Resolves once `lsn` is durable (immediately if it already is). Executor-agnostic.
+    pub fn wait_durable(&self, lsn: Lsn) -> WaitDurable {
+        WaitDurable::new(self.inner.durable.clone(), lsn)
+    }
+
+    /// Blocks the calling thread until `lsn` is durable.
+    pub fn wait_durable_blocking(&self, lsn: Lsn) -> Result<()> {
+        self.inner.durable.wait_blocking(lsn)
+    }
+
+    /// Writes a checkpoint now and waits for it (and for the deletion of the dead segments it
+    /// covers).
+    pub fn checkpoint(&self) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .tx
+            .send(Cmd::Checkpoint(Some(tx)))
+            .map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Copies the live messages of mostly-dead segments (live bytes below
+    /// `compact_threshold`) to the end of the log, waits until the copies are durable, and
+    /// checkpoints so that the emptied segments are deleted. Returns the moves; the owner must
+    /// switch to the new locations. A message settled meanwhile may still appear in the list
+    /// (its copy is dead on arrival); an owner that no longer knows it ignores the entry.
+    /// Call it periodically from a blocking context.
+    pub fn compact(&self) -> Result<Vec<Relocation>> {
+        let _one_at_a_time = self.inner.compact_lock.lock();
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .tx
+            .send(Cmd::Scan(tx))
+            .map_err(|_| StoreError::Closed)?;
+        let candidates = rx.recv().map_err(|_| StoreError::Closed)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut moved = Vec::with_capacity(candidates.len());
+        let mut last = None;
+        for c in candidates {
+            let body = match self.read(&c.loc) {
+                Ok(b) => b,
+                // The segment died and was deleted since the scan: nothing left to move.
+                Err(StoreError::MissingSegment { .. }) => continue,
+                // An unreadable body cannot be copied; it stays where it is (and so does its
+                // segment) and the owner finds out when it reads it.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::warn!(msg_id = c.msg_id, error = %e, "compaction skipped a damaged body");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let (lsn, new) = self.append(
+                Op::Relocate {
+                    msg_id: c.msg_id,
+                    order: c.order,
+                    old_segment: c.loc.segment,
+                    old_offset: c.loc.offset,
+                    queues: c.queues,
+                },
+                body,
+            )?;
+            last = Some(lsn);
+            if let Some(new) = new {
+                moved.push(Relocation {
+                    msg_id: c.msg_id,
+                    old: c.loc,
+                    new,
+                });
+            }
+        }
+        if let Some(lsn) = last {
+            self.wait_durable_blocking(lsn)?;
+        }
+        self.checkpoint()?;
+        Ok(moved)
+    }
+
+    /// Counters: records, fsyncs, batches, checkpoints, live messages.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.shared.counters;
+        StoreStats {
+            records: c.records.load(Ordering::Relaxed),
+            write_batches: c.write_batches.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
+            live_messages: c.live_messages.load(Ordering::Relaxed),
+            segments: c.segments.load(Ordering::Relaxed),
+            durable_lsn: self.durable_lsn(),
+        }
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.config.dir
+    }
+
+    /// Flushes and fsyncs everything accepted so far, writes a final checkpoint and stops the
+    /// writer. Other clones of the handle get [`StoreError::Closed`] afterwards.
+    pub fn close(self) -> Result<()> {
+        self.inner.stop(false)
+    }
+
+    /// Test helper: stops the writer as a crash would, without a final checkpoint (records
+    /// already handed to the writer are written; nothing is fsynced in page-cache mode).
+    #[doc(hidden)]
+    pub fn crash_for_test(self) {
+        let _ = self.inner.stop(true);
+    }
+}
+
+impl Inner {
+    fn stop(&self, crash: bool) -> Result<()> {
+        let Some(handle) = self.writer.lock().take() else {
+            return Err(StoreError::Closed);
+        };
+        let reply = {
+            let mut ap = self.shared.appender.lock();
+            if ap.state == AppendState::Open {
+                ap.state = AppendState::Closed;
+            }
+            self.shared.space.notify_all();
+            if crash {
+                let _ = self.tx.send(Cmd::Crash);
+                None
+            } else {
+                let (tx, rx) = mpsc::channel();
+                let _ = self.tx.send(Cmd::Close(tx));
+                Some(rx)
+            }
+        };
+        let replied = reply.and_then(|rx| rx.recv().ok());
+        let joined = handle
+            .join()
+            .map_err(|_| StoreError::WriterFailed("writer thread panicked".into()))?;
+        match replied {
+            Some(r) => r.and(joined),
+            None => joined,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.writer.lock().is_some() {
+            if let Err(e) = self.stop(false) {
+                tracing::warn!(error = %e, "closing the store on drop failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The writer thread (group commit) and the checkpoint thread.
+//!
+//! The writer takes everything that arrived while its previous fsync ran, writes it with one
+//! vectored write per segment, calls `fdatasync` once, publishes the new durable LSN, then
+//! applies the records to the live index. It alone writes segment files and owns the index.
+//! Checkpoints are serialized here (a consistent snapshot between two batches) and written by
+//! a second thread so that a big index does not stall appends while it is fsynced.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{self, Position};
+use crate::durable::DurableShared;
+use crate::error::{Result, StoreError};
+use crate::format::{self, Frame, Op, SEGMENT_HEADER_LEN};
+use crate::index::Index;
+use crate::store::{AppendState, Shared, StoreConfig, SyncMode};
+use crate::Location;
+
+/// One record on its way to disk, at the place reserved for it.
+pub(crate) struct Append {
+    pub lsn: u64,
+    pub segment: u64,
+    pub offset: u64,
+    pub frame: Frame,
+    pub op: Op,
+}
+
+/// A live message of a segment chosen for compaction.
+pub(crate) struct Candidate {
+    pub msg_id: u64,
+    pub order: u64,
+    pub loc: Location,
+    pub queues: Vec<(u64, u32)>,
+}
+
+pub(crate) enum Cmd {
+    Append(Append),
+    /// Write a checkpoint; reply once it (and the segment deletions it allows) is done.
+    Checkpoint(Option<Sender<Result<()>>>),
+    /// List the live messages of the segments worth compacting.
+    Scan(Sender<Vec<Candidate>>),
+    /// Flush, fsync, final checkpoint, stop.
+    Close(Sender<Result<()>>),
+    /// Stop now, as a crash would (tests).
+    Crash,
+}
+
+pub(crate) struct WriterSetup {
+    pub shared: Arc<Shared>,
+    pub durable: Arc<DurableShared>,
+    pub rx: Receiver<Cmd>,
+    pub config: StoreConfig,
+    pub index: Index,
+    pub active_segment: u64,
+    pub active_end: u64,
+    pub active_exists: bool,
+    pub last_lsn: u64,
+    pub checkpoint_now: bool,
+}
+
+struct CheckpointJob {
+    bytes: Vec<u8>,
+    dead: Vec<u64>,
+    reply: Option<Sender<Result<()>>>,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    durable: Arc<DurableShared>,
+    config: StoreConfig,
+    index: Index,
+    /// The segment being appended to, its end, and its file once opened.
+    seg: u64,
+    end: u64,
+    file: Option<File>,
+    seg_exists: bool,
+    last_lsn: u64,
+    ckpt_lsn: u64,
+    ckpt_at: Instant,
+    bytes_since_ckpt: u64,
+    ckpt_tx: Option<Sender<CheckpointJob>>,
+    ckpt_inflight: Arc<AtomicUsize>,
+    ckpt_thread: Option<JoinHandle<()>>,
+    buf: Vec<u8>,
+}
+
+/// Most bytes gathered into one group write (bounds latency and memory per batch).
+const MAX_BATCH_BYTES: u64 = 16 << 20;
+/// Bodies up to this size are copied into the batch buffer; larger ones are written from their
+/// own `Bytes` with a vectored write.
+const COPY_LIMIT: usize = 16 << 10;
+
+pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
+    let (ckpt_tx, ckpt_rx) = mpsc::channel::<CheckpointJob>();
+    let ckpt_inflight = Arc::new(AtomicUsize::new(0));
+    let ckpt_thread = {
+        let shared = setup.shared.clone();
+        let inflight = ckpt_inflight.clone();
+        std::thread::Builder::new()
+            .name("warren-store-ckpt".into())
+            .spawn(move || checkpoint_thread(shared, ckpt_rx, inflight))
+            .map_err(|e| StoreError::io("spawn checkpoint thread", &setup.config.dir, e))?
+    };
+    let dir = setup.config.dir.clone();
+    let checkpoint_now = setup.checkpoint_now;
+    let mut w = Writer {
+        shared: setup.shared,
+        durable: setup.durable,
+        index: setup.index,
+        seg: setup.active_segment,
+        end: setup.active_end,
+        file: None,
+        seg_exists: setup.active_exists,
+        last_lsn: setup.last_lsn,
+        ckpt_lsn: if checkpoint_now { 0 } else { setup.last_lsn },
+        ckpt_at: Instant::now(),
+        bytes_since_ckpt: 0,
+        ckpt_tx: Some(ckpt_tx),
+        ckpt_inflight,
+        ckpt_thread: Some(ckpt_thread),
+        buf: Vec::new(),
+        config: setup.config,
+    };
+    w.publish_gauges();
+    let rx = setup.rx;
+    let (shared, durable) = (w.shared.clone(), w.durable.clone());
+    std::thread::Builder::new()
+        .name("warren-store-writer".into())
+        .spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                if checkpoint_now {
+                    if let Err(e) = w.checkpoint(None) {
+                        tracing::warn!(error = %e, "checkpoint after recovery failed");
+                    }
+                }
+                w.run(rx)
+            }));
+            run.unwrap_or_else(|_| {
+                // A bug, not an I/O error: fail the store rather than leave waiters hanging.
+                let msg = "writer thread panicked".to_string();
+                tracing::error!("{msg}; the store must be reopened");
+                shared.appender.lock().state = AppendState::Failed;
+                shared.space.notify_all();
+                durable.finish(Some(msg.clone()));
+                Err(StoreError::WriterFailed(msg))
+            })
+        })
+        .map_err(|e| StoreError::io("spawn writer thread", dir, e))
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Cmd>) -> Result<()> {
+        let mut batch: Vec<Append> = Vec::new();
+        let result = loop {
+            let timeout = self
+                .config
+                .checkpoint_interval
+                .saturating_sub(self.ckpt_at.elapsed())
+                .max(Duration::from_millis(1));
+            let first = match rx.recv_timeout(timeout) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.maybe_checkpoint();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break self.close(),
+            };
+            // Group commit: take the first command and everything already waiting behind it.
+            let mut next = Some(first);
+            let mut batch_bytes = 0u64;
+            let mut stop = None;
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Append(a) => {
+                        batch_bytes += a.frame.len();
+                        batch.push(a);
+                    }
+                    control => {
+                        // Controls see every record sent before them.
+                        if let Err(e) = self.flush(&mut batch) {
+                            stop = Some(Err(e));
+                            break;
+                        }
+                        batch_bytes = 0;
+                        if let Some(done) = self.control(control) {
+                            stop = Some(done);
+                            break;
+                        }
+                    }
+                }
+                if batch_bytes < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(c) => next = Some(c),
+                        Err(TryRecvError::Empty) => {}
+                        Err(TryRecvError::Disconnected) => {}
+                    }
+                }
+            }
+            if let Some(done) = stop {
+                break done;
+            }
+            if let Err(e) = self.flush(&mut batch) {
+                break Err(e);
+            }
+            self.maybe_checkpoint();
+        };
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        self.stop_checkpoint_thread();
+        self.durable
+            .finish(result.as_ref().err().map(|e| e.to_string()));
+        result
+    }
+
+    /// Handles a control command; `Some` means the writer stops with that result.
+    fn control(&mut self, cmd: Cmd) -> Option<Result<()>> {
+        match cmd {
+            Cmd::Append(_) => None,
+            Cmd::Checkpoint(reply) => {
+                if let Err(e) = self.checkpoint(reply) {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+                None
+            }
+            Cmd::Scan(reply) => {
+                let _ = reply.send(self.scan());
+                None
+            }
+            Cmd::Close(reply) => {
+                let r = self.close();
+                let _ = reply.send(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(StoreError::WriterFailed(e.to_string())),
+                });
+                Some(r)
+            }
+            Cmd::Crash => {
+                self.shared.appender.lock().state = AppendState::Closed;
+                self.shared.space.notify_all();
+                Some(Ok(()))
+            }
+        }
+    }
+
+    /// Final flush: fsync, final checkpoint (waited for), stop accepting.
+    fn close(&mut self) -> Result<()> {
+        {
+            let mut ap = self.shared.appender.lock();
+            if ap.state == AppendState::Open {
+                ap.state = AppendState::Closed;
+            }
+            self.shared.space.notify_all();
+        }
+        let (tx, rx) = mpsc::channel();
+        self.checkpoint(Some(tx))?;
+        rx.recv()
+            .map_err(|_| StoreError::WriterFailed("checkpoint thread stopped".into()))?
+    }
+
+    fn fail(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "store writer failed; the store must be reopened");
+        self.shared.appender.lock().state = AppendState::Failed;
+        self.shared.space.notify_all();
+    }
+
+    fn stop_checkpoint_thread(&mut self) {
+        self.ckpt_tx = None;
+        if let Some(h) = self.ckpt_thread.take() {
+            let _ = h.join();
+        }
+    }
+
+    fn sync_active(&mut self) -> Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data().map_err(|e| {
+                StoreError::io("fdatasync segment", self.shared.segment_path(self.seg), e)
+            })?;
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Makes `segment` the open segment, creating it (with its header) if needed.
+    fn ensure_segment(&mut self, segment: u64) -> Result<()> {
+        if segment == self.seg && self.file.is_some() {
+            return Ok(());
+        }
+        if segment != self.seg {
+            // Durability: the old segment is complete and must be on disk before anything in
+            // the next one can be called durable (in both sync modes: a checkpoint only syncs
+            // the active segment).
+            self.sync_active()?;
+            self.file = None;
+            self.seg = segment;
+            self.end = SEGMENT_HEADER_LEN;
+            self.seg_exists = false;
+        }
+        let path = self.shared.segment_path(segment);
+        if self.seg_exists {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::io("open active segment", &path, e))?;
+            f.seek(SeekFrom::Start(self.end))
+                .map_err(|e| StoreError::io("seek active segment", &path, e))?;
+            self.file = Some(f);
+        } else {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| StoreError::io("create segment", &path, e))?;
+            f.write_all(&format::encode_segment_header(segment))
+                .map_err(|e| StoreError::io("write segment header", &path, e))?;
+            // Durability: the new file's name must survive a crash once its records are
+            // reported durable; the header itself is covered by the batch's fdatasync.
+            checkpoint::sync_dir(&self.shared.dir)?;
+            self.file = Some(f);
+            self.seg_exists = true;
+            self.end = SEGMENT_HEADER_LEN;
+            self.index.extend_segment(segment, SEGMENT_HEADER_LEN);
+        }
+        Ok(())
+    }
+
+    /// Writes, syncs and applies a batch of records.
+    fn flush(&mut self, batch: &mut Vec<Append>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = 0u64;
+        let mut i = 0;
+        while i < batch.len() {
+            let seg = batch[i].segment;
+            let j = i + batch[i..]
+                .iter()
+                .position(|a| a.segment != seg)
+                .unwrap_or(batch.len() - i);
+            self.ensure_segment(seg)?;
+            bytes += self.write_run(&batch[i..j])?;
+            i = j;
+        }
+        *self.shared.written.lock() = (self.seg, self.end);
+        if self.config.sync == SyncMode::Fsync {
+            // Durability: one fdatasync for the whole group; only after it returns are the
+            // records' LSNs published as durable (and publisher confirms released).
+            self.sync_active()?;
+        }
+        let last = batch.last().map_or(self.last_lsn, |a| a.lsn);
+        self.last_lsn = last;
+        let c = &self.shared.counters;
+        c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        c.write_batches.fetch_add(1, Ordering::Relaxed);
+        c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        // The index is updated before waiters are woken, so whoever waited for an LSN sees its
+        // effect in stats, scans and checkpoints.
+        for a in batch.drain(..) {
+            let rec_len = a.frame.len();
+            let body = match a.op {
+                Op::Publish { .. } | Op::Relocate { .. } => Some(Location {
+                    segment: a.segment,
+                    offset: a.offset + a.frame.head.len() as u64,
+                    len: a.frame.body.len() as u32,
+                }),
+                _ => None,
+            };
+            self.index
+                .apply(a.lsn, &a.op, a.segment, a.offset + rec_len, rec_len, body);
+        }
+        self.publish_gauges();
+        self.durable.advance(last);
+        {
+            let mut ap = self.shared.appender.lock();
+            ap.queued_bytes = ap.queued_bytes.saturating_sub(bytes);
+        }
+        self.shared.space.notify_all();
+        self.bytes_since_ckpt += bytes;
+        Ok(())
+    }
+
+    fn publish_gauges(&self) {
+        let c = &self.shared.counters;
+        c.live_messages
+            .store(self.index.msgs.len() as u64, Ordering::Relaxed);
+        c.segments
+            .store(self.index.segs.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes records that all belong to the open segment with as few syscalls as possible.
+    fn write_run(&mut self, run: &[Append]) -> Result<u64> {
+        enum Piece {
+            Buf(usize, usize),
+            Body(usize),
+        }
+        self.buf.clear();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        let mut end = self.end;
+        for (k, a) in run.iter().enumerate() {
+            if a.offset != end {
+                return Err(StoreError::WriterFailed(format!(
+                    "record {} reserved at offset {} but the segment ends at {end}",
+                    a.lsn, a.offset
+                )));
+            }
+            self.buf.extend_from_slice(&a.frame.head);
+            if a.frame.body.len() <= COPY_LIMIT {
+                self.buf.extend_from_slice(&a.frame.body);
+            } else {
+                pieces.push(Piece::Buf(start, self.buf.len()));
+                pieces.push(Piece::Body(k));
+                start = self.buf.len();
+            }
+            end += a.frame.len();
+        }
+        pieces.push(Piece::Buf(start, self.buf.len()));
+        let mut slices: Vec<IoSlice<'_>> = pieces
+            .iter()
+            .map(|p| match *p {
+                Piece::Buf(s, e) => IoSlice::new(&self.buf[s..e]),
+                Piece::Body(k) => IoSlice::new(&run[k].frame.body),
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        let path = self.shared.segment_path(self.seg);
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| StoreError::WriterFailed("no open segment".into()))?;
+        write_all_vectored(file, &mut slices)
+            .map_err(|e| StoreError::io("write segment", path, e))?;
+        let written = end - self.end;
+        self.end = end;
+        Ok(written)
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        if self.last_lsn == self.ckpt_lsn {
+            self.ckpt_at = Instant::now();
+            return;
+        }
+        let due = self.ckpt_at.elapsed() >= self.config.checkpoint_interval
+            || self.bytes_since_ckpt >= self.config.checkpoint_bytes;
+        // A periodic checkpoint is skipped while the previous one is still being written.
+        if due && self.ckpt_inflight.load(Ordering::Acquire) == 0 {
+            if let Err(e) = self.checkpoint(None) {
+                tracing::warn!(error = %e, "periodic checkpoint failed");
+            }
+        }
+    }
+
+    /// Snapshots the index (between batches, so it is consistent with the log position) and
+    /// hands it to the checkpoint thread with the dead segments it allows to delete.
+    fn checkpoint(&mut self, reply: Option<Sender<Result<()>>>) -> Result<()> {
+        // Durability: the checkpoint covers the log up to (seg, end); that log must be on disk
+        // before the checkpoint is, or a crash could leave a checkpoint ahead of the log.
+        if self.config.sync == SyncMode::PageCache {
+            self.sync_active()?;
+        }
+        let pos = Position {
+            segment: self.seg,
+            offset: self.end,
+            next_lsn: self.last_lsn + 1,
+        };
+        // Dead segments wholly before the checkpoint position: the checkpoint makes their acks
+        // and drops unnecessary for recovery, so they can go once it is durable.
+        let dead: Vec<u64> = self
+            .index
+            .segs
+            .iter()
+            .filter(|(&id, s)| id < pos.segment && s.live == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &dead {
+            self.index.segs.remove(id);
+        }
+        let bytes = checkpoint::encode(&self.index, pos);
+        self.ckpt_lsn = self.last_lsn;
+        self.ckpt_at = Instant::now();
+        self.bytes_since_ckpt = 0;
+        self.publish_gauges();
+        let Some(tx) = &self.ckpt_tx else {
+            return Err(StoreError::Closed);
+        };
+        self.ckpt_inflight.fetch_add(1, Ordering::AcqRel);
+        tx.send(CheckpointJob { bytes, dead, reply })
+            .map_err(|_| StoreError::WriterFailed("checkpoint thread stopped".into()))
+    }
+
+    /// Live messages of non-active segments whose live bytes are below the threshold, oldest
+    /// segments first, up to `compact_max_bytes`.
+    fn scan(&self) -> Vec<Candidate> {
+        let mut chosen = std::collections::HashSet::new();
+        let mut budget = self.config.compact_max_bytes;
+        for (&id, s) in &self.index.segs {
+            if id >= self.seg || s.live == 0 || s.size == 0 {
+                continue;
+            }
+            if (s.live_bytes as f64) < self.config.compact_threshold * s.size as f64 {
+                if s.live_bytes > budget && !chosen.is_empty() {
+                    break;
+                }
+                budget = budget.saturating_sub(s.live_bytes);
+                chosen.insert(id);
+            }
+        }
+        if chosen.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<Candidate> = self
+            .index
+            .msgs
+            .iter()
+            .filter(|(_, e)| chosen.contains(&e.loc.segment))
+            .map(|(&msg_id, e)| Candidate {
+                msg_id,
+                order: e.order,
+                loc: e.loc,
+                queues: e.queues.iter().map(|q| (q.queue, q.deliveries)).collect(),
+            })
+            .collect();
+        out.sort_unstable_by_key(|c| (c.loc.segment, c.loc.offset));
+        out
+    }
+}
+
+fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        match file.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_thread(shared: Arc<Shared>, rx: Receiver<CheckpointJob>, inflight: Arc<AtomicUsize>) {
+    for job in rx {
+        let result = write_checkpoint(&shared, &job);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "writing checkpoint failed");
+        }
+        inflight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(reply) = job.reply {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn write_checkpoint(shared: &Shared, job: &CheckpointJob) -> Result<()> {
+    checkpoint::write_atomically(&shared.dir, &job.bytes)?;
+    shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+    if job.dead.is_empty() {
+        return Ok(());
+    }
+    // Durability: deletion only after the checkpoint that makes these segments unnecessary is
+    // durable (the rename and its directory fsync above).
+    for &seg in &job.dead {
+        shared.delete_segment(seg)?;
+        tracing::debug!(segment = seg, "deleted dead segment");
+    }
+    checkpoint::sync_dir(&shared.dir)
+}
