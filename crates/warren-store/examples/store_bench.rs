@@ -125,6 +125,13 @@ fn restart(messages: u64) -> Result<()> {
     );
     // Recovery wrote a checkpoint in the background; close writes the final one.
     let t = Instant::now();
+    store.checkpoint()?;
+    println!(
+        "  checkpoint of {live} messages: {:.3} s, of which the writer paused {:.3} s",
+        t.elapsed().as_secs_f64(),
+        store.stats().last_checkpoint_snapshot_micros as f64 / 1e6
+    );
+    let t = Instant::now();
     store.close()?;
     println!(
         "  close (final checkpoint of {live} messages): {:.3} s, checkpoint {} MB",

@@ -186,7 +186,16 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
             Ok(off)
         })();
         match outcome {
-            Ok(end) => active = Some((id, end)),
+            Ok(end) => {
+                // Durability: what was just replayed may exist only in the page cache (the
+                // previous process died between write and fsync, or ran in page-cache mode).
+                // It must be on disk before a checkpoint covering it can be written.
+                let f = fs::File::open(&path)
+                    .map_err(|e| StoreError::io("open segment for fsync", &path, e))?;
+                f.sync_data()
+                    .map_err(|e| StoreError::io("fsync recovered segment", &path, e))?;
+                active = Some((id, end));
+            }
             Err((offset, reason)) => {
                 let later: Vec<u64> = ids[n + 1..].to_vec();
                 let report = cut(dir, &segs, id, offset, data.len() as u64, later, reason)?;

@@ -45,8 +45,8 @@ pub struct StoreConfig {
     pub sync: SyncMode,
     /// A checkpoint is written at least this often while records arrive (default 30 s).
     pub checkpoint_interval: Duration,
-    /// ... and also after this many bytes of log since the last one (default 256 MiB), which
-    /// bounds the tail that a restart replays.
+    /// ... and also after this many bytes of log since the last one (default 64 MiB, or the
+    /// size of the last checkpoint if that is larger), which bounds the tail a restart replays.
     pub checkpoint_bytes: u64,
     /// `compact()` rewrites the live records of non-active segments whose live bytes are below
     /// this fraction of their size (default 0.25).
@@ -64,7 +64,7 @@ impl StoreConfig {
             segment_size: 64 << 20,
             sync: SyncMode::Fsync,
             checkpoint_interval: Duration::from_secs(30),
-            checkpoint_bytes: 256 << 20,
+            checkpoint_bytes: 64 << 20,
             compact_threshold: 0.25,
             compact_max_bytes: 64 << 20,
             max_queued_bytes: 64 << 20,
@@ -88,6 +88,9 @@ pub struct StoreStats {
     pub live_messages: u64,
     pub segments: u64,
     pub durable_lsn: Lsn,
+    /// How long the writer paused appends to snapshot the index for the last checkpoint
+    /// (the file itself is written and fsynced by another thread).
+    pub last_checkpoint_snapshot_micros: u64,
 }
 
 /// A live message moved by [`Store::compact`]: the owner must use `new` from now on.
@@ -125,6 +128,7 @@ pub(crate) struct Counters {
     pub segments_deleted: AtomicU64,
     pub live_messages: AtomicU64,
     pub segments: AtomicU64,
+    pub checkpoint_snapshot_micros: AtomicU64,
 }
 
 /// State shared by the handles, the writer thread and the checkpoint thread.
@@ -550,6 +554,7 @@ impl Store {
             live_messages: c.live_messages.load(Ordering::Relaxed),
             segments: c.segments.load(Ordering::Relaxed),
             durable_lsn: self.durable_lsn(),
+            last_checkpoint_snapshot_micros: c.checkpoint_snapshot_micros.load(Ordering::Relaxed),
         }
     }
 

@@ -84,6 +84,8 @@ struct Writer {
     ckpt_lsn: u64,
     ckpt_at: Instant,
     bytes_since_ckpt: u64,
+    /// Size of the last checkpoint written.
+    ckpt_size: u64,
     ckpt_tx: Option<Sender<CheckpointJob>>,
     ckpt_inflight: Arc<AtomicUsize>,
     ckpt_thread: Option<JoinHandle<()>>,
@@ -121,6 +123,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
         ckpt_lsn: if checkpoint_now { 0 } else { setup.last_lsn },
         ckpt_at: Instant::now(),
         bytes_since_ckpt: 0,
+        ckpt_size: 0,
         ckpt_tx: Some(ckpt_tx),
         ckpt_inflight,
         ckpt_thread: Some(ckpt_thread),
@@ -446,8 +449,11 @@ impl Writer {
             self.ckpt_at = Instant::now();
             return;
         }
+        // The byte trigger never fires before the tail is as large as the last checkpoint:
+        // writing checkpoints then costs at most as much I/O as the log itself, and a restart
+        // reads at most about twice the checkpoint's size.
         let due = self.ckpt_at.elapsed() >= self.config.checkpoint_interval
-            || self.bytes_since_ckpt >= self.config.checkpoint_bytes;
+            || self.bytes_since_ckpt >= self.config.checkpoint_bytes.max(self.ckpt_size);
         // A periodic checkpoint is skipped while the previous one is still being written.
         if due && self.ckpt_inflight.load(Ordering::Acquire) == 0 {
             if let Err(e) = self.checkpoint(None) {
@@ -464,6 +470,7 @@ impl Writer {
         if self.config.sync == SyncMode::PageCache {
             self.sync_active()?;
         }
+        let started = Instant::now();
         let pos = Position {
             segment: self.seg,
             offset: self.end,
@@ -482,6 +489,11 @@ impl Writer {
             self.index.segs.remove(id);
         }
         let bytes = checkpoint::encode(&self.index, pos);
+        self.shared
+            .counters
+            .checkpoint_snapshot_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.ckpt_size = bytes.len() as u64;
         self.ckpt_lsn = self.last_lsn;
         self.ckpt_at = Instant::now();
         self.bytes_since_ckpt = 0;

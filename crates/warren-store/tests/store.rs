@@ -603,3 +603,51 @@ fn corrupt_checkpoint_falls_back_to_full_replay() {
     assert_eq!(ids(&rec, 1), vec![1, 3, 4, 5, 6, 7, 8, 9, 10]);
     store.close().unwrap();
 }
+
+#[test]
+fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_size = 4096;
+    let (store, _) = Store::open(cfg.clone()).unwrap();
+    let big = Bytes::from((0..20_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    let (_, a) = store.publish(1, &[1], body(1)).unwrap();
+    let (_, b) = store.publish(2, &[1], big.clone()).unwrap();
+    let (lsn, c) = store.publish(3, &[1], body(3)).unwrap();
+    store.wait_durable_blocking(lsn).unwrap();
+    assert_eq!((a.segment, b.segment, c.segment), (1, 2, 3));
+    assert_eq!(segment_files(dir.path()).len(), 3);
+    store.crash_for_test();
+    let (store, rec) = Store::open(cfg).unwrap();
+    assert_eq!(ids(&rec, 1), vec![1, 2, 3]);
+    assert_eq!(store.read(&rec.queues[&1][1].location).unwrap(), big);
+    store.close().unwrap();
+}
+
+#[test]
+fn the_byte_trigger_checkpoints_a_busy_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.checkpoint_bytes = 64 << 10;
+    let (store, _) = Store::open(cfg.clone()).unwrap();
+    let payload = Bytes::from(vec![3u8; 1000]);
+    let mut last = 0;
+    for id in 1..=300u64 {
+        last = store.publish(id, &[1], payload.clone()).unwrap().0;
+        if id % 30 == 0 {
+            store.wait_durable_blocking(last).unwrap();
+        }
+    }
+    // Checkpoints are written by another thread: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.stats().checkpoints < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", store.stats());
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    store.crash_for_test();
+    let (store, rec) = Store::open(cfg).unwrap();
+    assert!(rec.from_checkpoint);
+    assert!(rec.replayed_records < 300, "{}", rec.replayed_records);
+    assert_eq!(ids(&rec, 1).len(), 300);
+    store.close().unwrap();
+}
