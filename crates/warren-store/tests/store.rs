@@ -631,9 +631,8 @@ fn the_byte_trigger_checkpoints_a_busy_log() {
     cfg.checkpoint_bytes = 64 << 10;
     let (store, _) = Store::open(cfg.clone()).unwrap();
     let payload = Bytes::from(vec![3u8; 1000]);
-    let mut last = 0;
     for id in 1..=300u64 {
-        last = store.publish(id, &[1], payload.clone()).unwrap().0;
+        let last = store.publish(id, &[1], payload.clone()).unwrap().0;
         if id % 30 == 0 {
             store.wait_durable_blocking(last).unwrap();
         }
