@@ -101,7 +101,7 @@ fn plain(v: &FieldValue) -> String {
 }
 
 /// RabbitMQ's names for field types.
-fn type_name(v: &FieldValue) -> &'static str {
+pub fn type_name(v: &FieldValue) -> &'static str {
     match v {
         FieldValue::Bool(_) => "bool",
         FieldValue::I8(_) => "byte",

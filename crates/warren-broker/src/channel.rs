@@ -50,10 +50,12 @@ struct ChannelState {
     closed: bool,
 }
 
-/// What a settle operation did, so the caller can update queues outside the channel lock.
+/// Deliveries taken out of the unacked set by an ack, nack or reject inside a transaction:
+/// settled at commit, or given back at rollback. As in RabbitMQ they leave the set at once,
+/// so acking the same tag twice in one transaction is refused there and then.
 #[derive(Debug, Default)]
-pub struct Settled {
-    pub entries: Vec<Unacked>,
+pub struct Taken {
+    entries: Vec<Unacked>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -282,16 +284,29 @@ impl Channel {
         Ok(())
     }
 
-    /// Checks that (`tag`, `multiple`) names outstanding deliveries without settling them (for
-    /// transactions, which settle at commit).
-    pub fn check_tag(&self, tag: u64, multiple: bool) -> Result<()> {
-        let st = self.state.lock();
-        if (multiple && tag == 0) || st.unacked.binary_search_by_key(&tag, |u| u.tag).is_ok() {
-            Ok(())
-        } else {
-            Err(BrokerError::PreconditionFailed(format!(
-                "unknown delivery tag {tag}"
-            )))
+    /// An ack, nack or reject inside a transaction: takes the deliveries named by (`tag`,
+    /// `multiple`) out of the unacked set without settling them.
+    pub fn take(&self, tag: u64, multiple: bool) -> Result<Taken> {
+        Ok(Taken {
+            entries: self.take_unacked(tag, multiple)?,
+        })
+    }
+
+    /// `tx.commit`: settles deliveries taken by [`Channel::take`].
+    pub fn settle_taken(self: &Arc<Self>, taken: Taken, requeue: bool) {
+        self.settle(taken.entries, requeue);
+    }
+
+    /// `tx.rollback` (or a channel closing mid-transaction): deliveries taken by
+    /// [`Channel::take`] are unacked again, in tag order.
+    pub fn restore(&self, taken: Taken) {
+        let mut st = self.state.lock();
+        for u in taken.entries {
+            if let Some(c) = &u.consumer {
+                c.unacked.fetch_add(1, Ordering::Relaxed);
+            }
+            let pos = st.unacked.partition_point(|x| x.tag < u.tag);
+            st.unacked.insert(pos, u);
         }
     }
 

@@ -464,7 +464,7 @@ impl VHost {
         }
         if if_empty && counts.messages > 0 {
             return Err(BrokerError::PreconditionFailed(format!(
-                "queue '{name}' in vhost '{}' is not empty",
+                "queue '{name}' in vhost '{}' not empty",
                 self.name
             )));
         }

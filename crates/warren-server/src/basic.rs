@@ -65,26 +65,12 @@ impl ChannelMachine {
                 }
                 Ok(())
             }
-            Method::BasicAck(m) => self.settle(TxAck::Ack {
-                tag: m.delivery_tag,
-                multiple: m.multiple,
-            }),
-            Method::BasicNack(m) => self.settle(TxAck::Nack {
-                tag: m.delivery_tag,
-                multiple: m.multiple,
-                requeue: m.requeue,
-            }),
-            Method::BasicReject(m) => self.settle(TxAck::Nack {
-                tag: m.delivery_tag,
-                multiple: false,
-                requeue: m.requeue,
-            }),
-            Method::BasicRecover(m) => {
-                self.recover(m.requeue)?;
-                ctx.outbox.method(self.id, basic::RecoverOk {});
-                Ok(())
-            }
-            Method::BasicRecoverAsync(m) => self.recover(m.requeue),
+            // An ack settles like a nack without requeue (there is no dead-lettering).
+            Method::BasicAck(m) => self.settle(m.delivery_tag, m.multiple, false),
+            Method::BasicNack(m) => self.settle(m.delivery_tag, m.multiple, m.requeue),
+            Method::BasicReject(m) => self.settle(m.delivery_tag, false, m.requeue),
+            Method::BasicRecover(m) => self.recover(ctx, m.requeue, true),
+            Method::BasicRecoverAsync(m) => self.recover(ctx, m.requeue, false),
             other => Err(AmqpError::command_invalid(format!(
                 "{} is not valid from a client",
                 other.name()
@@ -92,24 +78,28 @@ impl ChannelMachine {
         }
     }
 
-    fn recover(&mut self, requeue: bool) -> AmqpResult {
+    fn recover(&mut self, ctx: &ConnCtx, requeue: bool, reply: bool) -> AmqpResult {
         if !requeue {
             // As RabbitMQ: redelivering to the same consumer without requeueing is not offered.
             return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        // recover-ok goes out before the redeliveries, as from RabbitMQ: clients (lapin) drop
+        // the deliveries they hold when recover-ok arrives.
+        if reply {
+            ctx.outbox.method(self.id, basic::RecoverOk {});
         }
         self.broker_channel.recover();
         Ok(())
     }
 
     /// An ack, nack or reject: applied now, or at commit inside a transaction.
-    fn settle(&mut self, op: TxAck) -> AmqpResult {
-        let (tag, multiple) = op.tag();
+    fn settle(&mut self, tag: u64, multiple: bool, requeue: bool) -> AmqpResult {
         if let Mode::Tx(tx) = &mut self.mode {
-            self.broker_channel.check_tag(tag, multiple)?;
-            tx.acks.push(op);
+            let taken = self.broker_channel.take(tag, multiple)?;
+            tx.acks.push(TxAck { taken, requeue });
             return Ok(());
         }
-        op.apply(&self.broker_channel)?;
+        self.broker_channel.nack(tag, multiple, requeue)?;
         Ok(())
     }
 

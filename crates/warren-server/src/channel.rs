@@ -302,7 +302,8 @@ impl ChannelMachine {
     pub fn teardown(&mut self) {
         self.pending = None;
         if let Mode::Tx(tx) = &mut self.mode {
-            tx.clear();
+            // Deliveries acked in the open transaction go back to their queues with the rest.
+            tx.rollback(&self.broker_channel);
         }
         self.broker_channel.close();
     }

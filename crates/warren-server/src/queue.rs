@@ -1,6 +1,6 @@
 //! The `queue` class.
 
-use warren_broker::{AccessKind, QueueSpec, VHost};
+use warren_broker::{args, AccessKind, QueueSpec, VHost};
 use warren_codec::{queue, FieldValue, Method};
 
 use crate::channel::ChannelMachine;
@@ -11,12 +11,42 @@ use crate::error::{AmqpError, AmqpResult};
 /// applications declaring them work unchanged.
 const QUEUE_TYPES: [&str; 3] = ["classic", "quorum", "stream"];
 
-fn check_queue_arguments(args: &warren_codec::FieldTable) -> AmqpResult {
-    if let Some(v) = args.get("x-queue-type") {
-        let ok = matches!(v, FieldValue::LongString(s) if s.as_str().is_some_and(|t| QUEUE_TYPES.contains(&t)));
-        if !ok {
+/// RabbitMQ's checks of a declare's queue type and of the properties that type allows, in its
+/// order and words.
+fn check_queue_type(spec: &QueueSpec, vhost: &str) -> AmqpResult {
+    let queue = format!("queue '{}' in vhost '{vhost}'", spec.name);
+    let kind = match spec.arguments.get("x-queue-type") {
+        None => "classic",
+        Some(FieldValue::LongString(s)) => match s.as_str() {
+            Some(t) if QUEUE_TYPES.contains(&t) => t,
+            _ => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-queue-type' for {queue}: \"unsupported queue type '{}'\"",
+                    String::from_utf8_lossy(s.as_bytes())
+                )))
+            }
+        },
+        Some(other) => {
             return Err(AmqpError::precondition_failed(format!(
-                "invalid arg 'x-queue-type' for queue: {v:?} is not one of classic, quorum, stream"
+                "invalid arg 'x-queue-type' for {queue}: {{unacceptable_type,{}}}",
+                args::type_name(other)
+            )))
+        }
+    };
+    if kind != "classic" {
+        // Replicated types live beyond any one connection and must survive restarts.
+        let invalid = if spec.auto_delete {
+            Some("auto-delete")
+        } else if spec.exclusive {
+            Some("exclusive-owner")
+        } else if !spec.durable {
+            Some("non-durable")
+        } else {
+            None
+        };
+        if let Some(property) = invalid {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid property '{property}' for {queue}"
             )));
         }
     }
@@ -27,18 +57,13 @@ impl ChannelMachine {
     pub(crate) fn handle_queue(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
         match method {
             Method::QueueDeclare(m) => {
+                // Spec: an empty name asks the server to choose one. As in RabbitMQ, the
+                // "last declared queue" shortcut does not apply here, even when passive.
                 let name = if m.queue.is_empty() && !m.passive {
                     VHost::generate_queue_name()
-                } else if m.passive {
-                    self.queue_name(&m.queue)?
                 } else {
                     m.queue.clone()
                 };
-                if !m.passive {
-                    check_queue_arguments(&m.arguments)?;
-                    ctx.access
-                        .check(AccessKind::Configure, "queue", name.as_str())?;
-                }
                 let spec = QueueSpec {
                     name: name.clone(),
                     durable: m.durable,
@@ -46,6 +71,11 @@ impl ChannelMachine {
                     auto_delete: m.auto_delete,
                     arguments: m.arguments,
                 };
+                if !m.passive {
+                    check_queue_type(&spec, &ctx.access.vhost)?;
+                    ctx.access
+                        .check(AccessKind::Configure, "queue", name.as_str())?;
+                }
                 let (q, counts) = if m.queue.is_empty() && !m.passive {
                     let q = ctx.vhost.declare_internal_queue(&spec, ctx.id);
                     let counts = q.counts();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use warren_broker::channel::Taken;
 use warren_broker::{Channel, Message};
 use warren_codec::{confirm, tx, Method};
 
@@ -17,37 +18,12 @@ pub(crate) struct TxPublish {
     pub mandatory: bool,
 }
 
-/// An ack, nack or reject, held until commit in a transaction.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum TxAck {
-    Ack {
-        tag: u64,
-        multiple: bool,
-    },
-    Nack {
-        tag: u64,
-        multiple: bool,
-        requeue: bool,
-    },
-}
-
-impl TxAck {
-    pub fn tag(&self) -> (u64, bool) {
-        match *self {
-            TxAck::Ack { tag, multiple } | TxAck::Nack { tag, multiple, .. } => (tag, multiple),
-        }
-    }
-
-    pub fn apply(self, channel: &Arc<Channel>) -> Result<(), warren_broker::BrokerError> {
-        match self {
-            TxAck::Ack { tag, multiple } => channel.ack(tag, multiple),
-            TxAck::Nack {
-                tag,
-                multiple,
-                requeue,
-            } => channel.nack(tag, multiple, requeue),
-        }
-    }
+/// An ack, nack or reject in a transaction: its deliveries, taken from the channel's unacked
+/// ones, and what commit does with them.
+#[derive(Debug)]
+pub(crate) struct TxAck {
+    pub taken: Taken,
+    pub requeue: bool,
 }
 
 #[derive(Default)]
@@ -57,9 +33,12 @@ pub(crate) struct TxState {
 }
 
 impl TxState {
-    pub fn clear(&mut self) {
+    /// Forgets the publishes; the acked deliveries become unacked again.
+    pub fn rollback(&mut self, channel: &Channel) {
         self.publishes.clear();
-        self.acks.clear();
+        for a in self.acks.drain(..) {
+            channel.restore(a.taken);
+        }
     }
 }
 
@@ -109,7 +88,7 @@ impl ChannelMachine {
                     }
                 }
                 for a in acks {
-                    a.apply(&self.broker_channel)?;
+                    self.broker_channel.settle_taken(a.taken, a.requeue);
                 }
                 ctx.outbox.method(self.id, tx::CommitOk {});
                 Ok(())
@@ -120,7 +99,7 @@ impl ChannelMachine {
                         "channel is not transactional",
                     ));
                 };
-                state.clear();
+                state.rollback(&self.broker_channel);
                 ctx.outbox.method(self.id, tx::RollbackOk {});
                 Ok(())
             }
