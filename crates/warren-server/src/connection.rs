@@ -354,6 +354,35 @@ async fn expect_method<R: AsyncRead + Unpin>(
     }
 }
 
+/// Before `connection.open`, RabbitMQ answers no error but a refused login: it logs the error
+/// and closes the socket. Ok(None) tells the caller to do the same.
+fn refuse_silently(peer: SocketAddr, e: AmqpError) -> AmqpResult<Option<Opened>> {
+    info!(%peer, code = e.code, error = %e.text, "handshake refused");
+    Ok(None)
+}
+
+/// RabbitMQ's check of a value from `tune-ok`: at least `min` unless 0 (no limit), and at most
+/// the server's unless that is 0. A client may lower a limit, not lift it.
+fn negotiated(field: &str, client: u32, min: u32, server: u32) -> AmqpResult {
+    let detail = if field == "channel_max" && client == 0 {
+        " (no limit)"
+    } else {
+        ""
+    };
+    if client != 0 && client < min {
+        return Err(AmqpError::not_allowed(format!(
+            "negotiated {field} = {client}{detail} is lower than the minimum allowed value ({min})"
+        )));
+    }
+    if server != 0 && (client == 0 || client > server) {
+        return Err(AmqpError::not_allowed(format!(
+            "negotiated {field} = {client}{detail} is higher than the maximum allowed value \
+             ({server})"
+        )));
+    }
+    Ok(())
+}
+
 /// Start, start-ok, tune, tune-ok, open, open-ok. Ok(None) when the client left, or when the
 /// connection is to end without `connection.close`.
 async fn handshake<R: AsyncRead + Unpin>(
@@ -373,20 +402,27 @@ async fn handshake<R: AsyncRead + Unpin>(
             locales: LongString::from("en_US"),
         },
     );
-    let start_ok = match expect_method(reader).await? {
-        Some(Method::ConnectionStartOk(m)) => m,
-        Some(other) => {
-            return Err(AmqpError::command_invalid(format!(
-                "expected connection.start-ok, got {}",
-                other.name()
-            )))
+    let start_ok = match expect_method(reader).await {
+        Ok(Some(Method::ConnectionStartOk(m))) => m,
+        Ok(Some(other)) => {
+            return refuse_silently(
+                peer,
+                AmqpError::command_invalid(format!(
+                    "expected connection.start-ok, got {}",
+                    other.name()
+                )),
+            )
         }
-        None => return Ok(None),
+        Ok(None) => return Ok(None),
+        Err(e) => return refuse_silently(peer, e),
     };
     let cancel_notify = client_capability(&start_ok.client_properties, "consumer_cancel_notify");
     let blocked_notify = client_capability(&start_ok.client_properties, "connection.blocked");
-    let (username, password) = parse_credentials(start_ok.mechanism.as_str(), &start_ok.response)
-        .map_err(|e| e.during(10, 11))?;
+    let (username, password) =
+        match parse_credentials(start_ok.mechanism.as_str(), &start_ok.response) {
+            Ok(credentials) => credentials,
+            Err(e) => return refuse_silently(peer, e),
+        };
     let user = match broker.authenticate(&username, &password, peer.ip().is_loopback()) {
         Ok(user) => user,
         Err(e) => {
@@ -413,41 +449,38 @@ async fn handshake<R: AsyncRead + Unpin>(
             heartbeat: config.heartbeat,
         },
     );
-    let tune_ok = match expect_method(reader).await? {
-        Some(Method::ConnectionTuneOk(m)) => m,
-        Some(other) => {
-            return Err(AmqpError::command_invalid(format!(
-                "expected connection.tune-ok, got {}",
-                other.name()
-            )))
+    let tune_ok = match expect_method(reader).await {
+        Ok(Some(Method::ConnectionTuneOk(m))) => m,
+        Ok(Some(other)) => {
+            return refuse_silently(
+                peer,
+                AmqpError::command_invalid(format!(
+                    "expected connection.tune-ok, got {}",
+                    other.name()
+                )),
+            )
         }
-        None => return Ok(None),
+        Ok(None) => return Ok(None),
+        Err(e) => return refuse_silently(peer, e),
     };
-    // A client may lower the limits but not raise them; 0 means "no limit", so the server's.
-    let frame_max = match tune_ok.frame_max {
-        0 => config.frame_max,
-        n if n < constants::FRAME_MIN_SIZE => {
-            return Err(AmqpError::not_allowed(format!(
-                "frame_max={n} < {} min size",
-                constants::FRAME_MIN_SIZE
-            ))
-            .during(10, 31))
-        }
-        n if n > config.frame_max => {
-            return Err(AmqpError::not_allowed(format!(
-                "frame_max={n} > {} max size",
-                config.frame_max
-            ))
-            .during(10, 31))
-        }
-        n => n,
-    };
-    // 0 means "no limit" on either side.
-    let channel_max = match (tune_ok.channel_max, config.channel_max) {
-        (0, server) => server,
-        (client, 0) => client,
-        (client, server) => client.min(server),
-    };
+    let negotiated = negotiated(
+        "frame_max",
+        tune_ok.frame_max,
+        constants::FRAME_MIN_SIZE,
+        config.frame_max,
+    )
+    .and_then(|_| {
+        negotiated(
+            "channel_max",
+            tune_ok.channel_max.into(),
+            1,
+            config.channel_max.into(),
+        )
+    });
+    if let Err(e) = negotiated {
+        return refuse_silently(peer, e);
+    }
+    let (frame_max, channel_max) = (tune_ok.frame_max, tune_ok.channel_max);
     let heartbeat = (tune_ok.heartbeat > 0).then(|| Duration::from_secs(tune_ok.heartbeat.into()));
 
     let open = match expect_method(reader).await? {
@@ -526,6 +559,10 @@ impl Connection {
                 }
             }
             self.end_of_batch();
+            // Fairness: tokio's cooperative budget counts reads, not work, and one read can
+            // carry thousands of publishes. Without this yield a busy publisher keeps its
+            // worker thread long enough to starve consumers' acks on the same thread.
+            tokio::task::yield_now().await;
             if *shutdown.borrow() && self.closing.is_none() {
                 self.fail(AmqpError::new(
                     constants::CONNECTION_FORCED,
@@ -642,9 +679,7 @@ impl Connection {
                 )));
             }
             let Some(Some(ch)) = self.channels.get_mut(idx) else {
-                return Err(AmqpError::channel_error(format!(
-                    "expected 'channel.open' on channel {id}"
-                )));
+                return Err(AmqpError::channel_error("expected 'channel.open'"));
             };
             let r = ch.handle_content_frame(&self.ctx, f);
             self.handle_channel_result(id, r);
@@ -682,11 +717,8 @@ impl Connection {
                 }
                 Ok(false)
             }
-            m if !open => Err(AmqpError::channel_error(format!(
-                "expected 'channel.open' on channel {id}, got {}",
-                m.name()
-            ))
-            .during(m.class_id(), m.method_id())),
+            m if !open => Err(AmqpError::channel_error("expected 'channel.open'")
+                .during(m.class_id(), m.method_id())),
             m => {
                 let Some(Some(ch)) = self.channels.get_mut(idx) else {
                     return Ok(false);
