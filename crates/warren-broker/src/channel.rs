@@ -45,8 +45,6 @@ struct ChannelState {
     consumer_prefetch: u16,
     /// `basic.qos` with `global=true`: one limit over all of the channel's unacked messages.
     channel_prefetch: u16,
-    /// `channel.flow` with `active=false` pauses deliveries.
-    paused: bool,
     closed: bool,
 }
 
@@ -183,7 +181,7 @@ impl Channel {
         msg: &QueuedMessage,
     ) -> bool {
         let mut st = self.state.lock();
-        if st.closed || st.paused || !consumer.is_active() || self.outbox.is_congested() {
+        if st.closed || !consumer.is_active() || self.outbox.is_congested() {
             return false;
         }
         if !consumer.no_ack {
@@ -341,26 +339,18 @@ impl Channel {
         self.resume();
     }
 
-    /// Asks every queue this channel consumes from to dispatch again (credit was freed, the
-    /// socket drained, or the flow resumed).
+    /// Asks every queue this channel consumes from to dispatch again (credit was freed, or
+    /// the socket drained).
     pub fn resume(self: &Arc<Self>) {
         let consumers: Vec<Arc<Consumer>> = {
             let st = self.state.lock();
-            if st.closed || st.paused {
+            if st.closed {
                 return;
             }
             st.consumers.values().cloned().collect()
         };
         for c in consumers {
             c.queue.dispatch();
-        }
-    }
-
-    /// `channel.flow`.
-    pub fn set_flow(self: &Arc<Self>, active: bool) {
-        self.state.lock().paused = !active;
-        if active {
-            self.resume();
         }
     }
 

@@ -115,11 +115,9 @@ impl ChannelMachine {
             return Ok(());
         }
         if self.pending.is_some() {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected content header for class 60, got non content header frame instead \
-                 ({})",
-                method.name()
-            ))
+            return Err(AmqpError::unexpected_frame(
+                "expected content header for class 60, got non content header frame instead",
+            )
             .during(60, 40));
         }
         if let Method::BasicPublish(p) = method {
@@ -147,8 +145,9 @@ impl ChannelMachine {
                     return Ok(());
                 }
                 let Some(pending) = self.pending.as_mut() else {
+                    // RabbitMQ's words for a content frame that follows no content method.
                     return Err(AmqpError::unexpected_frame(
-                        "content header frame without a content method",
+                        "expected method frame, got non method frame instead",
                     ));
                 };
                 if pending.header.is_some() {
@@ -184,7 +183,7 @@ impl ChannelMachine {
                 }
                 let Some(pending) = self.pending.as_mut() else {
                     return Err(AmqpError::unexpected_frame(
-                        "content body frame without a content method",
+                        "expected method frame, got non method frame instead",
                     ));
                 };
                 let Some(header) = &pending.header else {
@@ -239,14 +238,11 @@ impl ChannelMachine {
 
     fn handle_channel(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
         match method {
-            Method::ChannelOpen(_) => Err(AmqpError::channel_error(format!(
-                "second 'channel.open' seen on channel {}",
-                self.id
-            ))),
-            Method::ChannelFlow(f) => {
-                self.broker_channel.set_flow(f.active);
-                ctx.outbox
-                    .method(self.id, channel::FlowOk { active: f.active });
+            Method::ChannelOpen(_) => Err(AmqpError::channel_error("second 'channel.open' seen")),
+            // As RabbitMQ: a client may not pause its deliveries this way (prefetch does it).
+            Method::ChannelFlow(f) if !f.active => Err(AmqpError::not_implemented("active=false")),
+            Method::ChannelFlow(_) => {
+                ctx.outbox.method(self.id, channel::FlowOk { active: true });
                 Ok(())
             }
             Method::ChannelFlowOk(_) => Ok(()),

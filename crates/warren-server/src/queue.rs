@@ -66,7 +66,8 @@ impl ChannelMachine {
                 };
                 let spec = QueueSpec {
                     name: name.clone(),
-                    durable: m.durable,
+                    // As RabbitMQ: an exclusive queue is transient whatever it asks for.
+                    durable: m.durable && !m.exclusive,
                     exclusive: m.exclusive,
                     auto_delete: m.auto_delete,
                     arguments: m.arguments,

@@ -128,26 +128,29 @@ async fn ack_with_tag_0_and_multiple_settles_all() {
 async fn ack_of_an_unknown_delivery_tag_closes_channel_with_406() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     within(ch.basic_ack(99, BasicAckOptions::default()))
         .await
         .expect("ack sent");
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]
 async fn ack_of_tag_0_without_multiple_closes_channel_with_406() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     within(ch.basic_ack(0, BasicAckOptions::default()))
         .await
         .expect("ack sent");
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]
 async fn double_ack_closes_channel_with_406() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     let q = temp_queue(&ch).await;
     fill(&ch, &q, 1).await;
     let m = get(&ch, &q, false).await.expect("get-ok");
@@ -158,7 +161,7 @@ async fn double_ack_closes_channel_with_406() {
     within(ch.basic_ack(tag, BasicAckOptions::default()))
         .await
         .expect("ack sent");
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]
@@ -166,6 +169,7 @@ async fn nack_and_reject_of_unknown_tags_close_channel_with_406() {
     let broker = TestBroker::start().await;
     let conn = broker.connect().await;
     let ch = within(conn.create_channel()).await.expect("channel");
+    let closed = watch_close(&ch);
     within(ch.basic_nack(
         5,
         BasicNackOptions {
@@ -175,12 +179,13 @@ async fn nack_and_reject_of_unknown_tags_close_channel_with_406() {
     ))
     .await
     .expect("nack sent");
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
     let ch = within(conn.create_channel()).await.expect("channel");
+    let closed = watch_close(&ch);
     within(ch.basic_reject(7, BasicRejectOptions { requeue: false }))
         .await
         .expect("reject sent");
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]

@@ -102,6 +102,87 @@ async fn amqplain_wrong_password_closes_connection_with_403() {
     assert!(matches!(r, Opened::Closed(403, 0, 0)), "{r:?}");
 }
 
+/// Before connection.open, RabbitMQ reports no error but a refused login: the socket closes.
+async fn dropped_during_handshake(broker: &TestBroker, hs: Handshake) {
+    let mut c = RawClient::connect(broker.addr()).await;
+    let r = c.handshake(hs).await;
+    assert!(matches!(r, Opened::Dropped), "{r:?}");
+}
+
+#[tokio::test]
+async fn unsupported_mechanism_drops_the_socket() {
+    let broker = TestBroker::start().await;
+    let hs = Handshake {
+        mechanism: "EXTERNAL",
+        response: Vec::new(),
+        ..Handshake::default()
+    };
+    dropped_during_handshake(&broker, hs).await;
+}
+
+#[tokio::test]
+async fn malformed_plain_response_drops_the_socket() {
+    let broker = TestBroker::start().await;
+    let hs = Handshake {
+        response: b"no separators".to_vec(),
+        ..Handshake::default()
+    };
+    dropped_during_handshake(&broker, hs).await;
+}
+
+#[tokio::test]
+async fn tune_ok_above_or_below_the_limits_drops_the_socket() {
+    let broker = TestBroker::start().await;
+    for hs in [
+        Handshake {
+            frame_max: Some(131_073),
+            ..Handshake::default()
+        },
+        Handshake {
+            frame_max: Some(0),
+            ..Handshake::default()
+        },
+        Handshake {
+            frame_max: Some(4095),
+            ..Handshake::default()
+        },
+        Handshake {
+            channel_max: Some(0),
+            ..Handshake::default()
+        },
+        Handshake {
+            channel_max: Some(2048),
+            ..Handshake::default()
+        },
+    ] {
+        dropped_during_handshake(&broker, hs).await;
+    }
+}
+
+#[tokio::test]
+async fn tune_ok_may_lower_the_limits() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::connect(broker.addr()).await;
+    let r = c
+        .handshake(Handshake {
+            frame_max: Some(4096),
+            channel_max: Some(1),
+            ..Handshake::default()
+        })
+        .await;
+    assert!(
+        matches!(
+            r,
+            Opened::Open {
+                frame_max: 4096,
+                channel_max: 1
+            }
+        ),
+        "{r:?}"
+    );
+    c.open_channel(1).await;
+}
+
 #[tokio::test]
 async fn unknown_vhost_closes_connection_with_530() {
     let broker = TestBroker::start().await;

@@ -135,6 +135,7 @@ async fn consuming_reply_to_twice_on_a_channel_closes_channel_with_406() {
 async fn publishing_with_reply_to_without_consuming_it_closes_channel_with_406() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     let q = temp_queue(&ch).await;
     publish_with(
         &ch,
@@ -144,7 +145,7 @@ async fn publishing_with_reply_to_without_consuming_it_closes_channel_with_406()
         BasicProperties::default().with_reply_to(REPLY_TO.into()),
     )
     .await;
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]
@@ -153,6 +154,7 @@ async fn reply_consumer_on_another_channel_does_not_count() {
     let conn = broker.connect().await;
     let consuming = within(conn.create_channel()).await.expect("channel");
     let publishing = within(conn.create_channel()).await.expect("channel");
+    let closed = watch_close(&publishing);
     consume_replies(&consuming, true).await.expect("consume");
     let q = temp_queue(&publishing).await;
     publish_with(
@@ -163,7 +165,7 @@ async fn reply_consumer_on_another_channel_does_not_count() {
         BasicProperties::default().with_reply_to(REPLY_TO.into()),
     )
     .await;
-    assert_eq!(channel_close_code(&publishing).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]

@@ -527,6 +527,7 @@ async fn alternate_exchange_receives_unroutable_messages() {
 async fn publish_to_internal_exchange_closes_channel_with_403() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     let internal = ExchangeDeclareOptions {
         internal: true,
         ..Default::default()
@@ -541,7 +542,7 @@ async fn publish_to_internal_exchange_closes_channel_with_403() {
     .await
     .expect("declare");
     publish(&ch, "inside", "", b"x").await;
-    assert_eq!(channel_close_code(&ch).await, 403);
+    assert_eq!(closed.code().await, 403);
 }
 
 #[tokio::test]

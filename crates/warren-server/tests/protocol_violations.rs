@@ -28,7 +28,7 @@ async fn frame_larger_than_frame_max_closes_connection_with_501() {
     let mut c = RawClient::open_with(
         broker.addr(),
         Handshake {
-            frame_max: 4096,
+            frame_max: Some(4096),
             ..Handshake::default()
         },
     )
@@ -36,6 +36,16 @@ async fn frame_larger_than_frame_max_closes_connection_with_501() {
     c.open_channel(1).await;
     c.send_frame(FrameType::Body, 1, &[0u8; 5000]).await;
     assert_eq!(c.expect_close().await, (501, 0, 0));
+}
+
+#[tokio::test]
+async fn server_closes_the_socket_once_its_close_is_answered() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_frame(FrameType::Heartbeat, 1, &[]).await;
+    assert_eq!(c.expect_close().await.0, 505);
+    // close-ok was sent by expect_close: the server, having received it, closes the socket.
+    assert!(c.read_to_eof(WAIT).await.is_some());
 }
 
 #[tokio::test]
@@ -274,6 +284,21 @@ async fn channel_max_from_server_config_is_offered_in_tune() {
     }
     c.send_method(4, channel::Open {}).await;
     assert_eq!(c.expect_close().await.0, 530);
+}
+
+#[tokio::test]
+async fn channel_flow_active_false_closes_connection_with_540() {
+    // As RabbitMQ: clients cannot pause deliveries with channel.flow; active=true is answered.
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(1, channel::Flow { active: true }).await;
+    match c.read_method().await {
+        Some((1, Method::ChannelFlowOk(ok))) => assert!(ok.active),
+        other => panic!("expected flow-ok, got {other:?}"),
+    }
+    c.send_method(1, channel::Flow { active: false }).await;
+    assert_eq!(c.expect_close().await, (540, 20, 20));
 }
 
 #[tokio::test]

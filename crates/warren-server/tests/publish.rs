@@ -16,8 +16,9 @@ use warren_server::ServerConfig;
 async fn publish_to_missing_exchange_closes_channel_with_404() {
     let broker = TestBroker::start().await;
     let (conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     publish(&ch, "no-such-exchange", "k", b"lost").await;
-    assert_eq!(channel_close_code(&ch).await, 404);
+    assert_eq!(closed.code().await, 404);
     assert!(conn.status().connected(), "only the channel closes");
 }
 
@@ -48,6 +49,7 @@ async fn message_larger_than_max_message_size_closes_channel_with_406() {
     })
     .await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     let q = temp_queue(&ch).await;
     publish(&ch, "", &q, &[7u8; 1000]).await;
     assert_eq!(
@@ -60,13 +62,14 @@ async fn message_larger_than_max_message_size_closes_channel_with_406() {
         1000
     );
     publish(&ch, "", &q, &[7u8; 1001]).await;
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]
 async fn user_id_other_than_the_login_closes_channel_with_406() {
     let broker = TestBroker::start().await;
     let (_conn, ch) = broker.channel().await;
+    let closed = watch_close(&ch);
     let q = temp_queue(&ch).await;
     publish_with(
         &ch,
@@ -88,7 +91,7 @@ async fn user_id_other_than_the_login_closes_channel_with_406() {
         BasicProperties::default().with_user_id("bob".into()),
     )
     .await;
-    assert_eq!(channel_close_code(&ch).await, 406);
+    assert_eq!(closed.code().await, 406);
 }
 
 #[tokio::test]

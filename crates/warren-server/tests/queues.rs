@@ -157,6 +157,30 @@ async fn redeclare_with_other_exclusivity_closes_channel_with_405() {
 }
 
 #[tokio::test]
+async fn exclusive_queue_is_transient_whatever_durable_says() {
+    let broker = TestBroker::start().await;
+    let (_conn, ch) = broker.channel().await;
+    let durable_exclusive = QueueDeclareOptions {
+        durable: true,
+        exclusive: true,
+        ..Default::default()
+    };
+    declare(
+        &ch,
+        "transient-anyway",
+        durable_exclusive,
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    declare(&ch, "transient-anyway", exclusive(), FieldTable::default())
+        .await
+        .expect("durable is not compared for exclusive queues");
+    let vhost = broker.broker().vhost("/").expect("default vhost");
+    assert!(!vhost.queue("transient-anyway").expect("queue").durable);
+}
+
+#[tokio::test]
 async fn redeclare_with_other_known_argument_closes_channel_with_406() {
     let broker = TestBroker::start().await;
     let conn = broker.connect().await;

@@ -147,19 +147,27 @@ pub fn code_of<T: std::fmt::Debug>(result: lapin::Result<T>) -> u16 {
     }
 }
 
-/// After a fire-and-forget method (a publish, an ack) that should close the channel: the
-/// reply code of the channel close, observed by a synchronous method that the close cancels.
-pub async fn channel_close_code(ch: &Channel) -> u16 {
-    let probe = ch.exchange_declare(
-        "amq.direct",
-        lapin::ExchangeKind::Direct,
-        lapin::options::ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    );
-    code_of(within(probe).await)
+/// Watches `ch` for the `channel.close` a fire-and-forget method (a publish, an ack) should
+/// provoke. Call it before that method: lapin reports the close once, to the handler set then.
+pub fn watch_close(ch: &Channel) -> CloseWatch {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    ch.on_error(move |e| {
+        if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(e);
+        }
+    });
+    CloseWatch(rx)
+}
+
+pub struct CloseWatch(tokio::sync::oneshot::Receiver<lapin::Error>);
+
+impl CloseWatch {
+    /// The reply code of the close, failing the test if none comes within [`WAIT`].
+    pub async fn code(self) -> u16 {
+        let e = within(self.0).await.expect("the channel was closed");
+        reply_code(&e).unwrap_or_else(|| panic!("expected a protocol error, got {e:?}"))
+    }
 }
 
 /// Declares a server-named, exclusive queue and returns its name.

@@ -21,8 +21,8 @@ pub struct Handshake {
     pub response: Vec<u8>,
     pub vhost: String,
     pub heartbeat: u16,
-    /// 0: accept the server's.
-    pub frame_max: u32,
+    /// None: accept the server's.
+    pub frame_max: Option<u32>,
     /// None: accept the server's.
     pub channel_max: Option<u16>,
     pub client_properties: FieldTable,
@@ -35,7 +35,7 @@ impl Default for Handshake {
             response: plain("guest", "guest"),
             vhost: "/".into(),
             heartbeat: 0,
-            frame_max: 0,
+            frame_max: None,
             channel_max: None,
             // As pika and lapin do: ask for connection.close on a failed login.
             client_properties: FieldTable::from([(
@@ -216,11 +216,7 @@ impl RawClient {
             None => return Opened::Dropped,
             other => panic!("expected connection.tune, got {other:?}"),
         };
-        let frame_max = if hs.frame_max == 0 {
-            tune.frame_max
-        } else {
-            hs.frame_max
-        };
+        let frame_max = hs.frame_max.unwrap_or(tune.frame_max);
         let channel_max = hs.channel_max.unwrap_or(tune.channel_max);
         self.send_method(
             0,
