@@ -26,26 +26,6 @@ pub const QUEUE_ARGS: &[&str] = &[
     "x-queue-master-locator",
 ];
 
-/// `x-queue-type`: "classic" is the default, so it equals no type at all.
-pub fn queue_type_difference(current: &FieldTable, received: &FieldTable) -> Option<Difference> {
-    let declared = |t: &FieldTable| {
-        t.get("x-queue-type")
-            .filter(|v| v.as_str() != Some("classic"))
-            .cloned()
-    };
-    let (c, r) = (declared(current), declared(received));
-    match (&c, &r) {
-        (None, None) => None,
-        (Some(c), Some(r)) if same(c, r) => None,
-        (Some(c), Some(r)) => Some(("x-queue-type".into(), quoted(r), quoted(c))),
-        _ => Some((
-            "x-queue-type".into(),
-            described(r.as_ref()),
-            described(c.as_ref()),
-        )),
-    }
-}
-
 /// A difference: the argument's name, then the received and current values as RabbitMQ
 /// prints them (quotes included).
 pub type Difference = (String, String, String);
@@ -56,15 +36,35 @@ pub fn difference(
     received: &FieldTable,
     keys: &[&str],
 ) -> Option<Difference> {
-    keys.iter().find_map(|key| {
-        let (c, r) = (current.get(key), received.get(key));
-        match (c, r) {
-            (None, None) => None,
-            (Some(c), Some(r)) if same(c, r) => None,
-            (Some(c), Some(r)) => Some((key.to_string(), quoted(r), quoted(c))),
-            _ => Some((key.to_string(), described(r), described(c))),
-        }
-    })
+    keys.iter()
+        .find_map(|key| compare(key, current.get(key), received.get(key)))
+}
+
+/// `x-queue-type`: "classic" is the default, so it equals no type at all.
+pub fn queue_type_difference(current: &FieldTable, received: &FieldTable) -> Option<Difference> {
+    let declared = |t: &'_ FieldTable| {
+        t.get("x-queue-type")
+            .filter(|v| v.as_str() != Some("classic"))
+            .cloned()
+    };
+    compare(
+        "x-queue-type",
+        declared(current).as_ref(),
+        declared(received).as_ref(),
+    )
+}
+
+fn compare(
+    key: &str,
+    current: Option<&FieldValue>,
+    received: Option<&FieldValue>,
+) -> Option<Difference> {
+    match (current, received) {
+        (None, None) => None,
+        (Some(c), Some(r)) if same(c, r) => None,
+        (Some(c), Some(r)) => Some((key.to_owned(), quoted(r), quoted(c))),
+        (c, r) => Some((key.to_owned(), described(r), described(c))),
+    }
 }
 
 /// Equal values, counting integers of any width as one type (RabbitMQ's `type_class`).
@@ -76,7 +76,7 @@ fn same(a: &FieldValue, b: &FieldValue) -> bool {
 }
 
 /// A value alone, as in "received '2000'".
-pub fn quoted(v: &FieldValue) -> String {
+fn quoted(v: &FieldValue) -> String {
     format!("'{}'", plain(v))
 }
 
