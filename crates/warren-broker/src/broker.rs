@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 
 use crate::auth::{Access, HashAlgorithm, PasswordHash, Permission, User};
 use crate::error::{BrokerError, Result};
+use crate::persistence::{Persistence, SharedPersistence};
 use crate::queue::ConnectionId;
 use crate::vhost::VHost;
 
@@ -25,6 +26,7 @@ pub struct Broker {
     /// Users that may connect only from loopback addresses (`loopback_users` in RabbitMQ).
     loopback_users: RwLock<Vec<String>>,
     next_connection: AtomicU64,
+    persistence: SharedPersistence,
 }
 
 impl Default for Broker {
@@ -36,7 +38,14 @@ impl Default for Broker {
 impl Broker {
     /// A broker with the default vhost and the guest user.
     pub fn new() -> Self {
-        let b = Broker::empty();
+        Self::with_persistence(None)
+    }
+
+    /// A broker with the default vhost and the guest user, keeping durable things in
+    /// `persistence` (None: in memory only).
+    pub fn with_persistence(persistence: SharedPersistence) -> Self {
+        let mut b = Broker::empty();
+        b.persistence = persistence;
         b.add_vhost(DEFAULT_VHOST);
         b.add_user(
             DEFAULT_USER,
@@ -56,6 +65,7 @@ impl Broker {
             permissions: RwLock::new(HashMap::new()),
             loopback_users: RwLock::new(Vec::new()),
             next_connection: AtomicU64::new(1),
+            persistence: None,
         }
     }
 
@@ -64,11 +74,92 @@ impl Broker {
     }
 
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
-        self.vhosts
+        let mut created = false;
+        let v = self
+            .vhosts
             .write()
             .entry(name.to_owned())
-            .or_insert_with(|| VHost::new(name))
-            .clone()
+            .or_insert_with(|| {
+                created = true;
+                VHost::new(name, self.persistence.clone())
+            })
+            .clone();
+        if let (true, Some(p)) = (created, &self.persistence) {
+            p.save_vhost(name);
+        }
+        v
+    }
+
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
+    }
+
+    /// Opens (or creates) the broker's data in `dir` and brings back what it held: durable
+    /// vhosts, exchanges, queues and bindings, and the persistent messages of durable queues.
+    pub fn open(dir: &std::path::Path, sync: warren_store::SyncMode) -> Result<Self, String> {
+        let meta = warren_store::MetaStore::open(dir.join("meta"))
+            .map_err(|e| format!("cannot open {}: {e}", dir.join("meta").display()))?;
+        let mut config = warren_store::StoreConfig::new(dir.join("log"));
+        config.sync = sync;
+        let (store, recovery) = warren_store::Store::open(config)
+            .map_err(|e| format!("cannot open {}: {e}", dir.join("log").display()))?;
+        if let Some(t) = &recovery.truncated {
+            tracing::warn!(segment = t.segment, offset = t.offset, bytes = t.bytes_discarded, reason = %t.reason,
+                "the log had a damaged tail; it was cut at the last good record");
+        }
+        let p = Arc::new(Persistence::new(store, meta, recovery.next_msg_id));
+        let broker = Broker::with_persistence(Some(p.clone()));
+        let topology = p.topology();
+        for v in &topology.vhosts {
+            broker.add_vhost(v);
+        }
+        for (vhost, spec) in &topology.exchanges {
+            broker.add_vhost(vhost).restore_exchange(spec);
+        }
+        let mut by_id = std::collections::HashMap::new();
+        for q in &topology.queues {
+            let queue = broker.add_vhost(&q.vhost).restore_queue(q.id, &q.spec);
+            by_id.insert(q.id, queue);
+        }
+        for b in &topology.bindings {
+            if let Err(e) = broker.add_vhost(&b.vhost).restore_binding(b) {
+                tracing::warn!(error = %e, source = %b.source, destination = %b.destination,
+                    "a recorded binding refers to something missing; dropping it");
+                p.delete_binding(b);
+            }
+        }
+        let mut restored = 0u64;
+        for (id, messages) in recovery.queues {
+            let Some(queue) = by_id.get(&id) else {
+                // The queue's record is gone (deleted before a crash): so are its messages.
+                let _ = p.store.drop_queue(id);
+                continue;
+            };
+            for m in messages {
+                if let Some(message) = p.load(m.msg_id, &m.location) {
+                    queue.restore(Arc::new(message));
+                    restored += 1;
+                }
+            }
+        }
+        tracing::info!(
+            queues = by_id.len(),
+            messages = restored,
+            from_checkpoint = recovery.from_checkpoint,
+            replayed = recovery.replayed_records,
+            "recovered durable state"
+        );
+        Ok(broker)
+    }
+
+    /// Flushes and closes the log (a clean shutdown leaves a checkpoint, so the next start is
+    /// quick).
+    pub fn close(&self) {
+        if let Some(p) = &self.persistence {
+            if let Err(e) = p.store.checkpoint() {
+                tracing::warn!(error = %e, "checkpoint at shutdown failed");
+            }
+        }
     }
 
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {

@@ -333,7 +333,7 @@ impl Channel {
             if requeue {
                 queue.requeue(std::mem::take(msgs));
             } else {
-                queue.settle(msgs.len() as u64);
+                queue.settle(msgs);
             }
         }
         self.resume();

@@ -23,6 +23,7 @@ pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod outbox;
+pub mod persistence;
 pub mod queue;
 pub mod vhost;
 

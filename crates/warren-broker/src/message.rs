@@ -14,6 +14,8 @@ pub struct Message {
     pub body: Bytes,
     /// `delivery_mode == 2`.
     pub persistent: bool,
+    /// The store's id for a persistent message (0 while it has none).
+    pub id: u64,
 }
 
 impl Message {
@@ -31,6 +33,7 @@ impl Message {
             raw_properties,
             body,
             persistent: properties.delivery_mode == Some(2),
+            id: 0,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::args;
 use crate::consumer::Consumer;
 use crate::error::{BrokerError, Result};
 use crate::message::Message;
+use crate::persistence::SharedPersistence;
 use crate::vhost::VHost;
 
 /// Identifies a client connection, for exclusive queues and consumers.
@@ -51,6 +52,9 @@ pub struct Queue {
     /// The connection that declared it, for exclusive queues.
     pub exclusive_owner: Option<ConnectionId>,
     vhost: Weak<VHost>,
+    /// The store's id for a durable queue whose persistent messages are logged.
+    pub store_id: Option<u64>,
+    persistence: SharedPersistence,
     inner: Mutex<QueueInner>,
     deleted: AtomicBool,
 }
@@ -82,7 +86,12 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(spec: &QueueSpec, owner: Option<ConnectionId>, vhost: &Arc<VHost>) -> Self {
+    pub(crate) fn new(
+        spec: &QueueSpec,
+        owner: Option<ConnectionId>,
+        vhost: &Arc<VHost>,
+        store_id: Option<u64>,
+    ) -> Self {
         Queue {
             name: spec.name.clone(),
             vhost_name: vhost.name.clone(),
@@ -91,6 +100,12 @@ impl Queue {
             arguments: spec.arguments.clone(),
             exclusive_owner: owner,
             vhost: Arc::downgrade(vhost),
+            persistence: if store_id.is_some() {
+                vhost.persistence.clone()
+            } else {
+                None
+            },
+            store_id,
             inner: Mutex::new(QueueInner::default()),
             deleted: AtomicBool::new(false),
         }
@@ -175,6 +190,9 @@ impl Queue {
     }
 
     fn dispatch_locked(self: &Arc<Self>, inner: &mut QueueInner) {
+        // Messages sent to no-ack consumers are settled as they go; the log hears of the
+        // persistent ones in one record at the end.
+        let mut auto_acked: Vec<u64> = Vec::new();
         while !inner.ready.is_empty() && !inner.consumers.is_empty() {
             let n = inner.consumers.len();
             let mut delivered = false;
@@ -187,16 +205,24 @@ impl Queue {
                 if consumer.try_deliver(self, front) {
                     let needs_ack = !consumer.no_ack;
                     inner.next_consumer = (idx + 1) % n;
-                    inner.ready.pop_front();
-                    if needs_ack {
-                        inner.unacked += 1;
+                    if let Some(m) = inner.ready.pop_front() {
+                        if needs_ack {
+                            inner.unacked += 1;
+                        } else if self.logs(&m.message) {
+                            auto_acked.push(m.message.id);
+                        }
                     }
                     delivered = true;
                     break;
                 }
             }
             if !delivered {
-                return;
+                break;
+            }
+        }
+        if !auto_acked.is_empty() {
+            if let (Some(p), Some(id)) = (&self.persistence, self.store_id) {
+                p.settle(id, &auto_acked);
             }
         }
     }
@@ -250,6 +276,10 @@ impl Queue {
         let msg = inner.ready.pop_front()?;
         if !no_ack {
             inner.unacked += 1;
+        } else if self.logs(&msg.message) {
+            if let (Some(p), Some(id)) = (&self.persistence, self.store_id) {
+                p.settle(id, &[msg.message.id]);
+            }
         }
         let remaining = inner.ready.len() as u32;
         Some((msg, remaining))
@@ -276,18 +306,53 @@ impl Queue {
         self.dispatch_locked(&mut inner);
     }
 
-    /// Records that `n` delivered messages were acked or dropped.
-    pub fn settle(&self, n: u64) {
+    /// Whether `message` is in the log for this queue (persistent, and the queue is durable).
+    pub fn logs(&self, message: &Message) -> bool {
+        self.store_id.is_some() && message.persistent
+    }
+
+    /// Tells the log this queue is done with these messages.
+    fn forget<'a>(&self, messages: impl Iterator<Item = &'a QueuedMessage>) {
+        if let (Some(p), Some(id)) = (&self.persistence, self.store_id) {
+            let ids: Vec<u64> = messages
+                .filter(|m| m.message.persistent)
+                .map(|m| m.message.id)
+                .collect();
+            p.settle(id, &ids);
+        }
+    }
+
+    /// Records that delivered messages were acked or dropped.
+    pub fn settle(&self, messages: &[QueuedMessage]) {
+        {
+            let mut inner = self.inner.lock();
+            inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
+        }
+        self.forget(messages.iter());
+    }
+
+    /// Puts back a message recovered from the log (at start-up, before any client).
+    pub fn restore(&self, message: Arc<Message>) {
         let mut inner = self.inner.lock();
-        inner.unacked = inner.unacked.saturating_sub(n);
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        // Recovery cannot tell whether it was delivered before the restart; "maybe" is what
+        // the redelivered flag means, so say so.
+        inner.ready.push_back(QueuedMessage {
+            seq,
+            message,
+            redelivered: true,
+        });
     }
 
     /// Drops every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
-        let mut inner = self.inner.lock();
-        let n = inner.ready.len() as u32;
-        inner.ready.clear();
-        n
+        let purged: Vec<QueuedMessage> = {
+            let mut inner = self.inner.lock();
+            inner.ready.drain(..).collect()
+        };
+        self.forget(purged.iter());
+        purged.len() as u32
     }
 
     /// Marks the queue deleted and hands back its consumers (to be cancelled) and the number

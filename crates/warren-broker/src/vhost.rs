@@ -16,6 +16,7 @@ use crate::consumer::Consumer;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::{headers, Binding, Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::message::Message;
+use crate::persistence::{BindingRecord, SharedPersistence};
 use crate::queue::{ConnectionId, Queue, QueueCounts, QueueSpec};
 
 /// The queues a message was routed to (deduplicated).
@@ -23,6 +24,8 @@ pub type Route = SmallVec<[Arc<Queue>; 4]>;
 
 pub struct VHost {
     pub name: Arc<str>,
+    /// Where durable topology and persistent messages go (None: memory only).
+    pub persistence: SharedPersistence,
     exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
 }
@@ -65,9 +68,10 @@ fn inequivalent(
 }
 
 impl VHost {
-    pub fn new(name: &str) -> Arc<Self> {
+    pub fn new(name: &str, persistence: SharedPersistence) -> Arc<Self> {
         let vhost = Arc::new(VHost {
             name: Arc::from(name),
+            persistence,
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
         });
@@ -184,7 +188,82 @@ impl VHost {
         }
         let x = Arc::new(Exchange::new(spec));
         map.insert(spec.name.clone(), x.clone());
+        drop(map);
+        if let (Some(p), true) = (&self.persistence, spec.durable) {
+            p.save_exchange(&self.name, spec);
+        }
         Ok(x)
+    }
+
+    /// Puts back a durable exchange recorded before a restart.
+    pub fn restore_exchange(&self, spec: &ExchangeSpec) {
+        let x = Arc::new(Exchange::new(spec));
+        self.exchanges.write().insert(spec.name.clone(), x);
+    }
+
+    /// The record of a binding, if it is durable: both ends durable, and a log to keep it in.
+    fn binding_record(&self, source: &Exchange, b: &Binding) -> Option<BindingRecord> {
+        self.persistence.as_ref()?;
+        let (destination, to_queue, durable) = match &b.destination {
+            Destination::Queue(q) => (q.name.to_string(), true, q.store_id.is_some()),
+            Destination::Exchange(x) => (x.name.to_string(), false, x.durable),
+        };
+        (source.durable && durable).then(|| BindingRecord {
+            vhost: self.name.to_string(),
+            source: source.name.to_string(),
+            destination,
+            to_queue,
+            routing_key: b.routing_key.clone(),
+            arguments: b.arguments.clone(),
+        })
+    }
+
+    fn save_binding(&self, source: &Exchange, b: &Binding) {
+        if let (Some(p), Some(rec)) = (&self.persistence, self.binding_record(source, b)) {
+            p.save_binding(&rec);
+        }
+    }
+
+    fn forget_bindings(&self, source: &Exchange, removed: &[Binding]) {
+        if let Some(p) = &self.persistence {
+            for b in removed {
+                if let Some(rec) = self.binding_record(source, b) {
+                    p.delete_binding(&rec);
+                }
+            }
+        }
+    }
+
+    /// Adds a binding and records it if durable.
+    fn add_binding(&self, source: &Exchange, b: Binding) {
+        self.save_binding(source, &b);
+        source.bind(b);
+    }
+
+    /// Removes a binding (and its record); returns whether it existed.
+    fn remove_binding(&self, source: &Arc<Exchange>, b: &Binding) -> bool {
+        if !source.unbind(b) {
+            return false;
+        }
+        self.forget_bindings(source, std::slice::from_ref(b));
+        self.maybe_auto_delete_exchange(source);
+        true
+    }
+
+    /// Puts back a durable binding recorded before a restart.
+    pub fn restore_binding(&self, rec: &BindingRecord) -> Result<()> {
+        let source = self.exchange(&rec.source)?;
+        let destination = if rec.to_queue {
+            Destination::Queue(self.queue(&rec.destination)?)
+        } else {
+            Destination::Exchange(self.exchange(&rec.destination)?)
+        };
+        source.bind(Binding {
+            destination,
+            routing_key: rec.routing_key.clone(),
+            arguments: rec.arguments.clone(),
+        });
+        Ok(())
     }
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
@@ -219,21 +298,27 @@ impl VHost {
     }
 
     fn unlink_exchange(&self, x: &Arc<Exchange>) {
-        x.mark_deleted();
+        if let (Some(p), true) = (&self.persistence, x.durable) {
+            p.delete_exchange(&self.name, x.name.as_str());
+        }
         let dest = Destination::Exchange(x.clone());
         let others = self.exchanges();
         for other in others {
-            if other.unbind_destination(&dest) > 0 {
+            let removed = other.unbind_destination(&dest);
+            if !removed.is_empty() {
+                self.forget_bindings(&other, &removed);
                 self.maybe_auto_delete_exchange(&other);
             }
         }
         // Drop its own bindings so that destination exchanges can auto-delete.
         for b in x.bindings() {
             x.unbind(&b);
+            self.forget_bindings(x, std::slice::from_ref(&b));
             if let Destination::Exchange(d) = &b.destination {
                 self.maybe_auto_delete_exchange(d);
             }
         }
+        x.mark_deleted();
     }
 
     /// RabbitMQ deletes an auto-delete exchange when its last binding (as a source) goes.
@@ -278,11 +363,14 @@ impl VHost {
         q.check_access(conn)?;
         let x = self.exchange(exchange)?;
         self.bind_checks(exchange, &arguments, &x)?;
-        x.bind(Binding {
-            destination: Destination::Queue(q),
-            routing_key,
-            arguments,
-        });
+        self.add_binding(
+            &x,
+            Binding {
+                destination: Destination::Queue(q),
+                routing_key,
+                arguments,
+            },
+        );
         Ok(())
     }
 
@@ -313,9 +401,7 @@ impl VHost {
             return Ok(());
         }
         q.check_access(conn)?;
-        if x.unbind(&binding) {
-            self.maybe_auto_delete_exchange(&x);
-        }
+        self.remove_binding(&x, &binding);
         Ok(())
     }
 
@@ -335,11 +421,14 @@ impl VHost {
             ));
         }
         self.bind_checks(source, &arguments, &s)?;
-        s.bind(Binding {
-            destination: Destination::Exchange(d),
-            routing_key,
-            arguments,
-        });
+        self.add_binding(
+            &s,
+            Binding {
+                destination: Destination::Exchange(d),
+                routing_key,
+                arguments,
+            },
+        );
         Ok(())
     }
 
@@ -354,13 +443,14 @@ impl VHost {
         let (Ok(d), Ok(s)) = (self.exchange(destination), self.exchange(source)) else {
             return Ok(());
         };
-        if s.unbind(&Binding {
-            destination: Destination::Exchange(d),
-            routing_key,
-            arguments,
-        }) {
-            self.maybe_auto_delete_exchange(&s);
-        }
+        self.remove_binding(
+            &s,
+            &Binding {
+                destination: Destination::Exchange(d),
+                routing_key,
+                arguments,
+            },
+        );
         Ok(())
     }
 
@@ -418,8 +508,18 @@ impl VHost {
             )));
         }
         let owner = spec.exclusive.then_some(conn);
-        let q = Arc::new(Queue::new(spec, owner, self));
+        // Exclusive queues die with their connection, so they are never logged (RabbitMQ
+        // deletes them at restart too).
+        let store_id = match &self.persistence {
+            Some(p) if spec.durable && !spec.exclusive => Some(p.next_queue_id()),
+            _ => None,
+        };
+        let q = Arc::new(Queue::new(spec, owner, self, store_id));
         map.insert(spec.name.clone(), q.clone());
+        drop(map);
+        if let (Some(p), Some(id)) = (&self.persistence, store_id) {
+            p.save_queue(&self.name, id, spec);
+        }
         Ok((
             q,
             QueueCounts {
@@ -437,9 +537,43 @@ impl VHost {
         conn: ConnectionId,
     ) -> Arc<Queue> {
         let owner = spec.exclusive.then_some(conn);
-        let q = Arc::new(Queue::new(spec, owner, self));
+        let q = Arc::new(Queue::new(spec, owner, self, None));
         self.queues.write().insert(spec.name.clone(), q.clone());
         q
+    }
+
+    /// Puts back a durable queue recorded before a restart.
+    pub fn restore_queue(self: &Arc<Self>, id: u64, spec: &QueueSpec) -> Arc<Queue> {
+        let store_id = self.persistence.as_ref().map(|_| id);
+        let q = Arc::new(Queue::new(spec, None, self, store_id));
+        self.queues.write().insert(spec.name.clone(), q.clone());
+        q
+    }
+
+    /// Logs a persistent message for the durable queues of its route, before it is enqueued
+    /// anywhere (an ack must never reach the log before its publish). Returns the log position
+    /// to wait for before confirming, if anything was logged.
+    pub fn log_message(
+        &self,
+        message: &Message,
+        route: &[Arc<Queue>],
+    ) -> std::result::Result<Option<warren_store::Lsn>, warren_store::StoreError> {
+        let Some(p) = &self.persistence else {
+            return Ok(None);
+        };
+        if !message.persistent {
+            return Ok(None);
+        }
+        let ids: SmallVec<[u64; 4]> = route.iter().filter_map(|q| q.store_id).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        p.publish(message, &ids).map(Some)
+    }
+
+    /// An id for a message that may be logged.
+    pub fn next_message_id(&self) -> u64 {
+        self.persistence.as_ref().map_or(0, |p| p.next_message_id())
     }
 
     /// `queue.delete`. Deleting a missing queue succeeds with a count of 0, as in RabbitMQ.
@@ -485,9 +619,14 @@ impl VHost {
         }
         let dest = Destination::Queue(q.clone());
         for x in self.exchanges() {
-            if x.unbind_destination(&dest) > 0 {
+            let removed = x.unbind_destination(&dest);
+            if !removed.is_empty() {
+                self.forget_bindings(&x, &removed);
                 self.maybe_auto_delete_exchange(&x);
             }
+        }
+        if let (Some(p), Some(id)) = (&self.persistence, q.store_id) {
+            p.delete_queue(&self.name, q.name.as_str(), id);
         }
         let (consumers, count) = q.mark_deleted();
         cancel_consumers(consumers);

@@ -217,13 +217,11 @@ impl ChannelMachine {
             props.reply_to = Some(q.clone());
             raw_properties = props.to_raw();
         }
-        let message = Arc::new(Message::new(
-            p.exchange,
-            p.routing_key,
-            raw_properties,
-            body,
-            &props,
-        ));
+        let mut message = Message::new(p.exchange, p.routing_key, raw_properties, body, &props);
+        if message.persistent {
+            message.id = ctx.vhost.next_message_id();
+        }
+        let message = Arc::new(message);
         let route = ctx.vhost.route(&exchange, &message);
         ctx.published.set(true);
         let seq = match &mut self.mode {
@@ -241,14 +239,23 @@ impl ChannelMachine {
             });
             return Ok(());
         }
+        let lsn = log_message(ctx, &message, &route)?;
         Self::enqueue(&route, &message);
         if route.is_empty() && p.mandatory {
             self.return_unroutable(ctx, message);
         }
         if let Some(seq) = seq {
-            self.confirm(seq);
+            self.confirm(seq, lsn);
         }
         Ok(())
+    }
+
+    /// Where the server's copy of this connection's log is, for waiting on durability.
+    pub(crate) fn durable_lsn(ctx: &ConnCtx) -> warren_store::Lsn {
+        ctx.vhost
+            .persistence
+            .as_ref()
+            .map_or(0, |p| p.store.durable_lsn())
     }
 
     pub(crate) fn return_unroutable(&self, ctx: &ConnCtx, message: Arc<Message>) {
@@ -259,4 +266,19 @@ impl ChannelMachine {
             message,
         });
     }
+}
+
+/// Logs a persistent message for its durable queues. A log that cannot be written is an
+/// internal error that closes the connection: nothing may be confirmed that is not stored.
+pub(crate) fn log_message(
+    ctx: &ConnCtx,
+    message: &Message,
+    route: &[Arc<warren_broker::Queue>],
+) -> AmqpResult<Option<warren_store::Lsn>> {
+    ctx.vhost.log_message(message, route).map_err(|e| {
+        AmqpError::new(
+            constants::INTERNAL_ERROR,
+            format!("cannot write the message log: {e}"),
+        )
+    })
 }

@@ -2,6 +2,7 @@
 //! the "current queue" shortcut, and dispatch of methods to one handler per AMQP class
 //! (`exchange.rs`, `queue.rs`, `basic.rs`, `tx.rs`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +10,8 @@ use warren_broker::{Channel, Exchange, Message};
 use warren_codec::{
     basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC,
 };
+
+use warren_store::Lsn;
 
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
@@ -72,6 +75,14 @@ pub(crate) struct Confirms {
     pub ack_pending: Option<u64>,
 }
 
+/// A reply that may go out only once the log has made a position durable.
+pub(crate) enum Held {
+    /// A publisher confirm (coalesced into multiple-acks on release).
+    Ack(u64),
+    /// Another reply, e.g. `tx.commit-ok` for persistent messages.
+    Reply(Method),
+}
+
 pub(crate) enum Mode {
     Normal,
     Confirm(Confirms),
@@ -91,6 +102,11 @@ pub struct ChannelMachine {
     pub(crate) reply_queue: Option<ShortString>,
     /// Set after this side sent `channel.close`: everything but `close-ok` is discarded.
     pub(crate) closing: bool,
+    /// Replies waiting for the log, in order, each with the position it waits for (0: none,
+    /// only the replies ahead of it).
+    held: VecDeque<(Lsn, Held)>,
+    /// The highest position `held` waits for.
+    held_lsn: Lsn,
 }
 
 impl ChannelMachine {
@@ -104,6 +120,8 @@ impl ChannelMachine {
             exchange_cache: None,
             reply_queue: None,
             closing: false,
+            held: VecDeque::new(),
+            held_lsn: 0,
         }
     }
 
@@ -272,31 +290,78 @@ impl ChannelMachine {
         }
     }
 
-    /// Queues the confirm for publish `seq`; it goes out at the end of the read batch.
-    pub(crate) fn confirm(&mut self, seq: u64) {
-        if let Mode::Confirm(c) = &mut self.mode {
-            c.ack_pending = Some(seq);
+    /// Queues the confirm for publish `seq`. It goes out at the end of the read batch, or,
+    /// when the message was logged at `lsn`, once that position is durable.
+    ///
+    /// Durability: a confirm for a persistent message on a durable queue is never sent before
+    /// the log says it is on disk.
+    pub(crate) fn confirm(&mut self, seq: u64, lsn: Option<Lsn>) {
+        if lsn.is_none() && self.held.is_empty() {
+            if let Mode::Confirm(c) = &mut self.mode {
+                c.ack_pending = Some(seq);
+            }
+            return;
         }
+        self.hold(lsn.unwrap_or(0), Held::Ack(seq));
     }
 
-    /// Sends the confirms gathered during a batch of frames as one multiple-ack.
-    pub fn flush_confirms(&mut self, ctx: &ConnCtx) {
+    /// Holds a reply until `lsn` is durable (and everything held before it has gone out).
+    pub(crate) fn hold(&mut self, lsn: Lsn, item: Held) {
+        self.held_lsn = self.held_lsn.max(lsn);
+        self.held.push_back((lsn, item));
+    }
+
+    /// The log position this channel's held replies wait for, if any.
+    pub fn waiting_for(&self) -> Option<Lsn> {
+        (!self.held.is_empty()).then_some(self.held_lsn)
+    }
+
+    fn send_ack(&self, ctx: &ConnCtx, seq: u64) {
+        ctx.outbox.method(
+            self.id,
+            basic::Ack {
+                delivery_tag: seq,
+                multiple: true,
+            },
+        );
+    }
+
+    /// Sends the confirms gathered during a batch of frames as one multiple-ack, then every
+    /// held reply whose log position is now durable.
+    pub fn flush_confirms(&mut self, ctx: &ConnCtx, durable: Lsn) {
         if let Mode::Confirm(c) = &mut self.mode {
             if let Some(seq) = c.ack_pending.take() {
-                ctx.outbox.method(
-                    self.id,
-                    basic::Ack {
-                        delivery_tag: seq,
-                        multiple: true,
-                    },
-                );
+                self.send_ack(ctx, seq);
             }
+        }
+        let mut ack = None;
+        while self.held.front().is_some_and(|(lsn, _)| *lsn <= durable) {
+            let Some((_, item)) = self.held.pop_front() else {
+                break;
+            };
+            match item {
+                Held::Ack(seq) => ack = Some(seq),
+                Held::Reply(m) => {
+                    if let Some(seq) = ack.take() {
+                        self.send_ack(ctx, seq);
+                    }
+                    ctx.outbox.method(self.id, m);
+                }
+            }
+        }
+        if let Some(seq) = ack {
+            self.send_ack(ctx, seq);
+        }
+        if self.held.is_empty() {
+            self.held_lsn = 0;
         }
     }
 
     /// The channel is going away (closed by either side, or the connection ended).
     pub fn teardown(&mut self) {
         self.pending = None;
+        // Unsent confirms are moot: the client treats what it did not see confirmed as lost.
+        self.held.clear();
         if let Mode::Tx(tx) = &mut self.mode {
             // Deliveries acked in the open transaction go back to their queues with the rest.
             tx.rollback(&self.broker_channel);

@@ -573,7 +573,9 @@ impl Connection {
             if self.update_blocked(&alarms) {
                 // Spec (RabbitMQ extension): a blocked publisher is not read from until the
                 // alarm clears; its heartbeats wait in the socket buffer, so none is "missed".
+                let durability = self.durability();
                 tokio::select! {
+                    _ = durability => {}
                     _ = alarms.changed() => {}
                     _ = self.ctx.outbox.resume.notified() => self.resume_channels(),
                     _ = shutdown.changed() => {}
@@ -582,7 +584,9 @@ impl Connection {
                 last_read = Instant::now();
                 continue;
             }
+            let durability = self.durability();
             tokio::select! {
+                _ = durability => {}
                 r = reader.fill() => {
                     match r {
                         Ok(true) => last_read = Instant::now(),
@@ -745,8 +749,9 @@ impl Connection {
     /// messages are released now, and frames are discarded until `close-ok`.
     fn close_channel(&mut self, id: u16, e: AmqpError) {
         debug!(conn = self.ctx.id, channel = id, code = e.code, error = %e.text, "channel error");
+        let durable = ChannelMachine::durable_lsn(&self.ctx);
         if let Some(Some(ch)) = self.channels.get_mut(usize::from(id)) {
-            ch.flush_confirms(&self.ctx);
+            ch.flush_confirms(&self.ctx, durable);
             ch.closing = true;
             ch.teardown();
             self.ctx.outbox.method(
@@ -762,9 +767,10 @@ impl Connection {
     }
 
     fn remove_channel(&mut self, id: u16) {
+        let durable = ChannelMachine::durable_lsn(&self.ctx);
         if let Some(slot) = self.channels.get_mut(usize::from(id)) {
             if let Some(mut ch) = slot.take() {
-                ch.flush_confirms(&self.ctx);
+                ch.flush_confirms(&self.ctx, durable);
                 if !ch.closing {
                     ch.teardown();
                 }
@@ -787,9 +793,36 @@ impl Connection {
         self.teardown();
     }
 
+    /// Resolves once the log position some channel's held replies wait for is durable (never,
+    /// when nothing waits).
+    fn durability(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let lsn = self
+            .channels
+            .iter()
+            .flatten()
+            .filter_map(ChannelMachine::waiting_for)
+            .max();
+        let wait = match (lsn, &self.ctx.vhost.persistence) {
+            (Some(lsn), Some(p)) => Some(p.store.wait_durable(lsn)),
+            _ => None,
+        };
+        async move {
+            match wait {
+                Some(w) => {
+                    if w.await.is_err() {
+                        // The log is closing (shutdown): do not spin on it.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     fn end_of_batch(&mut self) {
+        let durable = ChannelMachine::durable_lsn(&self.ctx);
         for ch in self.channels.iter_mut().flatten() {
-            ch.flush_confirms(&self.ctx);
+            ch.flush_confirms(&self.ctx, durable);
         }
     }
 

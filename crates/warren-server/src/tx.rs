@@ -7,7 +7,7 @@ use warren_broker::channel::Taken;
 use warren_broker::{Channel, Message};
 use warren_codec::{confirm, tx, Method};
 
-use crate::channel::{ChannelMachine, Confirms, Mode};
+use crate::channel::{ChannelMachine, Confirms, Held, Mode};
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 
@@ -81,7 +81,11 @@ impl ChannelMachine {
                 };
                 let publishes = std::mem::take(&mut state.publishes);
                 let acks = std::mem::take(&mut state.acks);
+                let mut lsn = 0;
                 for p in publishes {
+                    if let Some(l) = crate::basic::log_message(ctx, &p.message, &p.route)? {
+                        lsn = lsn.max(l);
+                    }
                     Self::enqueue(&p.route, &p.message);
                     if p.route.is_empty() && p.mandatory {
                         self.return_unroutable(ctx, p.message);
@@ -90,7 +94,12 @@ impl ChannelMachine {
                 for a in acks {
                     self.broker_channel.settle_taken(a.taken, a.requeue);
                 }
-                ctx.outbox.method(self.id, tx::CommitOk {});
+                // Durability: commit-ok for persistent messages waits until they are on disk.
+                if lsn > Self::durable_lsn(ctx) {
+                    self.hold(lsn, Held::Reply(tx::CommitOk {}.into()));
+                } else {
+                    ctx.outbox.method(self.id, tx::CommitOk {});
+                }
                 Ok(())
             }
             Method::TxRollback(_) => {

@@ -15,6 +15,7 @@ use warren_broker::definitions::Definitions;
 use warren_broker::Broker;
 use warren_server::alarm::Watermark;
 use warren_server::{Server, ServerConfig};
+use warren_store::SyncMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +41,11 @@ struct Cli {
     #[arg(long, value_name = "FRACTION|BYTES", default_value = "0.6")]
     memory_high_watermark: f64,
 
+    /// When a persistent message counts as stored: `fsync` (on disk before it is confirmed)
+    /// or `page-cache` (written to the OS, as RabbitMQ's classic queues do).
+    #[arg(long, value_name = "MODE", default_value = "fsync", value_parser = ["fsync", "page-cache"])]
+    persist_mode: String,
+
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, value_name = "BYTES", default_value_t = 50_000_000)]
     disk_free_limit: u64,
@@ -56,8 +62,8 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build_broker(definitions: Option<&Path>) -> Result<Broker> {
-    let broker = Broker::new();
+fn build_broker(data_dir: &Path, sync: SyncMode, definitions: Option<&Path>) -> Result<Broker> {
+    let broker = Broker::open(data_dir, sync).map_err(anyhow::Error::msg)?;
     if let Some(path) = definitions {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read definitions file {}", path.display()))?;
@@ -71,7 +77,16 @@ fn build_broker(definitions: Option<&Path>) -> Result<Broker> {
 
 async fn run(cli: Cli) -> Result<()> {
     prepare_data_dir(&cli.data_dir)?;
-    let broker = Arc::new(build_broker(cli.definitions.as_deref())?);
+    let sync = if cli.persist_mode == "page-cache" {
+        SyncMode::PageCache
+    } else {
+        SyncMode::Fsync
+    };
+    let broker = Arc::new(build_broker(
+        &cli.data_dir,
+        sync,
+        cli.definitions.as_deref(),
+    )?);
     let mut config = ServerConfig::default();
     config.alarms.memory_high_watermark = if cli.memory_high_watermark <= 1.0 {
         Watermark::Relative(cli.memory_high_watermark)
@@ -88,12 +103,12 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(s) => s,
             Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
                 warn!(error = %e, "IPv6 listener unavailable; listening on IPv4 only");
-                Server::bind(&[v4], broker, config).await?
+                Server::bind(&[v4], broker.clone(), config).await?
             }
             Err(e) => bail!("{e}"),
         }
     } else {
-        Server::bind(&cli.amqp_listen, broker, config).await?
+        Server::bind(&cli.amqp_listen, broker.clone(), config).await?
     };
     for addr in server.local_addrs() {
         info!(%addr, "listening for AMQP 0-9-1");
@@ -104,6 +119,7 @@ async fn run(cli: Cli) -> Result<()> {
         let _ = tx.send(true);
     });
     server.run(rx).await;
+    broker.close();
     info!("stopped");
     Ok(())
 }

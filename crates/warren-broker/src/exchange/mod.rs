@@ -228,8 +228,8 @@ impl Exchange {
         }
     }
 
-    /// Removes every binding to `dest`; returns how many there were.
-    pub fn unbind_destination(&self, dest: &Destination) -> usize {
+    /// Removes every binding to `dest`; returns them.
+    pub fn unbind_destination(&self, dest: &Destination) -> Vec<Binding> {
         let mut b = self.bindings.write();
         let (gone, kept): (Vec<Binding>, Vec<Binding>) = std::mem::take(&mut b.all)
             .into_iter()
@@ -238,7 +238,7 @@ impl Exchange {
         for removed in &gone {
             Self::unindex(self.kind, &mut b, removed);
         }
-        gone.len()
+        gone
     }
 
     /// Calls `f` for each destination whose binding matches. Returns whether any matched.
