@@ -107,7 +107,12 @@ impl Broker {
             tracing::warn!(segment = t.segment, offset = t.offset, bytes = t.bytes_discarded, reason = %t.reason,
                 "the log had a damaged tail; it was cut at the last good record");
         }
-        let p = Arc::new(Persistence::new(store, meta, recovery.next_msg_id));
+        let p = Arc::new(Persistence::new(
+            store,
+            meta,
+            recovery.next_msg_id,
+            recovery.queues.keys().copied(),
+        ));
         let broker = Broker::with_persistence(Some(p.clone()));
         let topology = p.topology();
         for v in &topology.vhosts {
@@ -136,10 +141,8 @@ impl Broker {
                 continue;
             };
             for m in messages {
-                if let Some(message) = p.load(m.msg_id, &m.location) {
-                    queue.restore(Arc::new(message));
-                    restored += 1;
-                }
+                queue.restore(m.msg_id, m.location);
+                restored += 1;
             }
         }
         tracing::info!(

@@ -15,6 +15,7 @@
 
 pub mod args;
 pub mod auth;
+pub mod backlog;
 pub mod broker;
 pub mod channel;
 pub mod consumer;

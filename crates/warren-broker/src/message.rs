@@ -1,8 +1,11 @@
 //! A published message as the broker keeps it: routing facts, the publisher's raw properties
 //! and the body, shared by every queue it was routed to.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use warren_codec::{BasicProperties, ShortString};
+use warren_store::Location;
 
 #[derive(Debug)]
 pub struct Message {
@@ -16,6 +19,8 @@ pub struct Message {
     pub persistent: bool,
     /// The store's id for a persistent message (0 while it has none).
     pub id: u64,
+    /// Where the log holds it, once it is logged (so a queue can drop the body from memory).
+    pub stored_at: OnceLock<Location>,
 }
 
 impl Message {
@@ -34,6 +39,7 @@ impl Message {
             body,
             persistent: properties.delivery_mode == Some(2),
             id: 0,
+            stored_at: OnceLock::new(),
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 use warren_codec::{FieldTable, FieldValue, LongString, Reader, ShortString};
-use warren_store::{Location, Lsn, MetaStore, Store, StoreError};
+use warren_store::{Lsn, MetaStore, Store, StoreError};
 
 use crate::exchange::{ExchangeKind, ExchangeSpec};
 use crate::message::Message;
@@ -143,7 +143,15 @@ pub fn decode_message(id: u64, payload: Bytes) -> Option<Message> {
 }
 
 impl Persistence {
-    pub fn new(store: Store, meta: MetaStore, next_message_id: u64) -> Self {
+    /// `log_queues` are the queue ids the log holds messages for: new ids start above them
+    /// and above every recorded queue.
+    pub fn new(
+        store: Store,
+        meta: MetaStore,
+        next_message_id: u64,
+        log_queues: impl Iterator<Item = u64>,
+    ) -> Self {
+        let max_logged = log_queues.max().unwrap_or(0) as i64;
         let max_queue = meta
             .iter()
             .into_iter()
@@ -151,7 +159,8 @@ impl Persistence {
             .filter_map(|(_, v)| decode_table(&v))
             .filter_map(|t| t.get("id").and_then(FieldValue::as_i64))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(max_logged);
         Persistence {
             store,
             meta,
@@ -257,9 +266,10 @@ impl Persistence {
     /// Appends a persistent message for the given durable queues; returns the LSN to wait for
     /// before confirming it.
     pub fn publish(&self, message: &Message, queue_ids: &[u64]) -> Result<Lsn, StoreError> {
-        let (lsn, _) = self
+        let (lsn, location) = self
             .store
             .publish(message.id, queue_ids, encode_message(message))?;
+        let _ = message.stored_at.set(location);
         Ok(lsn)
     }
 
@@ -273,14 +283,17 @@ impl Persistence {
         }
     }
 
-    /// Reads a recovered message back from the log.
-    pub fn load(&self, id: u64, location: &Location) -> Option<Message> {
-        match self.store.read(location) {
-            Ok(payload) => decode_message(id, payload),
-            Err(e) => {
-                warn!(error = %e, id, "cannot read a recovered message; skipping it");
-                None
+    /// Settles log entries that may belong to different queue ids.
+    pub fn settle_refs(&self, refs: &[crate::backlog::LogRef]) {
+        let mut by_queue: Vec<(u64, Vec<u64>)> = Vec::new();
+        for r in refs {
+            match by_queue.iter_mut().find(|(q, _)| *q == r.queue) {
+                Some((_, ids)) => ids.push(r.id),
+                None => by_queue.push((r.queue, vec![r.id])),
             }
+        }
+        for (queue, ids) in by_queue {
+            self.settle(queue, &ids);
         }
     }
 

@@ -7,7 +7,6 @@
 //! Lock order: a queue's lock may be held while taking a channel's lock (to assign a delivery
 //! tag), never the other way round.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -15,6 +14,7 @@ use parking_lot::Mutex;
 use warren_codec::{FieldTable, ShortString};
 
 use crate::args;
+use crate::backlog::{Backlog, PagedMessage, Pager};
 use crate::consumer::Consumer;
 use crate::error::{BrokerError, Result};
 use crate::message::Message;
@@ -24,14 +24,10 @@ use crate::vhost::VHost;
 /// Identifies a client connection, for exclusive queues and consumers.
 pub type ConnectionId = u64;
 
-/// A message waiting in a queue. `seq` is its position in publish order; a requeued message
-/// goes back to where its `seq` says, as RabbitMQ does.
-#[derive(Debug, Clone)]
-pub struct QueuedMessage {
-    pub seq: u64,
-    pub message: Arc<Message>,
-    pub redelivered: bool,
-}
+pub use crate::backlog::{LogRef, QueuedMessage};
+
+/// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
+pub const MEMORY_BUDGET: usize = 8 << 20;
 
 /// The declared shape of a queue, compared on redeclare.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,9 +55,8 @@ pub struct Queue {
     deleted: AtomicBool,
 }
 
-#[derive(Default)]
 struct QueueInner {
-    ready: VecDeque<QueuedMessage>,
+    ready: Backlog,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
     /// Round-robin cursor into `consumers`.
@@ -100,13 +95,20 @@ impl Queue {
             arguments: spec.arguments.clone(),
             exclusive_owner: owner,
             vhost: Arc::downgrade(vhost),
-            persistence: if store_id.is_some() {
-                vhost.persistence.clone()
-            } else {
-                None
-            },
+            persistence: vhost.persistence.clone(),
             store_id,
-            inner: Mutex::new(QueueInner::default()),
+            inner: Mutex::new(QueueInner {
+                ready: Backlog::new(vhost.persistence.as_ref().map(|p| Pager {
+                    persistence: p.clone(),
+                    page_queue: p.next_queue_id(),
+                    budget: MEMORY_BUDGET,
+                })),
+                next_seq: 0,
+                consumers: Vec::new(),
+                next_consumer: 0,
+                unacked: 0,
+                had_consumer: false,
+            }),
             deleted: AtomicBool::new(false),
         }
     }
@@ -172,13 +174,21 @@ impl Queue {
 
     /// Appends a message and delivers what the consumers can take.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+        let log = match self.store_id {
+            Some(queue) if message.persistent => Some(LogRef {
+                queue,
+                id: message.id,
+            }),
+            _ => None,
+        };
         let mut inner = self.inner.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        inner.ready.push_back(QueuedMessage {
+        inner.ready.push(QueuedMessage {
             seq,
             message,
             redelivered: false,
+            log,
         });
         self.dispatch_locked(&mut inner);
     }
@@ -190,40 +200,40 @@ impl Queue {
     }
 
     fn dispatch_locked(self: &Arc<Self>, inner: &mut QueueInner) {
-        // Messages sent to no-ack consumers are settled as they go; the log hears of the
-        // persistent ones in one record at the end.
-        let mut auto_acked: Vec<u64> = Vec::new();
-        while !inner.ready.is_empty() && !inner.consumers.is_empty() {
+        // Messages sent to no-ack consumers are settled as they go; the log hears of them in
+        // one call at the end.
+        let mut auto_acked: Vec<LogRef> = Vec::new();
+        while !inner.consumers.is_empty() {
             let n = inner.consumers.len();
-            let mut delivered = false;
+            let start = inner.next_consumer;
+            let QueueInner {
+                ready, consumers, ..
+            } = &mut *inner;
+            let Some(front) = ready.front() else {
+                break;
+            };
+            let mut taken = None;
             for i in 0..n {
-                let idx = (inner.next_consumer + i) % n;
-                let consumer = &inner.consumers[idx];
-                let Some(front) = inner.ready.front() else {
-                    break;
-                };
-                if consumer.try_deliver(self, front) {
-                    let needs_ack = !consumer.no_ack;
-                    inner.next_consumer = (idx + 1) % n;
-                    if let Some(m) = inner.ready.pop_front() {
-                        if needs_ack {
-                            inner.unacked += 1;
-                        } else if self.logs(&m.message) {
-                            auto_acked.push(m.message.id);
-                        }
-                    }
-                    delivered = true;
+                let idx = (start + i) % n;
+                if consumers[idx].try_deliver(self, front) {
+                    taken = Some((idx, consumers[idx].no_ack));
                     break;
                 }
             }
-            if !delivered {
+            let Some((idx, no_ack)) = taken else {
                 break;
+            };
+            inner.next_consumer = (idx + 1) % n;
+            if let Some(m) = inner.ready.pop_front() {
+                if !no_ack {
+                    inner.unacked += 1;
+                } else if let Some(log) = m.log {
+                    auto_acked.push(log);
+                }
             }
         }
-        if !auto_acked.is_empty() {
-            if let (Some(p), Some(id)) = (&self.persistence, self.store_id) {
-                p.settle(id, &auto_acked);
-            }
+        if let (Some(p), false) = (&self.persistence, auto_acked.is_empty()) {
+            p.settle_refs(&auto_acked);
         }
     }
 
@@ -276,10 +286,8 @@ impl Queue {
         let msg = inner.ready.pop_front()?;
         if !no_ack {
             inner.unacked += 1;
-        } else if self.logs(&msg.message) {
-            if let (Some(p), Some(id)) = (&self.persistence, self.store_id) {
-                p.settle(id, &[msg.message.id]);
-            }
+        } else if let (Some(p), Some(log)) = (&self.persistence, msg.log) {
+            p.settle_refs(&[log]);
         }
         let remaining = inner.ready.len() as u32;
         Some((msg, remaining))
@@ -299,26 +307,18 @@ impl Queue {
         messages.sort_by_key(|m| m.seq);
         for mut m in messages {
             m.redelivered = true;
-            // Most requeues land at or near the front, so search from there.
-            let pos = inner.ready.partition_point(|r| r.seq < m.seq);
-            inner.ready.insert(pos, m);
+            inner.ready.requeue(m);
         }
         self.dispatch_locked(&mut inner);
     }
 
-    /// Whether `message` is in the log for this queue (persistent, and the queue is durable).
-    pub fn logs(&self, message: &Message) -> bool {
-        self.store_id.is_some() && message.persistent
-    }
-
     /// Tells the log this queue is done with these messages.
     fn forget<'a>(&self, messages: impl Iterator<Item = &'a QueuedMessage>) {
-        if let (Some(p), Some(id)) = (&self.persistence, self.store_id) {
-            let ids: Vec<u64> = messages
-                .filter(|m| m.message.persistent)
-                .map(|m| m.message.id)
-                .collect();
-            p.settle(id, &ids);
+        if let Some(p) = &self.persistence {
+            let refs: Vec<LogRef> = messages.filter_map(|m| m.log).collect();
+            if !refs.is_empty() {
+                p.settle_refs(&refs);
+            }
         }
     }
 
@@ -331,28 +331,32 @@ impl Queue {
         self.forget(messages.iter());
     }
 
-    /// Puts back a message recovered from the log (at start-up, before any client).
-    pub fn restore(&self, message: Arc<Message>) {
+    /// Puts back a message recovered from the log (at start-up, before any client), leaving
+    /// its body on disk until it is near the head of the queue.
+    pub fn restore(&self, msg_id: u64, location: warren_store::Location) {
+        let Some(queue) = self.store_id else {
+            return;
+        };
         let mut inner = self.inner.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
         // Recovery cannot tell whether it was delivered before the restart; "maybe" is what
         // the redelivered flag means, so say so.
-        inner.ready.push_back(QueuedMessage {
+        inner.ready.restore(PagedMessage {
             seq,
-            message,
+            log: LogRef { queue, id: msg_id },
+            location,
             redelivered: true,
         });
     }
 
     /// Drops every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
-        let purged: Vec<QueuedMessage> = {
-            let mut inner = self.inner.lock();
-            inner.ready.drain(..).collect()
-        };
-        self.forget(purged.iter());
-        purged.len() as u32
+        let (n, logged) = self.inner.lock().ready.clear();
+        if let (Some(p), false) = (&self.persistence, logged.is_empty()) {
+            p.settle_refs(&logged);
+        }
+        n as u32
     }
 
     /// Marks the queue deleted and hands back its consumers (to be cancelled) and the number
@@ -361,7 +365,18 @@ impl Queue {
         let mut inner = self.inner.lock();
         self.deleted.store(true, Ordering::Release);
         let n = inner.ready.len() as u32;
-        inner.ready.clear();
+        // Persistent messages go with the queue's log id (the vhost drops it); page copies are
+        // settled here.
+        let page_copies: Vec<LogRef> = inner
+            .ready
+            .clear()
+            .1
+            .into_iter()
+            .filter(|r| Some(r.queue) != self.store_id)
+            .collect();
+        if let (Some(p), false) = (&self.persistence, page_copies.is_empty()) {
+            p.settle_refs(&page_copies);
+        }
         (std::mem::take(&mut inner.consumers), n)
     }
 }
