@@ -27,7 +27,7 @@ pub type ConnectionId = u64;
 pub use crate::backlog::{LogRef, QueuedMessage};
 
 /// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
-pub const MEMORY_BUDGET: usize = 8 << 20;
+pub const MEMORY_BUDGET: usize = 32 << 20;
 
 /// The declared shape of a queue, compared on redeclare.
 #[derive(Debug, Clone, PartialEq)]
