@@ -26,6 +26,7 @@ pub mod message;
 pub mod outbox;
 pub mod persistence;
 pub mod queue;
+pub mod queue_args;
 pub mod vhost;
 
 pub use auth::{Access, AccessKind, Permission, User};

@@ -507,6 +507,8 @@ impl VHost {
                 spec.name
             )));
         }
+        // As RabbitMQ: arguments are checked for a new queue only (a redeclare is compared).
+        crate::queue_args::validate(spec, &self.name)?;
         let owner = spec.exclusive.then_some(conn);
         // Exclusive queues die with their connection, so they are never logged (RabbitMQ
         // deletes them at restart too).

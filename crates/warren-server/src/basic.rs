@@ -5,7 +5,7 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use rand::RngCore;
-use warren_broker::{AccessKind, Message, QueueSpec};
+use warren_broker::{queue_args, AccessKind, Message, QueueSpec};
 use warren_codec::{basic, constants, BasicProperties, FieldTable, Method, ShortString};
 
 use crate::channel::{ChannelMachine, Mode};
@@ -111,6 +111,8 @@ impl ChannelMachine {
         ctx.access.check(AccessKind::Read, "queue", name.as_str())?;
         let q = ctx.vhost.queue(name.as_str())?;
         q.check_access(ctx.id)?;
+        let _priority =
+            queue_args::consumer_priority(&m.arguments, name.as_str(), &ctx.access.vhost)?;
         let tag = if m.consumer_tag.is_empty() {
             generated("amq.ctag-")
         } else {

@@ -1,6 +1,6 @@
 //! The `queue` class.
 
-use warren_broker::{args, AccessKind, QueueSpec, VHost};
+use warren_broker::{args, queue_args, AccessKind, QueueSpec, VHost};
 use warren_codec::{queue, FieldValue, Method};
 
 use crate::channel::ChannelMachine;
@@ -53,6 +53,21 @@ fn check_queue_type(spec: &QueueSpec, vhost: &str) -> AmqpResult {
     Ok(())
 }
 
+/// As RabbitMQ: a new queue with a dead-letter exchange needs read access to itself and write
+/// access to that exchange (an argument of the wrong type is reported by the declare).
+fn check_dead_letter_access(ctx: &ConnCtx, spec: &QueueSpec) -> AmqpResult {
+    if let Some(FieldValue::LongString(dlx)) = spec.arguments.get("x-dead-letter-exchange") {
+        ctx.access
+            .check(AccessKind::Read, "queue", spec.name.as_str())?;
+        ctx.access.check(
+            AccessKind::Write,
+            "exchange",
+            &String::from_utf8_lossy(dlx.as_bytes()),
+        )?;
+    }
+    Ok(())
+}
+
 impl ChannelMachine {
     pub(crate) fn handle_queue(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
         match method {
@@ -77,7 +92,11 @@ impl ChannelMachine {
                     ctx.access
                         .check(AccessKind::Configure, "queue", name.as_str())?;
                 }
+                if !m.passive && ctx.vhost.queue(name.as_str()).is_err() {
+                    check_dead_letter_access(ctx, &spec)?;
+                }
                 let (q, counts) = if m.queue.is_empty() && !m.passive {
+                    queue_args::validate(&spec, &ctx.access.vhost)?;
                     let q = ctx.vhost.declare_internal_queue(&spec, ctx.id);
                     let counts = q.counts();
                     (q, counts)
