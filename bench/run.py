@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: the same warren-perf scenarios against Warren and RabbitMQ.
+
+Starts a release `warren` and a RabbitMQ node (Debian's rabbitmq-server, installed if missing),
+each on its own free port and data directory, runs every scenario against both in one run, and
+prints a Markdown table of msgs/s, latency percentiles, broker CPU and RSS, and the
+Warren/RabbitMQ ratio. See docs/benchmarks.md.
+
+    bench/run.sh [--duration SECONDS] [--only 1,2,6] [--skip-rabbitmq] [--out FILE]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WARREN = os.path.join(ROOT, "target", "release", "warren")
+PERF = os.path.join(ROOT, "target", "release", "warren-perf")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def cpu_seconds(pid):
+    """User+system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Broker:
+    name = "?"
+    pid = None
+    port = None
+
+    def url(self):
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+
+class Warren(Broker):
+    name = "Warren"
+
+    def start(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-warren-")
+        self.log = open(os.path.join(self.dir, "warren.log"), "w")
+        self.proc = subprocess.Popen(
+            [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}", "--data-dir",
+             os.path.join(self.dir, "data")],
+            stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
+        if not wait_port(self.port):
+            raise SystemExit("warren did not start")
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def version(self):
+        out = subprocess.run([WARREN, "--version"], capture_output=True, text=True)
+        return out.stdout.strip()
+
+
+class RabbitMQ(Broker):
+    name = "RabbitMQ"
+
+    def start(self):
+        if not shutil.which("rabbitmq-server") and not os.path.exists("/usr/sbin/rabbitmq-server"):
+            print("installing rabbitmq-server (Debian package)...", file=sys.stderr)
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "rabbitmq-server"], check=True,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-rabbitmq-")
+        os.chmod(self.dir, 0o777)
+        node = f"bench{self.port}@localhost"
+        self.env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": os.path.join(self.dir, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(self.dir, "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.dir, "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": os.path.join(self.dir, "rabbitmq"),
+            "RABBITMQ_PID_FILE": os.path.join(self.dir, "pid"),
+        }
+        with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
+            f.write("loopback_users.guest = true\n")
+        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", self.dir], check=False)
+        self.node = node
+        subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        if not wait_port(self.port, timeout=120):
+            raise SystemExit("rabbitmq did not start")
+        self.pid = int(subprocess.run(
+            ["pgrep", "-f", f"beam.*-sname {node}|beam.*{node}"],
+            capture_output=True, text=True).stdout.split()[0])
+
+    def stop(self):
+        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self.env,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def version(self):
+        out = subprocess.run(["rabbitmqctl", "-n", self.node, "version"], env=self.env,
+                             capture_output=True, text=True)
+        return "RabbitMQ " + out.stdout.strip()
+
+
+def perf(broker, args, timeout):
+    cmd = [PERF, "--uri", broker.url(), "--json", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(lines[-1])
+
+
+def measured(broker, fn):
+    """Runs fn(), returning its result with the broker's CPU% and RSS over the run."""
+    cpu0, t0 = cpu_seconds(broker.pid), time.time()
+    result = fn()
+    cpu1, t1 = cpu_seconds(broker.pid), time.time()
+    result["broker_cpu_pct"] = 100.0 * (cpu1 - cpu0) / max(t1 - t0, 1e-9)
+    result["broker_rss_mib"] = rss_kib(broker.pid) / 1024
+    return result
+
+
+def scenarios(d):
+    """(id, title, function(broker) -> result dict, the metric compared)."""
+    base = ["-z", str(d)]
+
+    def simple(args, metric="recv_rate"):
+        return lambda b: measured(b, lambda: perf(b, base + args, d + 60)), metric
+
+    def backlog(b):
+        n = 1_000_000
+        rss0 = rss_kib(b.pid)
+        t0 = time.time()
+        pub = perf(b, ["-x", "1", "-y", "0", "-C", str(n), "-s", "1024", "-u", "backlog",
+                       "--keep", "-c", "1000"], 600)
+        t1 = time.time()
+        rss1 = rss_kib(b.pid)
+        drain = perf(b, ["-x", "0", "-y", "1", "-D", str(n), "-u", "backlog", "--predeclared",
+                         "-q", "1000"], 600)
+        t2 = time.time()
+        return {"send_rate": n / (t1 - t0), "recv_rate": n / (t2 - t1),
+                "backlog_rss_mib": (rss1 - rss0) / 1024, "broker_rss_mib": rss1 / 1024,
+                "error": pub.get("error") or drain.get("error")}
+
+    def idle(b):
+        n = 5000
+        rss0 = rss_kib(b.pid)
+        proc = subprocess.Popen([PERF, "--uri", b.url(), "--idle-connections", str(n), "-z", "15"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(12)
+        rss1 = rss_kib(b.pid)
+        proc.wait(timeout=60)
+        return {"kib_per_connection": (rss1 - rss0) / n, "broker_rss_mib": rss1 / 1024}
+
+    return [
+        ("1", "1 queue, 1→1, 16 B, transient, auto-ack", *simple(["-x", "1", "-y", "1", "-s", "16", "-a"])),
+        ("2", "as 1 + confirms (1000) + manual acks (prefetch 1000)",
+         *simple(["-x", "1", "-y", "1", "-s", "16", "-c", "1000", "-q", "1000"])),
+        ("3", "durable queue, persistent, confirms, manual acks",
+         *simple(["-x", "1", "-y", "1", "-s", "16", "-c", "1000", "-q", "1000", "-f", "persistent", "--durable"])),
+        ("4", "fanout to 10 queues, 10 consumers", *simple(["--fanout-queues", "10", "-x", "1", "-y", "1", "-s", "16", "-a"])),
+        ("5a", "1 KB bodies", *simple(["-x", "1", "-y", "1", "-s", "1024", "-a"])),
+        ("5b", "64 KB bodies", *simple(["-x", "1", "-y", "1", "-s", "65536", "-a"])),
+        ("6", "latency at 10,000 msgs/s, 1 KB (p99 µs)", *simple(["-x", "1", "-y", "1", "-s", "1024", "-a", "-r", "10000"], "p99")),
+        ("7", "fan-in: 100 connections → 1 queue", *simple(["-x", "100", "-y", "1", "-s", "16", "-a"])),
+        ("8", "backlog 1,000,000 × 1 KB, then drain", backlog, "recv_rate"),
+        ("9", "5,000 idle connections (KiB each)", idle, "kib_per_connection"),
+    ]
+
+
+def fmt_rate(r):
+    return "—" if r is None else f"{r:,.0f}"
+
+
+def metric(res, key):
+    if res is None or res.get("error"):
+        return None
+    if key == "p99":
+        return (res.get("latency_us") or {}).get("p99")
+    return res.get(key)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--skip-rabbitmq", action="store_true")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "warren", "-p", "warren-perf"],
+                   cwd=ROOT, check=True)
+    brokers = [Warren()] + ([] if args.skip_rabbitmq else [RabbitMQ()])
+    for b in brokers:
+        b.start()
+    wanted = set(filter(None, args.only.split(",")))
+    rows = []
+    try:
+        for sid, title, fn, key in scenarios(args.duration):
+            if wanted and sid not in wanted:
+                continue
+            results = {}
+            for b in brokers:
+                print(f"scenario {sid} on {b.name}...", file=sys.stderr)
+                try:
+                    results[b.name] = fn(b)
+                except Exception as e:  # a failed scenario is reported, not fatal
+                    results[b.name] = {"error": [str(e)]}
+            rows.append((sid, title, key, results))
+        versions = {b.name: b.version() for b in brokers}
+    finally:
+        for b in brokers:
+            b.stop()
+
+    lines = []
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines.append(f"Machine: {os.cpu_count()} cores, {cpu}; {platform.platform()}")
+    lines.append("Brokers: " + "; ".join(f"{v}" for v in versions.values()))
+    lines.append(f"Duration per scenario: {args.duration} s\n")
+    lines.append("| # | scenario | metric | Warren | RabbitMQ | ratio | Warren CPU% / RSS MiB | RabbitMQ CPU% / RSS MiB |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for sid, title, key, res in rows:
+        w, r = res.get("Warren"), res.get("RabbitMQ")
+        wv, rv = metric(w, key), metric(r, key)
+        if wv is not None and rv:
+            ratio = (rv / wv) if key in ("p99", "kib_per_connection") else (wv / rv)
+            ratio_s = f"{ratio:.1f}x"
+        else:
+            ratio_s = "—"
+
+        def res_s(x):
+            if x is None:
+                return "—"
+            if x.get("error"):
+                return "error: " + " ".join(x["error"])[:60]
+            return f"{x.get('broker_cpu_pct', 0):.0f}% / {x.get('broker_rss_mib', 0):.0f}"
+
+        lines.append(f"| {sid} | {title} | {key} | {fmt_rate(wv)} | {fmt_rate(rv)} | {ratio_s} | {res_s(w)} | {res_s(r)} |")
+    lines.append("\nRatio: Warren/RabbitMQ for rates; RabbitMQ/Warren for latency and memory (higher is better for Warren).")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+        with open(args.out + ".json", "w") as f:
+            json.dump({sid: res for sid, _, _, res in rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
