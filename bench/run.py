@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -78,7 +79,7 @@ class Warren(Broker):
         self.proc = subprocess.Popen(
             [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}", "--data-dir",
              os.path.join(self.dir, "data")],
-            stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
+            stdout=subprocess.DEVNULL, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
         if not wait_port(self.port):
             raise SystemExit("warren did not start")
         self.pid = self.proc.pid
@@ -130,9 +131,17 @@ class RabbitMQ(Broker):
                          stderr=subprocess.DEVNULL, start_new_session=True)
         if not wait_port(self.port, timeout=120):
             raise SystemExit("rabbitmq did not start")
-        self.pid = int(subprocess.run(
-            ["pgrep", "-f", f"beam.*-sname {node}|beam.*{node}"],
-            capture_output=True, text=True).stdout.split()[0])
+        self.pid = self.listener_pid(self.port)
+
+    @staticmethod
+    def listener_pid(port):
+        """The process listening on `port` (beam.smp: the node name is not in its arguments)."""
+        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
+                             text=True).stdout
+        m = re.search(r"pid=(\d+)", out)
+        if not m:
+            raise SystemExit(f"cannot find the process listening on port {port}")
+        return int(m.group(1))
 
     def stop(self):
         subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self.env,
@@ -230,10 +239,12 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--skip-rabbitmq", action="store_true")
     ap.add_argument("--out", default="")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     args = ap.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "warren", "-p", "warren-perf"],
-                   cwd=ROOT, check=True)
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "warren", "-p", "warren-perf"],
+                       cwd=ROOT, check=True)
     brokers = [Warren()] + ([] if args.skip_rabbitmq else [RabbitMQ()])
     for b in brokers:
         b.start()
