@@ -1,0 +1,103 @@
+//! The `warren` command line: version, refusing an unusable port or data directory with a
+//! clear error and a non-zero exit, and a clean exit on SIGTERM.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn warren() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+}
+
+/// Waits for the process to exit, killing it (and failing) after `limit`.
+fn wait_exit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("warren did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn(args: &[&str]) -> Child {
+    warren()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warren")
+}
+
+#[test]
+fn version_prints_the_version() {
+    let out = warren().arg("--version").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+}
+
+#[test]
+fn taken_port_is_a_clear_error_and_a_nonzero_exit() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let data = tempfile::tempdir().expect("tempdir");
+    let child = spawn(&[
+        "--amqp-listen",
+        &addr,
+        "--data-dir",
+        data.path().to_str().expect("utf-8 path"),
+    ]);
+    let out = wait_exit(child, Duration::from_secs(10));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on"), "{err}");
+}
+
+#[test]
+fn unusable_data_directory_is_a_clear_error_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").expect("write");
+    let child = spawn(&[
+        "--amqp-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    let out = wait_exit(child, Duration::from_secs(10));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data directory"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_the_broker_cleanly() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let data = tempfile::tempdir().expect("tempdir");
+    let child = spawn(&[
+        "--amqp-listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        data.path().to_str().expect("utf-8 path"),
+    ]);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "warren did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = wait_exit(child, Duration::from_secs(15));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
