@@ -156,12 +156,16 @@ impl Broker {
     }
 
     /// Flushes and closes the log (a clean shutdown leaves a checkpoint, so the next start is
-    /// quick).
+    /// quick) and the topology store, and releases the data directory: it can be opened again
+    /// at once, in this process too, even while queues or connections still hold parts of
+    /// this broker (they get errors from the store from now on). Call it once the server has
+    /// stopped.
     pub fn close(&self) {
         if let Some(p) = &self.persistence {
-            if let Err(e) = p.store.checkpoint() {
-                tracing::warn!(error = %e, "checkpoint at shutdown failed");
+            if let Err(e) = p.store.close() {
+                tracing::warn!(error = %e, "closing the message log at shutdown failed");
             }
+            p.meta.close();
         }
     }
 

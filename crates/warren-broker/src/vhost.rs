@@ -478,7 +478,7 @@ impl VHost {
             let counts = q.counts();
             return Ok((q, counts));
         }
-        let mut map = self.queues.write();
+        let map = self.queues.write();
         if let Some(q) = map.get(&spec.name) {
             q.check_access(conn)?;
             if q.is_exclusive() != spec.exclusive {
@@ -509,6 +509,23 @@ impl VHost {
         }
         // As RabbitMQ: arguments are checked for a new queue only (a redeclare is compared).
         crate::queue_args::validate(spec, &self.name)?;
+        let q = self.create_queue(map, spec, conn);
+        Ok((
+            q,
+            QueueCounts {
+                messages: 0,
+                consumers: 0,
+            },
+        ))
+    }
+
+    /// Adds a new queue to the map (released here) and records it if it is durable.
+    fn create_queue(
+        self: &Arc<Self>,
+        mut map: parking_lot::RwLockWriteGuard<'_, HashMap<ShortString, Arc<Queue>>>,
+        spec: &QueueSpec,
+        conn: ConnectionId,
+    ) -> Arc<Queue> {
         let owner = spec.exclusive.then_some(conn);
         // Exclusive queues die with their connection, so they are never logged (RabbitMQ
         // deletes them at restart too).
@@ -522,26 +539,19 @@ impl VHost {
         if let (Some(p), Some(id)) = (&self.persistence, store_id) {
             p.save_queue(&self.name, id, spec);
         }
-        Ok((
-            q,
-            QueueCounts {
-                messages: 0,
-                consumers: 0,
-            },
-        ))
+        q
     }
 
     /// Creates a queue whose name the caller chose under the reserved `amq.` prefix (server
-    /// names and direct reply-to queues).
+    /// names and direct reply-to queues). A durable, non-exclusive one is recorded like any
+    /// other: RabbitMQ keeps a server-named durable queue across restarts.
     pub fn declare_internal_queue(
         self: &Arc<Self>,
         spec: &QueueSpec,
         conn: ConnectionId,
     ) -> Arc<Queue> {
-        let owner = spec.exclusive.then_some(conn);
-        let q = Arc::new(Queue::new(spec, owner, self, None));
-        self.queues.write().insert(spec.name.clone(), q.clone());
-        q
+        let map = self.queues.write();
+        self.create_queue(map, spec, conn)
     }
 
     /// Puts back a durable queue recorded before a restart.

@@ -35,13 +35,16 @@ struct State {
     /// outgrows the latter.
     file_len: u64,
     live_len: u64,
+    /// Set by [`MetaStore::close`]: writes are refused from then on.
+    closed: bool,
 }
 
 /// Durable topology storage. `Send + Sync`; calls are serialized.
 pub struct MetaStore {
     dir: PathBuf,
     state: Mutex<State>,
-    _lock: File,
+    /// Holds the directory's `flock` until [`MetaStore::close`] (or drop).
+    lock: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -169,12 +172,16 @@ impl MetaStore {
                 map,
                 file_len,
                 live_len,
+                closed: false,
             }),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
     fn append(&self, st: &mut State, op: u8, key: &str, value: &[u8]) -> Result<()> {
+        if st.closed {
+            return Err(StoreError::Closed);
+        }
         let mut rec = Vec::with_capacity(16 + key.len() + value.len());
         encode(op, key, value, &mut rec)?;
         let path = self.dir.join(FILE);
@@ -221,6 +228,16 @@ impl MetaStore {
             st.live_len -= entry_len(key, &old);
         }
         self.maybe_compact(&mut st)
+    }
+
+    /// Refuses further writes and releases the directory lock, so the directory can be opened
+    /// again at once even while this handle is still shared. Every write made so far is on
+    /// disk already.
+    pub fn close(&self) {
+        // Under the state lock: a write in progress finishes before the lock goes.
+        let mut st = self.state.lock();
+        st.closed = true;
+        self.lock.lock().take();
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -305,6 +322,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _m = MetaStore::open(dir.path()).unwrap();
         assert!(MetaStore::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn close_refuses_writes_and_lets_the_dir_be_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        m.put("k", b"v").unwrap();
+        m.close();
+        assert!(matches!(m.put("k2", b"v"), Err(StoreError::Closed)));
+        let again = MetaStore::open(dir.path()).unwrap();
+        assert_eq!(again.iter(), vec![("k".to_string(), b"v".to_vec())]);
     }
 
     #[test]

@@ -195,7 +195,8 @@ struct Inner {
     tx: Sender<Cmd>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     compact_lock: Mutex<()>,
-    _lock_file: File,
+    /// Holds the directory's `flock` until [`Store::close`] (or the last handle drops).
+    lock_file: Mutex<Option<File>>,
 }
 
 /// A handle on the store. Cheap to clone; every clone talks to the same writer thread.
@@ -289,7 +290,7 @@ impl Store {
                 tx,
                 writer: Mutex::new(Some(handle)),
                 compact_lock: Mutex::new(()),
-                _lock_file: lock_file,
+                lock_file: Mutex::new(Some(lock_file)),
             }),
         };
         Ok((store, recovery))
@@ -563,10 +564,15 @@ impl Store {
         &self.inner.config.dir
     }
 
-    /// Flushes and fsyncs everything accepted so far, writes a final checkpoint and stops the
-    /// writer. Other clones of the handle get [`StoreError::Closed`] afterwards.
-    pub fn close(self) -> Result<()> {
-        self.inner.stop(false)
+    /// Flushes and fsyncs everything accepted so far, writes a final checkpoint, stops the
+    /// writer and releases the directory lock, so the directory can be opened again at once
+    /// even while clones of this handle linger. They get [`StoreError::Closed`] afterwards.
+    pub fn close(&self) -> Result<()> {
+        let stopped = self.inner.stop(false);
+        // The writer thread has been joined (and with it the checkpoint thread): nothing of
+        // this handle writes to the directory any more.
+        self.inner.lock_file.lock().take();
+        stopped
     }
 
     /// Test helper: stops the writer as a crash would, without a final checkpoint (records

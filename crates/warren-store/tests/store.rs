@@ -190,6 +190,23 @@ fn invalid_arguments_are_refused() {
     store.close().unwrap();
 }
 
+#[test]
+fn close_releases_the_directory_while_clones_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(config(dir.path())).unwrap();
+    let lingering = store.clone();
+    store.publish(1, &[1], body(1)).unwrap();
+    store.close().unwrap();
+    assert!(matches!(
+        lingering.publish(2, &[1], body(2)),
+        Err(StoreError::Closed)
+    ));
+    let (again, rec) = Store::open(config(dir.path())).unwrap();
+    assert_eq!(ids(&rec, 1), vec![1]);
+    again.close().unwrap();
+    drop(lingering);
+}
+
 /// Publishes 1..=n to queue 1, crashes (no checkpoint), and returns the last segment file.
 fn log_with(dir: &std::path::Path, n: u64) -> std::path::PathBuf {
     let (store, _) = Store::open(config(dir)).unwrap();

@@ -8,6 +8,7 @@ pub mod raw;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 use warren_broker::auth::{HashAlgorithm, PasswordHash};
 use warren_broker::{Broker, Permission};
 use warren_server::{Server, ServerConfig};
+use warren_store::SyncMode;
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -29,6 +31,8 @@ pub struct TestBroker {
     broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// Where a durable broker keeps its data; `restart()` reopens it.
+    data_dir: Option<PathBuf>,
 }
 
 impl TestBroker {
@@ -55,7 +59,38 @@ impl TestBroker {
             broker,
             shutdown,
             task: Some(task),
+            data_dir: None,
         }
+    }
+
+    /// A broker keeping its data in `dir` (fsync on every commit), as `warren --data-dir`.
+    pub async fn start_durable(dir: &Path) -> Self {
+        let broker = Broker::open(dir, SyncMode::Fsync).expect("open the data directory");
+        Self::start_durable_with(Arc::new(broker), dir).await
+    }
+
+    /// A broker already opened on `dir` (e.g. with definitions applied), served so that
+    /// `restart()` reopens the same directory.
+    pub async fn start_durable_with(broker: Arc<Broker>, dir: &Path) -> Self {
+        let mut b = Self::start_with(broker, ServerConfig::default()).await;
+        b.data_dir = Some(dir.to_owned());
+        b
+    }
+
+    /// Stops the server cleanly (connections are closed with 320 and their unacked messages
+    /// requeued), closes the broker's store, and opens the same data directory again on a
+    /// new port. Whatever the old broker still holds, its directory locks are released by
+    /// `Broker::close`, so the reopen cannot trip over them.
+    pub async fn restart(mut self) -> TestBroker {
+        let dir = self
+            .data_dir
+            .take()
+            .expect("restart() needs a broker from start_durable()");
+        let broker = self.broker.clone();
+        self.shutdown().await;
+        broker.close();
+        drop(broker);
+        Self::start_durable(&dir).await
     }
 
     pub fn addr(&self) -> SocketAddr {
