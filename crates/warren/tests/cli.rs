@@ -90,7 +90,10 @@ fn sigterm_stops_the_broker_cleanly() {
     ]);
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "warren did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "warren did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = Command::new("kill")
@@ -99,5 +102,9 @@ fn sigterm_stops_the_broker_cleanly() {
         .expect("kill");
     assert!(status.success());
     let out = wait_exit(child, Duration::from_secs(15));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
