@@ -9,6 +9,9 @@
 //! Invariant: every paged message is newer (higher `seq`) than every message in memory, so
 //! the queue's order is `ready` then `paged`. Requeued messages are older than anything paged
 //! and go back into `ready`.
+//!
+//! A priority queue is one [`Backlog`] per priority level ([`Levels`]): each level pages on its
+//! own, so the order within a level and the memory bound both hold as they do for one backlog.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,6 +29,9 @@ pub struct LogRef {
     pub id: u64,
 }
 
+/// No deadline: the message does not expire.
+pub const NEVER: u64 = u64::MAX;
+
 /// A message waiting in a queue. `seq` is its position in publish order; a requeued message
 /// goes back to where its `seq` says, as RabbitMQ does.
 #[derive(Debug, Clone)]
@@ -35,6 +41,11 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// Set when the message is in the log for this queue.
     pub log: Option<LogRef>,
+    /// When it expires in this queue (ms since the Unix epoch), or [`NEVER`].
+    pub expires_at: u64,
+    /// How many times it was delivered from this queue and came back (quorum queues'
+    /// `x-delivery-count`).
+    pub delivery_count: u32,
 }
 
 /// A ready message whose body is only in the log.
@@ -44,6 +55,13 @@ pub(crate) struct PagedMessage {
     pub log: LogRef,
     pub location: Location,
     pub redelivered: bool,
+    pub expires_at: u64,
+    pub delivery_count: u32,
+    /// Body bytes (for `x-max-length-bytes`).
+    pub body_len: u32,
+    /// Recovered after a restart: its own `expiration` is not yet known (it is applied, from
+    /// the time it is read back, once the body is in memory).
+    pub restored: bool,
 }
 
 /// Memory a message in `ready` accounts for: its bytes plus the bookkeeping around them.
@@ -69,6 +87,28 @@ pub(crate) struct Backlog {
     paged: VecDeque<PagedMessage>,
     ready_bytes: usize,
     pager: Option<Pager>,
+    counts: Counts,
+}
+
+/// What a backlog counts over all its messages, in memory or paged.
+#[derive(Default)]
+struct Counts {
+    /// Messages that have a deadline.
+    deadlines: usize,
+    /// Body bytes.
+    body_bytes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, expires_at: u64, body_len: u64) {
+        self.deadlines += usize::from(expires_at != NEVER);
+        self.body_bytes += body_len;
+    }
+
+    fn sub(&mut self, expires_at: u64, body_len: u64) {
+        self.deadlines -= usize::from(expires_at != NEVER);
+        self.body_bytes -= body_len;
+    }
 }
 
 impl Backlog {
@@ -78,6 +118,7 @@ impl Backlog {
             paged: VecDeque::new(),
             ready_bytes: 0,
             pager,
+            counts: Counts::default(),
         }
     }
 
@@ -87,6 +128,7 @@ impl Backlog {
 
     /// Appends a newly published message, paging it if memory is spent.
     pub fn push(&mut self, m: QueuedMessage) {
+        self.counts.add(m.expires_at, m.message.body.len() as u64);
         let over = self
             .pager
             .as_ref()
@@ -122,6 +164,10 @@ impl Backlog {
                 log,
                 location,
                 redelivered: m.redelivered,
+                expires_at: m.expires_at,
+                delivery_count: m.delivery_count,
+                body_len: m.message.body.len() as u32,
+                restored: false,
             });
         }
         let p = &pager.persistence;
@@ -138,6 +184,10 @@ impl Backlog {
                 },
                 location,
                 redelivered: m.redelivered,
+                expires_at: m.expires_at,
+                delivery_count: m.delivery_count,
+                body_len: m.message.body.len() as u32,
+                restored: false,
             }),
             Err(e) => {
                 warn!(error = %e, "cannot write a message to the log to page it out");
@@ -148,6 +198,7 @@ impl Backlog {
 
     /// Puts back a message recovered from the log, leaving its body there.
     pub fn restore(&mut self, paged: PagedMessage) {
+        self.counts.add(paged.expires_at, u64::from(paged.body_len));
         self.paged.push_back(paged);
     }
 
@@ -172,16 +223,28 @@ impl Backlog {
             };
             let Some(message) = message else {
                 p.settle(pm.log.queue, &[pm.log.id]);
+                self.counts.sub(pm.expires_at, u64::from(pm.body_len));
                 continue;
             };
             if message.persistent {
                 let _ = message.stored_at.set(pm.location);
             }
+            let mut expires_at = pm.expires_at;
+            if let (true, Some(ttl)) = (pm.restored, message.expiration) {
+                // Durability: the time it was published is not kept, so its own TTL counts
+                // from now: later than it should, never earlier.
+                expires_at = expires_at.min(crate::clock::now_ms().saturating_add(ttl));
+            }
+            // The paged size of a recovered message was an estimate; count what is known now.
+            self.counts.sub(pm.expires_at, u64::from(pm.body_len));
+            self.counts.add(expires_at, message.body.len() as u64);
             let m = QueuedMessage {
                 seq: pm.seq,
                 message: Arc::new(message),
                 redelivered: pm.redelivered,
                 log: Some(pm.log),
+                expires_at,
+                delivery_count: pm.delivery_count,
             };
             self.ready_bytes += cost(&m);
             self.ready.push_back(m);
@@ -202,6 +265,7 @@ impl Backlog {
         }
         let m = self.ready.pop_front()?;
         self.ready_bytes = self.ready_bytes.saturating_sub(cost(&m));
+        self.counts.sub(m.expires_at, m.message.body.len() as u64);
         if self.paged.front().is_some()
             && self
                 .pager
@@ -216,6 +280,7 @@ impl Backlog {
     /// Puts a requeued message back at its original position (by `seq`).
     pub fn requeue(&mut self, m: QueuedMessage) {
         self.ready_bytes += cost(&m);
+        self.counts.add(m.expires_at, m.message.body.len() as u64);
         let pos = self.ready.partition_point(|r| r.seq < m.seq);
         self.ready.insert(pos, m);
     }
@@ -227,6 +292,97 @@ impl Backlog {
         let mut logs: Vec<LogRef> = self.ready.drain(..).filter_map(|m| m.log).collect();
         logs.extend(self.paged.drain(..).map(|p| p.log));
         self.ready_bytes = 0;
+        self.counts = Counts::default();
+        (n, logs)
+    }
+}
+
+/// A queue's ready messages: one [`Backlog`] per priority level (one level for a queue
+/// without priorities). The next message is the oldest of the highest non-empty level.
+pub(crate) struct Levels {
+    levels: Vec<Backlog>,
+}
+
+impl Levels {
+    /// `count` levels (1 for a plain queue, `x-max-priority + 1` for a priority queue), each
+    /// with its share of the memory budget.
+    pub fn new(count: usize, pager: impl Fn(usize) -> Option<Pager>) -> Self {
+        let count = count.max(1);
+        Levels {
+            levels: (0..count).map(|_| Backlog::new(pager(count))).collect(),
+        }
+    }
+
+    /// The level a message of `priority` goes to (RabbitMQ caps it at the highest).
+    pub fn level_of(&self, priority: u8) -> usize {
+        usize::from(priority).min(self.levels.len() - 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.iter().map(Backlog::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.iter().all(|l| l.len() == 0)
+    }
+
+    /// Body bytes of all ready messages.
+    pub fn body_bytes(&self) -> u64 {
+        self.levels.iter().map(|l| l.counts.body_bytes).sum()
+    }
+
+    /// Whether any ready message has a deadline.
+    pub fn has_deadlines(&self) -> bool {
+        self.levels.iter().any(|l| l.counts.deadlines > 0)
+    }
+
+    fn top(&self) -> Option<usize> {
+        self.levels.iter().rposition(|l| l.len() > 0)
+    }
+
+    pub fn push(&mut self, m: QueuedMessage) {
+        let level = self.level_of(m.message.priority);
+        self.levels[level].push(m);
+    }
+
+    pub fn restore(&mut self, level: usize, paged: PagedMessage) {
+        let level = level.min(self.levels.len() - 1);
+        self.levels[level].restore(paged);
+    }
+
+    pub fn front(&mut self) -> Option<&QueuedMessage> {
+        // A level whose paged messages cannot be read back empties; try the next one.
+        loop {
+            let top = self.top()?;
+            if self.levels[top].front().is_some() {
+                return self.levels[top].front();
+            }
+        }
+    }
+
+    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
+        // A level whose paged messages cannot be read back empties; try the next one.
+        while let Some(top) = self.top() {
+            if let Some(m) = self.levels[top].pop_front() {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    pub fn requeue(&mut self, m: QueuedMessage) {
+        let level = self.level_of(m.message.priority);
+        self.levels[level].requeue(m);
+    }
+
+    pub fn clear(&mut self) -> (usize, Vec<LogRef>) {
+        let mut n = 0;
+        let mut logs = Vec::new();
+        for l in &mut self.levels {
+            let (k, mut refs) = l.clear();
+            n += k;
+            logs.append(&mut refs);
+        }
         (n, logs)
     }
 }

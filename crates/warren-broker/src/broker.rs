@@ -141,7 +141,7 @@ impl Broker {
                 continue;
             };
             for m in messages {
-                queue.restore(m.msg_id, m.location);
+                queue.restore(m.msg_id, m.location, m.delivery_count);
                 restored += 1;
             }
         }
@@ -252,6 +252,16 @@ impl Broker {
                 permission,
             },
         ))
+    }
+
+    /// Time-driven work (the broker has no timer of its own): expires messages and queues,
+    /// and releases delayed messages that are due. The server calls this periodically with
+    /// the wall-clock time in ms since the Unix epoch ([`crate::clock::now_ms`]); tests may
+    /// pass another time.
+    pub fn tick(&self, now: u64) {
+        for v in self.vhosts() {
+            v.tick(now);
+        }
     }
 
     /// A connection ended: its exclusive queues go with it.

@@ -26,6 +26,22 @@ pub struct Unacked {
     pub message: QueuedMessage,
     /// None for `basic.get`.
     pub consumer: Option<Arc<Consumer>>,
+    /// When the channel first saw it outstanding (ms), for the consumer timeout; 0 until the
+    /// next check. Stamping at the check rather than at delivery keeps the clock off the
+    /// delivery path: a timeout fires at most one check interval late, never early.
+    pub seen_at: u64,
+}
+
+/// What to do with delivered messages that the client settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// `basic.ack`: done with.
+    Ack,
+    /// `basic.nack`/`basic.reject` with `requeue=true`, `basic.recover`, or the channel
+    /// closing: back to the queue.
+    Requeue,
+    /// `basic.nack`/`basic.reject` with `requeue=false`: dead-lettered, or dropped.
+    Reject,
 }
 
 pub struct Channel {
@@ -115,6 +131,7 @@ impl Channel {
         tag: ShortString,
         no_ack: bool,
         exclusive: bool,
+        priority: i64,
     ) -> Result<Arc<Consumer>> {
         let prefetch = self.consumer_prefetch();
         let consumer = Arc::new(Consumer::new(
@@ -124,6 +141,7 @@ impl Channel {
             no_ack,
             exclusive,
             prefetch,
+            priority,
         ));
         {
             let mut st = self.state.lock();
@@ -173,12 +191,14 @@ impl Channel {
         }
     }
 
-    /// Called by a queue, under its lock: delivers `msg` to `consumer` if there is credit.
+    /// Called by a queue, under its lock: delivers `msg` (sent as `wire`) to `consumer` if
+    /// there is credit.
     pub(crate) fn try_deliver(
         &self,
         consumer: &Arc<Consumer>,
         queue: &Arc<Queue>,
         msg: &QueuedMessage,
+        wire: &Arc<Message>,
     ) -> bool {
         let mut st = self.state.lock();
         if st.closed || !consumer.is_active() || self.outbox.is_congested() {
@@ -201,6 +221,7 @@ impl Channel {
                 queue: queue.clone(),
                 message: msg.clone(),
                 consumer: Some(consumer.clone()),
+                seen_at: 0,
             });
         }
         self.outbox.push(Outbound::Deliver {
@@ -208,7 +229,7 @@ impl Channel {
             consumer_tag: consumer.tag.clone(),
             delivery_tag: tag,
             redelivered: msg.redelivered,
-            message: msg.message.clone(),
+            message: wire.clone(),
         });
         true
     }
@@ -216,13 +237,12 @@ impl Channel {
     /// `basic.get`: takes one message from `queue` and sends `get-ok`. Returns false when the
     /// queue was empty (the caller sends `get-empty`). Prefetch does not apply to `basic.get`.
     pub fn get(self: &Arc<Self>, queue: &Arc<Queue>, no_ack: bool) -> bool {
-        let Some((msg, message_count)) = queue.get(no_ack) else {
+        let Some((msg, message, message_count)) = queue.get(no_ack) else {
             return false;
         };
         let mut st = self.state.lock();
         let tag = st.next_tag;
         st.next_tag += 1;
-        let message: Arc<Message> = msg.message.clone();
         let redelivered = msg.redelivered;
         if !no_ack {
             st.unacked.push_back(Unacked {
@@ -230,6 +250,7 @@ impl Channel {
                 queue: queue.clone(),
                 message: msg,
                 consumer: None,
+                seen_at: 0,
             });
         }
         self.outbox.push(Outbound::GetOk {
@@ -271,14 +292,19 @@ impl Channel {
     /// `basic.ack`.
     pub fn ack(self: &Arc<Self>, tag: u64, multiple: bool) -> Result<()> {
         let taken = self.take_unacked(tag, multiple)?;
-        self.settle(taken, false);
+        self.settle(taken, Settlement::Ack);
         Ok(())
     }
 
-    /// `basic.nack` / `basic.reject`: requeue or drop.
+    /// `basic.nack` / `basic.reject`: requeue, or dead-letter (or drop).
     pub fn nack(self: &Arc<Self>, tag: u64, multiple: bool, requeue: bool) -> Result<()> {
         let taken = self.take_unacked(tag, multiple)?;
-        self.settle(taken, requeue);
+        let how = if requeue {
+            Settlement::Requeue
+        } else {
+            Settlement::Reject
+        };
+        self.settle(taken, how);
         Ok(())
     }
 
@@ -291,8 +317,8 @@ impl Channel {
     }
 
     /// `tx.commit`: settles deliveries taken by [`Channel::take`].
-    pub fn settle_taken(self: &Arc<Self>, taken: Taken, requeue: bool) {
-        self.settle(taken.entries, requeue);
+    pub fn settle_taken(self: &Arc<Self>, taken: Taken, how: Settlement) {
+        self.settle(taken.entries, how);
     }
 
     /// `tx.rollback` (or a channel closing mid-transaction): deliveries taken by
@@ -314,11 +340,11 @@ impl Channel {
             Ok(t) => t,
             Err(_) => return,
         };
-        self.settle(taken, true);
+        self.settle(taken, Settlement::Requeue);
     }
 
     /// Settles messages in their queues (outside the channel lock) and lets freed credit flow.
-    fn settle(self: &Arc<Self>, entries: Vec<Unacked>, requeue: bool) {
+    fn settle(self: &Arc<Self>, entries: Vec<Unacked>, how: Settlement) {
         if entries.is_empty() {
             return;
         }
@@ -330,10 +356,10 @@ impl Channel {
             }
         }
         for (queue, msgs) in &mut by_queue {
-            if requeue {
-                queue.requeue(std::mem::take(msgs));
-            } else {
-                queue.settle(msgs);
+            match how {
+                Settlement::Ack => queue.settle(msgs),
+                Settlement::Requeue => queue.requeue(std::mem::take(msgs)),
+                Settlement::Reject => queue.reject(std::mem::take(msgs)),
             }
         }
         self.resume();
@@ -372,6 +398,25 @@ impl Channel {
                 c.unacked.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.settle(unacked, true);
+        self.settle(unacked, Settlement::Requeue);
+    }
+
+    /// The consumer timeout: stamps deliveries first seen outstanding now, and returns the
+    /// timeout (ms) of one outstanding for longer than its queue allows (`x-consumer-timeout`,
+    /// or `default_ms`), if any. The caller closes the channel with 406.
+    pub fn check_timeouts(&self, now: u64, default_ms: u64) -> Option<u64> {
+        let mut st = self.state.lock();
+        let mut timed_out = None;
+        for u in st.unacked.iter_mut() {
+            if u.seen_at == 0 {
+                u.seen_at = now;
+                continue;
+            }
+            let timeout = u.queue.config.consumer_timeout.unwrap_or(default_ms);
+            if timed_out.is_none() && now.saturating_sub(u.seen_at) > timeout {
+                timed_out = Some(timeout);
+            }
+        }
+        timed_out
     }
 }

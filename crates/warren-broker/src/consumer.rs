@@ -6,6 +6,7 @@ use std::sync::Arc;
 use warren_codec::ShortString;
 
 use crate::channel::Channel;
+use crate::message::Message;
 use crate::queue::{Queue, QueuedMessage};
 
 pub struct Consumer {
@@ -18,6 +19,8 @@ pub struct Consumer {
     /// Per-consumer prefetch (`basic.qos` with `global=false` before `basic.consume`); 0 means
     /// no limit.
     pub prefetch: u16,
+    /// `x-priority`: consumers of a higher priority get messages first.
+    pub priority: i64,
     /// Delivered to this consumer and not yet settled. Changed only under the channel's lock.
     pub(crate) unacked: AtomicU32,
     /// Deliveries start only once the server has sent `basic.consume-ok`, so that the client
@@ -42,6 +45,7 @@ impl Consumer {
         no_ack: bool,
         exclusive: bool,
         prefetch: u16,
+        priority: i64,
     ) -> Self {
         Consumer {
             tag,
@@ -50,6 +54,7 @@ impl Consumer {
             no_ack,
             exclusive,
             prefetch,
+            priority,
             unacked: AtomicU32::new(0),
             active: AtomicBool::new(false),
         }
@@ -74,8 +79,14 @@ impl Consumer {
         self.no_ack || self.prefetch == 0 || self.unacked() < u32::from(self.prefetch)
     }
 
-    /// Sends `msg` if this consumer and its channel have credit. Called under the queue lock.
-    pub(crate) fn try_deliver(self: &Arc<Self>, queue: &Arc<Queue>, msg: &QueuedMessage) -> bool {
-        self.channel.try_deliver(self, queue, msg)
+    /// Sends `msg` (as `wire`, which may carry extra headers) if this consumer and its
+    /// channel have credit. Called under the queue lock.
+    pub(crate) fn try_deliver(
+        self: &Arc<Self>,
+        queue: &Arc<Queue>,
+        msg: &QueuedMessage,
+        wire: &Arc<Message>,
+    ) -> bool {
+        self.channel.try_deliver(self, queue, msg, wire)
     }
 }

@@ -1,24 +1,36 @@
-//! A queue: ready messages in order, its consumers, and dispatch.
+//! A queue: ready messages in order, its consumers, and dispatch; and the RabbitMQ extensions
+//! that act on them: TTL and queue expiry, dead-lettering, length limits, priorities,
+//! consumer priorities, single active consumer and the delivery limit.
 //!
 //! Each queue owns its state behind one mutex held only for short, non-async sections. Dispatch
 //! runs in whichever task made progress possible (a publish, an ack, a new consumer, a drained
-//! socket), so there is no queue task to wake and no hand-off per message.
+//! socket), so there is no queue task to wake and no hand-off per message. Time-driven work
+//! (expiring messages nobody consumes, deleting unused queues) runs in [`Queue::tick`].
 //!
 //! Lock order: a queue's lock may be held while taking a channel's lock (to assign a delivery
-//! tag), never the other way round.
+//! tag), never the other way round. Dead-lettering publishes to other queues (possibly this
+//! one), so dead messages are gathered under the lock and republished after it is released.
+//!
+//! The hot path stays as it was for a queue that uses none of the extensions: the clock is
+//! read only when a message has a deadline, properties are never decoded here (the publisher's
+//! `priority` and `expiration` were read when the message was built), and the derived copy
+//! with `x-delivery-count` is made only for redeliveries from quorum queues.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use warren_codec::{FieldTable, ShortString};
+use warren_codec::{FieldTable, FieldValue, ShortString};
 
 use crate::args;
-use crate::backlog::{Backlog, PagedMessage, Pager};
+use crate::backlog::{Levels, PagedMessage, Pager, NEVER};
+use crate::clock;
 use crate::consumer::Consumer;
+use crate::dead_letter::{self, Dead, Reason};
 use crate::error::{BrokerError, Result};
 use crate::message::Message;
-use crate::persistence::SharedPersistence;
+use crate::persistence::{decode_message, SharedPersistence};
+use crate::queue_args::{Overflow, QueueArgs, QueueType};
 use crate::vhost::VHost;
 
 /// Identifies a client connection, for exclusive queues and consumers.
@@ -28,6 +40,9 @@ pub use crate::backlog::{LogRef, QueuedMessage};
 
 /// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
 pub const MEMORY_BUDGET: usize = 32 << 20;
+
+/// The smallest share of [`MEMORY_BUDGET`] one priority level gets.
+const MIN_LEVEL_BUDGET: usize = 1 << 20;
 
 /// The declared shape of a queue, compared on redeclare.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +60,8 @@ pub struct Queue {
     pub durable: bool,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// The arguments, parsed.
+    pub config: QueueArgs,
     /// The connection that declared it, for exclusive queues.
     pub exclusive_owner: Option<ConnectionId>,
     vhost: Weak<VHost>,
@@ -53,14 +70,26 @@ pub struct Queue {
     persistence: SharedPersistence,
     inner: Mutex<QueueInner>,
     deleted: AtomicBool,
+    /// When the queue was last used (ms), for `x-expires`.
+    last_used: AtomicU64,
+    /// Some ready message may expire: [`Queue::tick`] has work here.
+    has_deadlines: AtomicBool,
+}
+
+/// Consumers of one priority, served round-robin.
+struct Group {
+    priority: i64,
+    members: Vec<Arc<Consumer>>,
+    next: usize,
 }
 
 struct QueueInner {
-    ready: Backlog,
+    ready: Levels,
     next_seq: u64,
+    /// In the order they subscribed (the first is the single active consumer, if that applies).
     consumers: Vec<Arc<Consumer>>,
-    /// Round-robin cursor into `consumers`.
-    next_consumer: usize,
+    /// The same consumers by priority, highest first.
+    groups: Vec<Group>,
     /// Delivered and not yet settled (acked, rejected or requeued).
     unacked: u64,
     /// Auto-delete applies only to a queue that has had a consumer.
@@ -72,6 +101,14 @@ struct QueueInner {
 pub struct QueueCounts {
     pub messages: u32,
     pub consumers: u32,
+}
+
+/// What a queue did with a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Yes,
+    /// Refused by `x-overflow` = `reject-publish(-dlx)`: a confirming publisher gets a nack.
+    No,
 }
 
 impl std::fmt::Debug for Queue {
@@ -87,6 +124,17 @@ impl Queue {
         vhost: &Arc<VHost>,
         store_id: Option<u64>,
     ) -> Self {
+        let config = QueueArgs::parse(&spec.arguments);
+        let levels = config.max_priority.map_or(1, |p| usize::from(p) + 1);
+        let page_queue = vhost.persistence.as_ref().map(|p| p.next_queue_id());
+        let ready = Levels::new(levels, |count| {
+            let p = vhost.persistence.as_ref()?;
+            Some(Pager {
+                persistence: p.clone(),
+                page_queue: page_queue?,
+                budget: (MEMORY_BUDGET / count).max(MIN_LEVEL_BUDGET),
+            })
+        });
         Queue {
             name: spec.name.clone(),
             vhost_name: vhost.name.clone(),
@@ -98,18 +146,21 @@ impl Queue {
             persistence: vhost.persistence.clone(),
             store_id,
             inner: Mutex::new(QueueInner {
-                ready: Backlog::new(vhost.persistence.as_ref().map(|p| Pager {
-                    persistence: p.clone(),
-                    page_queue: p.next_queue_id(),
-                    budget: MEMORY_BUDGET,
-                })),
+                ready,
                 next_seq: 0,
                 consumers: Vec::new(),
-                next_consumer: 0,
+                groups: Vec::new(),
                 unacked: 0,
                 had_consumer: false,
             }),
             deleted: AtomicBool::new(false),
+            last_used: AtomicU64::new(if config.expires.is_some() {
+                clock::now_ms()
+            } else {
+                0
+            }),
+            has_deadlines: AtomicBool::new(false),
+            config,
         }
     }
 
@@ -172,58 +223,256 @@ impl Queue {
         self.inner.lock().unacked
     }
 
-    /// Appends a message and delivers what the consumers can take.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
-        let log = match self.store_id {
+    /// The queue was used (declared, consumed from, read with `basic.get`): `x-expires`
+    /// counts from now.
+    pub fn touch(&self) {
+        if self.config.expires.is_some() {
+            self.last_used.store(clock::now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// When a message enqueued now expires here: the queue's TTL or its own, whichever is
+    /// sooner.
+    fn deadline(&self, message: &Message, now: u64) -> u64 {
+        match (self.config.message_ttl, message.expiration) {
+            (None, None) => NEVER,
+            (Some(a), Some(b)) => now.saturating_add(a.min(b)),
+            (Some(t), None) | (None, Some(t)) => now.saturating_add(t),
+        }
+    }
+
+    /// Whether the ready messages plus `extra` would be past `x-max-length` or
+    /// `x-max-length-bytes`.
+    fn over_limit(&self, inner: &QueueInner, extra: usize, extra_bytes: u64) -> bool {
+        self.config
+            .max_length
+            .is_some_and(|max| (inner.ready.len() + extra) as u64 > max)
+            || self
+                .config
+                .max_length_bytes
+                .is_some_and(|max| inner.ready.body_bytes() + extra_bytes > max)
+    }
+
+    fn log_ref(&self, message: &Message) -> Option<LogRef> {
+        match self.store_id {
             Some(queue) if message.persistent => Some(LogRef {
                 queue,
                 id: message.id,
             }),
             _ => None,
+        }
+    }
+
+    /// Appends a message and delivers what the consumers can take. A queue with
+    /// `x-overflow = reject-publish(-dlx)` refuses a message that would take it past its
+    /// limit.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Accepted {
+        let log = self.log_ref(&message);
+        let mut dead = Vec::new();
+        let accepted = {
+            let mut inner = self.inner.lock();
+            self.publish_locked(&mut inner, message, log, &mut dead)
         };
-        let mut inner = self.inner.lock();
+        self.dead_letter(dead);
+        accepted
+    }
+
+    fn publish_locked(
+        self: &Arc<Self>,
+        inner: &mut QueueInner,
+        message: Arc<Message>,
+        log: Option<LogRef>,
+        dead: &mut Vec<(Dead, Option<LogRef>)>,
+    ) -> Accepted {
+        if self.config.overflow != Overflow::DropHead
+            && self.over_limit(inner, 1, message.body.len() as u64)
+        {
+            if self.config.overflow == Overflow::RejectPublishDlx {
+                dead.push((
+                    Dead {
+                        message,
+                        reason: Reason::Maxlen,
+                    },
+                    log,
+                ));
+            } else if let (Some(p), Some(log)) = (&self.persistence, log) {
+                p.settle_refs(&[log]);
+            }
+            return Accepted::No;
+        }
+        let expires_at = if self.config.message_ttl.is_some() || message.expiration.is_some() {
+            self.deadline(&message, clock::now_ms())
+        } else {
+            NEVER
+        };
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        inner.ready.push(QueuedMessage {
+        let m = QueuedMessage {
             seq,
             message,
             redelivered: false,
             log,
-        });
-        self.dispatch_locked(&mut inner);
+            expires_at,
+            delivery_count: 0,
+        };
+        // As RabbitMQ: a message with nothing ahead of it goes straight to a consumer that
+        // can take it, and is never counted against the limits or expired.
+        if inner.ready.is_empty() && !inner.groups.is_empty() {
+            let QueueInner {
+                consumers, groups, ..
+            } = &mut *inner;
+            if let Some(no_ack) = self.offer(consumers, groups, &m) {
+                self.delivered(inner, &m, no_ack);
+                return Accepted::Yes;
+            }
+        }
+        inner.ready.push(m);
+        while self.over_limit(inner, 0, 0) {
+            let Some(head) = inner.ready.pop_front() else {
+                break;
+            };
+            dead.push(self.dead(head, Reason::Maxlen));
+        }
+        if expires_at != NEVER {
+            self.has_deadlines.store(true, Ordering::Relaxed);
+            // A TTL of 0 expires at once what could not be delivered at once.
+            self.expire_head(inner, clock::now_ms(), dead);
+        }
+        self.dispatch_locked(inner, dead);
+        Accepted::Yes
     }
 
-    /// Delivers ready messages to consumers with credit, round-robin, until either runs out.
+    fn dead(&self, m: QueuedMessage, reason: Reason) -> (Dead, Option<LogRef>) {
+        (
+            Dead {
+                message: m.message,
+                reason,
+            },
+            m.log,
+        )
+    }
+
+    /// Drops (dead-letters) expired messages at the head, as RabbitMQ does: a message behind
+    /// one that lives longer waits for it (it is never delivered once expired, though).
+    fn expire_head(
+        &self,
+        inner: &mut QueueInner,
+        now: u64,
+        dead: &mut Vec<(Dead, Option<LogRef>)>,
+    ) {
+        while inner.ready.front().is_some_and(|m| m.expires_at <= now) {
+            if let Some(m) = inner.ready.pop_front() {
+                dead.push(self.dead(m, Reason::Expired));
+            }
+        }
+    }
+
+    /// Books a delivery: counts it unacked, or settles it in the log for a no-ack consumer.
+    fn delivered(&self, inner: &mut QueueInner, m: &QueuedMessage, no_ack: bool) {
+        if !no_ack {
+            inner.unacked += 1;
+        } else if let (Some(p), Some(log)) = (&self.persistence, m.log) {
+            p.settle_refs(&[log]);
+        }
+    }
+
+    /// The message as a consumer sees it: quorum queues add `x-delivery-count` to a
+    /// redelivery (the properties are re-encoded only then).
+    fn redelivery_view(&self, m: &QueuedMessage) -> Option<Arc<Message>> {
+        if self.config.queue_type != QueueType::Quorum || m.delivery_count == 0 {
+            return None;
+        }
+        let mut props = m.message.properties();
+        let mut headers = props.headers.take().unwrap_or_default();
+        dead_letter::set_table_value(
+            &mut headers,
+            ShortString::from_static("x-delivery-count"),
+            FieldValue::I64(i64::from(m.delivery_count)),
+        );
+        props.headers = Some(headers);
+        let mut view = m.message.with_properties(
+            m.message.exchange.clone(),
+            m.message.routing_key.clone(),
+            &props,
+        );
+        view.id = m.message.id;
+        Some(Arc::new(view))
+    }
+
+    /// Offers `m` to the consumers: the single active one if that applies, otherwise the
+    /// highest-priority consumers with credit first, round-robin within a priority. Returns
+    /// whether the taker is no-ack.
+    fn offer(
+        self: &Arc<Self>,
+        consumers: &[Arc<Consumer>],
+        groups: &mut [Group],
+        m: &QueuedMessage,
+    ) -> Option<bool> {
+        let view = self.redelivery_view(m);
+        let wire = view.as_ref().unwrap_or(&m.message);
+        if self.config.single_active_consumer {
+            let c = consumers.first()?;
+            return c.try_deliver(self, m, wire).then_some(c.no_ack);
+        }
+        for g in groups.iter_mut() {
+            let n = g.members.len();
+            for i in 0..n {
+                let idx = (g.next + i) % n;
+                let c = &g.members[idx];
+                if c.try_deliver(self, m, wire) {
+                    g.next = (idx + 1) % n;
+                    return Some(c.no_ack);
+                }
+            }
+        }
+        None
+    }
+
+    /// Delivers ready messages to consumers with credit until either runs out.
     pub fn dispatch(self: &Arc<Self>) {
-        let mut inner = self.inner.lock();
-        self.dispatch_locked(&mut inner);
+        let mut dead = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            self.dispatch_locked(&mut inner, &mut dead);
+        }
+        self.dead_letter(dead);
     }
 
-    fn dispatch_locked(self: &Arc<Self>, inner: &mut QueueInner) {
+    fn dispatch_locked(
+        self: &Arc<Self>,
+        inner: &mut QueueInner,
+        dead: &mut Vec<(Dead, Option<LogRef>)>,
+    ) {
+        if inner.groups.is_empty() {
+            return;
+        }
         // Messages sent to no-ack consumers are settled as they go; the log hears of them in
         // one call at the end.
         let mut auto_acked: Vec<LogRef> = Vec::new();
-        while !inner.consumers.is_empty() {
-            let n = inner.consumers.len();
-            let start = inner.next_consumer;
+        let now = if inner.ready.has_deadlines() {
+            clock::now_ms()
+        } else {
+            0
+        };
+        loop {
             let QueueInner {
-                ready, consumers, ..
+                ready,
+                consumers,
+                groups,
+                ..
             } = &mut *inner;
             let Some(front) = ready.front() else {
                 break;
             };
-            let mut taken = None;
-            for i in 0..n {
-                let idx = (start + i) % n;
-                if consumers[idx].try_deliver(self, front) {
-                    taken = Some((idx, consumers[idx].no_ack));
-                    break;
+            if front.expires_at <= now {
+                if let Some(m) = ready.pop_front() {
+                    dead.push(self.dead(m, Reason::Expired));
                 }
+                continue;
             }
-            let Some((idx, no_ack)) = taken else {
+            let Some(no_ack) = self.offer(consumers, groups, front) else {
                 break;
             };
-            inner.next_consumer = (idx + 1) % n;
             if let Some(m) = inner.ready.pop_front() {
                 if !no_ack {
                     inner.unacked += 1;
@@ -235,6 +484,29 @@ impl Queue {
         if let (Some(p), false) = (&self.persistence, auto_acked.is_empty()) {
             p.settle_refs(&auto_acked);
         }
+    }
+
+    /// Regroups the consumers by priority (after one came or went).
+    fn regroup(inner: &mut QueueInner) {
+        let mut groups: Vec<Group> = Vec::new();
+        for c in &inner.consumers {
+            match groups.iter_mut().find(|g| g.priority == c.priority) {
+                Some(g) => g.members.push(c.clone()),
+                None => groups.push(Group {
+                    priority: c.priority,
+                    members: vec![c.clone()],
+                    next: 0,
+                }),
+            }
+        }
+        groups.sort_by_key(|g| std::cmp::Reverse(g.priority));
+        // Keep each surviving group's round-robin position.
+        for g in &mut groups {
+            if let Some(old) = inner.groups.iter().find(|o| o.priority == g.priority) {
+                g.next = old.next % g.members.len();
+            }
+        }
+        inner.groups = groups;
     }
 
     /// Registers a consumer; deliveries start when it is activated.
@@ -255,99 +527,246 @@ impl Queue {
             )));
         }
         inner.consumers.push(consumer);
+        Self::regroup(&mut inner);
         inner.had_consumer = true;
+        self.touch();
         Ok(())
     }
 
+    /// Whether `consumer` is the one a single-active-consumer queue delivers to (always true
+    /// for other queues).
+    pub fn is_active_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        !self.config.single_active_consumer
+            || self
+                .inner
+                .lock()
+                .consumers
+                .first()
+                .is_some_and(|c| Arc::ptr_eq(c, consumer))
+    }
+
     /// Removes a consumer; deletes the queue if it is auto-delete and that was the last one.
+    /// Otherwise the others (a lower priority, the next single active consumer) may now get
+    /// what it could not take.
     pub fn remove_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) {
-        let auto_delete_now = {
+        let (auto_delete_now, redispatch) = {
             let mut inner = self.inner.lock();
             let before = inner.consumers.len();
             inner.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
-            if inner.next_consumer >= inner.consumers.len() {
-                inner.next_consumer = 0;
+            let removed = before != inner.consumers.len();
+            if removed {
+                Self::regroup(&mut inner);
+                if inner.consumers.is_empty() {
+                    self.touch();
+                }
             }
-            before != inner.consumers.len()
-                && self.auto_delete
-                && inner.had_consumer
-                && inner.consumers.is_empty()
+            (
+                removed && self.auto_delete && inner.had_consumer && inner.consumers.is_empty(),
+                removed && !inner.consumers.is_empty() && !inner.ready.is_empty(),
+            )
         };
         if auto_delete_now {
             if let Some(vhost) = self.vhost.upgrade() {
                 vhost.remove_queue(self);
             }
+        } else if redispatch {
+            self.dispatch();
         }
     }
 
-    /// Takes the next message for `basic.get`; `message_count` is what remains ready.
-    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
-        let mut inner = self.inner.lock();
-        let msg = inner.ready.pop_front()?;
-        if !no_ack {
-            inner.unacked += 1;
-        } else if let (Some(p), Some(log)) = (&self.persistence, msg.log) {
-            p.settle_refs(&[log]);
-        }
-        let remaining = inner.ready.len() as u32;
-        Some((msg, remaining))
+    /// Takes the next message for `basic.get`: the message, what the client is sent (see
+    /// [`Queue::redelivery_view`]), and how many remain ready.
+    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, Arc<Message>, u32)> {
+        self.touch();
+        let mut dead = Vec::new();
+        let got = {
+            let mut inner = self.inner.lock();
+            if inner.ready.has_deadlines() {
+                self.expire_head(&mut inner, clock::now_ms(), &mut dead);
+            }
+            match inner.ready.pop_front() {
+                None => None,
+                Some(msg) => {
+                    self.delivered(&mut inner, &msg, no_ack);
+                    let remaining = inner.ready.len() as u32;
+                    let wire = self
+                        .redelivery_view(&msg)
+                        .unwrap_or_else(|| msg.message.clone());
+                    Some((msg, wire, remaining))
+                }
+            }
+        };
+        self.dead_letter(dead);
+        got
     }
 
     /// Returns delivered messages to the queue, each at its original position, marked
-    /// redelivered, and dispatches them again.
+    /// redelivered, and dispatches them again. A message past the queue's delivery limit is
+    /// dead-lettered instead.
     pub fn requeue(self: &Arc<Self>, mut messages: Vec<QueuedMessage>) {
         if messages.is_empty() {
             return;
         }
-        let mut inner = self.inner.lock();
-        inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
-        if self.is_deleted() {
-            return;
+        let mut dead = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
+            if self.is_deleted() {
+                return;
+            }
+            messages.sort_by_key(|m| m.seq);
+            for mut m in messages {
+                m.redelivered = true;
+                m.delivery_count = m.delivery_count.saturating_add(1);
+                if self
+                    .config
+                    .delivery_limit
+                    .is_some_and(|limit| u64::from(m.delivery_count) > limit)
+                {
+                    dead.push(self.dead(m, Reason::DeliveryLimit));
+                    continue;
+                }
+                if m.expires_at != NEVER {
+                    self.has_deadlines.store(true, Ordering::Relaxed);
+                }
+                inner.ready.requeue(m);
+            }
+            self.dispatch_locked(&mut inner, &mut dead);
         }
-        messages.sort_by_key(|m| m.seq);
-        for mut m in messages {
-            m.redelivered = true;
-            inner.ready.requeue(m);
+        self.dead_letter(dead);
+    }
+
+    /// Records that delivered messages were acked.
+    pub fn settle(&self, messages: &[QueuedMessage]) {
+        {
+            let mut inner = self.inner.lock();
+            inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
         }
-        self.dispatch_locked(&mut inner);
+        self.forget(messages.iter().filter_map(|m| m.log));
+    }
+
+    /// Delivered messages were rejected (`requeue=false`): dead-lettered, or dropped.
+    pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
+        {
+            let mut inner = self.inner.lock();
+            inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
+        }
+        let dead = messages
+            .into_iter()
+            .map(|m| self.dead(m, Reason::Rejected))
+            .collect();
+        self.dead_letter(dead);
     }
 
     /// Tells the log this queue is done with these messages.
-    fn forget<'a>(&self, messages: impl Iterator<Item = &'a QueuedMessage>) {
+    fn forget(&self, refs: impl Iterator<Item = LogRef>) {
         if let Some(p) = &self.persistence {
-            let refs: Vec<LogRef> = messages.filter_map(|m| m.log).collect();
+            let refs: Vec<LogRef> = refs.collect();
             if !refs.is_empty() {
                 p.settle_refs(&refs);
             }
         }
     }
 
-    /// Records that delivered messages were acked or dropped.
-    pub fn settle(&self, messages: &[QueuedMessage]) {
-        {
-            let mut inner = self.inner.lock();
-            inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
+    /// Republishes dead messages to the dead-letter exchange (if the queue has one), then
+    /// settles them in the log. Called with no queue lock held.
+    fn dead_letter(&self, dead: Vec<(Dead, Option<LogRef>)>) {
+        if dead.is_empty() {
+            return;
         }
-        self.forget(messages.iter());
+        let mut logs = Vec::new();
+        let dead: Vec<Dead> = dead
+            .into_iter()
+            .map(|(d, log)| {
+                logs.extend(log);
+                d
+            })
+            .collect();
+        if let (Some(dlx), Some(vhost)) = (&self.config.dead_letter_exchange, self.vhost.upgrade())
+        {
+            dead_letter::republish(&vhost, self, dlx, dead);
+        }
+        self.forget(logs.into_iter());
+    }
+
+    /// Time-driven work: drops (dead-letters) expired messages at the head, even with nobody
+    /// consuming. Returns true when the queue has been unused for its `x-expires` and should
+    /// be deleted.
+    pub(crate) fn tick(self: &Arc<Self>, now: u64) -> bool {
+        let mut expired = false;
+        if self.has_deadlines.load(Ordering::Relaxed) || self.config.expires.is_some() {
+            let mut dead = Vec::new();
+            {
+                let mut inner = self.inner.lock();
+                if self.has_deadlines.load(Ordering::Relaxed) {
+                    self.expire_head(&mut inner, now, &mut dead);
+                    self.has_deadlines
+                        .store(inner.ready.has_deadlines(), Ordering::Relaxed);
+                }
+                if let Some(expires) = self.config.expires {
+                    expired = inner.consumers.is_empty()
+                        && now
+                            >= self
+                                .last_used
+                                .load(Ordering::Relaxed)
+                                .saturating_add(expires);
+                }
+            }
+            self.dead_letter(dead);
+        }
+        expired
+    }
+
+    /// Whether [`Queue::tick`] has anything to do here.
+    pub(crate) fn wants_tick(&self) -> bool {
+        self.config.expires.is_some() || self.has_deadlines.load(Ordering::Relaxed)
     }
 
     /// Puts back a message recovered from the log (at start-up, before any client), leaving
-    /// its body on disk until it is near the head of the queue.
-    pub fn restore(&self, msg_id: u64, location: warren_store::Location) {
+    /// its body on disk until it is near the head of the queue. A priority queue reads it
+    /// once to learn its priority.
+    ///
+    /// Durability: the time a message was enqueued is not in the log, so the queue's TTL
+    /// counts from the restart (a message lives longer than it should, never shorter); its
+    /// own `expiration` is applied when it is read back.
+    pub fn restore(&self, msg_id: u64, location: warren_store::Location, delivery_count: u32) {
         let Some(queue) = self.store_id else {
             return;
+        };
+        let level = match (&self.persistence, self.config.max_priority) {
+            (Some(p), Some(_)) => p
+                .store
+                .read(&location)
+                .ok()
+                .and_then(|payload| decode_message(msg_id, payload))
+                .map_or(0, |m| usize::from(m.priority)),
+            _ => 0,
+        };
+        let expires_at = match self.config.message_ttl {
+            Some(ttl) => clock::now_ms().saturating_add(ttl),
+            None => NEVER,
         };
         let mut inner = self.inner.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
+        if expires_at != NEVER {
+            self.has_deadlines.store(true, Ordering::Relaxed);
+        }
         // Recovery cannot tell whether it was delivered before the restart; "maybe" is what
         // the redelivered flag means, so say so.
-        inner.ready.restore(PagedMessage {
-            seq,
-            log: LogRef { queue, id: msg_id },
-            location,
-            redelivered: true,
-        });
+        inner.ready.restore(
+            level,
+            PagedMessage {
+                seq,
+                log: LogRef { queue, id: msg_id },
+                location,
+                redelivered: true,
+                expires_at,
+                delivery_count,
+                body_len: location.len,
+                restored: true,
+            },
+        );
     }
 
     /// Drops every ready message; returns how many there were.
@@ -377,6 +796,7 @@ impl Queue {
         if let (Some(p), false) = (&self.persistence, page_copies.is_empty()) {
             p.settle_refs(&page_copies);
         }
+        inner.groups.clear();
         (std::mem::take(&mut inner.consumers), n)
     }
 }

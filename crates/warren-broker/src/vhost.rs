@@ -475,6 +475,7 @@ impl VHost {
         if passive {
             let q = self.queue(spec.name.as_str())?;
             q.check_access(conn)?;
+            q.touch();
             let counts = q.counts();
             return Ok((q, counts));
         }
@@ -498,6 +499,7 @@ impl VHost {
             }
             let q = q.clone();
             drop(map);
+            q.touch();
             let counts = q.counts();
             return Ok((q, counts));
         }
@@ -643,6 +645,24 @@ impl VHost {
         let (consumers, count) = q.mark_deleted();
         cancel_consumers(consumers);
         count
+    }
+
+    /// Time-driven work for this vhost's queues: expiring messages, deleting queues unused
+    /// for their `x-expires`. `now` is in ms since the Unix epoch.
+    pub fn tick(&self, now: u64) {
+        let due: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.wants_tick())
+            .cloned()
+            .collect();
+        for q in due {
+            if q.tick(now) {
+                tracing::debug!(queue = %q.name, vhost = %self.name, "queue expired (x-expires)");
+                self.remove_queue(&q);
+            }
+        }
     }
 
     /// Deletes the exclusive queues a closing connection owned.

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use rand::RngCore;
+use warren_broker::channel::Settlement;
+use warren_broker::message::parse_expiration;
 use warren_broker::{queue_args, AccessKind, Message, QueueSpec};
 use warren_codec::{basic, constants, BasicProperties, FieldTable, Method, ShortString};
 
@@ -22,6 +24,14 @@ pub(crate) fn random_suffix() -> String {
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn rejection(requeue: bool) -> Settlement {
+    if requeue {
+        Settlement::Requeue
+    } else {
+        Settlement::Reject
+    }
 }
 
 fn generated(prefix: &str) -> ShortString {
@@ -65,10 +75,9 @@ impl ChannelMachine {
                 }
                 Ok(())
             }
-            // An ack settles like a nack without requeue (there is no dead-lettering).
-            Method::BasicAck(m) => self.settle(m.delivery_tag, m.multiple, false),
-            Method::BasicNack(m) => self.settle(m.delivery_tag, m.multiple, m.requeue),
-            Method::BasicReject(m) => self.settle(m.delivery_tag, false, m.requeue),
+            Method::BasicAck(m) => self.settle(m.delivery_tag, m.multiple, Settlement::Ack),
+            Method::BasicNack(m) => self.settle(m.delivery_tag, m.multiple, rejection(m.requeue)),
+            Method::BasicReject(m) => self.settle(m.delivery_tag, false, rejection(m.requeue)),
             Method::BasicRecover(m) => self.recover(ctx, m.requeue, true),
             Method::BasicRecoverAsync(m) => self.recover(ctx, m.requeue, false),
             other => Err(AmqpError::command_invalid(format!(
@@ -93,13 +102,17 @@ impl ChannelMachine {
     }
 
     /// An ack, nack or reject: applied now, or at commit inside a transaction.
-    fn settle(&mut self, tag: u64, multiple: bool, requeue: bool) -> AmqpResult {
+    fn settle(&mut self, tag: u64, multiple: bool, how: Settlement) -> AmqpResult {
         if let Mode::Tx(tx) = &mut self.mode {
             let taken = self.broker_channel.take(tag, multiple)?;
-            tx.acks.push(TxAck { taken, requeue });
+            tx.acks.push(TxAck { taken, how });
             return Ok(());
         }
-        self.broker_channel.nack(tag, multiple, requeue)?;
+        match how {
+            Settlement::Ack => self.broker_channel.ack(tag, multiple)?,
+            Settlement::Requeue => self.broker_channel.nack(tag, multiple, true)?,
+            Settlement::Reject => self.broker_channel.nack(tag, multiple, false)?,
+        }
         Ok(())
     }
 
@@ -111,7 +124,7 @@ impl ChannelMachine {
         ctx.access.check(AccessKind::Read, "queue", name.as_str())?;
         let q = ctx.vhost.queue(name.as_str())?;
         q.check_access(ctx.id)?;
-        let _priority =
+        let priority =
             queue_args::consumer_priority(&m.arguments, name.as_str(), &ctx.access.vhost)?;
         let tag = if m.consumer_tag.is_empty() {
             generated("amq.ctag-")
@@ -123,9 +136,9 @@ impl ChannelMachine {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let consumer = self
-            .broker_channel
-            .add_consumer(&q, tag.clone(), m.no_ack, m.exclusive)?;
+        let consumer =
+            self.broker_channel
+                .add_consumer(&q, tag.clone(), m.no_ack, m.exclusive, priority)?;
         if !m.no_wait {
             ctx.outbox
                 .method(self.id, basic::ConsumeOk { consumer_tag: tag });
@@ -162,7 +175,7 @@ impl ChannelMachine {
         };
         let consumer = self
             .broker_channel
-            .add_consumer(&q, tag.clone(), true, false)?;
+            .add_consumer(&q, tag.clone(), true, false, 0)?;
         if !m.no_wait {
             ctx.outbox
                 .method(self.id, basic::ConsumeOk { consumer_tag: tag });
@@ -206,6 +219,9 @@ impl ChannelMachine {
                 )));
             }
         }
+        if let Some(expiration) = &props.expiration {
+            parse_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
+        }
         if props
             .reply_to
             .as_ref()
@@ -242,12 +258,17 @@ impl ChannelMachine {
             return Ok(());
         }
         let lsn = log_message(ctx, &message, &route)?;
-        Self::enqueue(&route, &message);
+        let accepted = Self::enqueue(&route, &message);
         if route.is_empty() && p.mandatory {
             self.return_unroutable(ctx, message);
         }
         if let Some(seq) = seq {
-            self.confirm(seq, lsn);
+            if accepted {
+                self.confirm(seq, lsn);
+            } else {
+                // A queue refused it (x-overflow = reject-publish): the publisher gets a nack.
+                self.reject(ctx, seq);
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use warren_broker::{Channel, Exchange, Message};
+use warren_broker::{Accepted, Channel, Exchange, Message};
 use warren_codec::{
     basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC,
 };
@@ -79,6 +79,8 @@ pub(crate) struct Confirms {
 pub(crate) enum Held {
     /// A publisher confirm (coalesced into multiple-acks on release).
     Ack(u64),
+    /// A publish a queue refused: `basic.nack` for it, after the acks before it.
+    Nack(u64),
     /// Another reply, e.g. `tx.commit-ok` for persistent messages.
     Reply(Method),
 }
@@ -284,10 +286,13 @@ impl ChannelMachine {
     }
 
     /// Delivers a routed message into its queues now (or at commit, in a transaction).
-    pub(crate) fn enqueue(route: &[Arc<warren_broker::Queue>], message: &Arc<Message>) {
+    /// Returns false if a queue refused it (a length limit with `reject-publish`).
+    pub(crate) fn enqueue(route: &[Arc<warren_broker::Queue>], message: &Arc<Message>) -> bool {
+        let mut accepted = true;
         for q in route {
-            q.publish(message.clone());
+            accepted &= q.publish(message.clone()) == Accepted::Yes;
         }
+        accepted
     }
 
     /// Queues the confirm for publish `seq`. It goes out at the end of the read batch, or,
@@ -303,6 +308,21 @@ impl ChannelMachine {
             return;
         }
         self.hold(lsn.unwrap_or(0), Held::Ack(seq));
+    }
+
+    /// Queues the negative confirm for publish `seq` (a queue refused it). It goes out after
+    /// every ack for earlier publishes: an ack with `multiple` must never cover it.
+    pub(crate) fn reject(&mut self, ctx: &ConnCtx, seq: u64) {
+        if self.held.is_empty() {
+            if let Mode::Confirm(c) = &mut self.mode {
+                if let Some(acked) = c.ack_pending.take() {
+                    self.send_ack(ctx, acked);
+                }
+            }
+            self.send_nack(ctx, seq);
+            return;
+        }
+        self.hold(0, Held::Nack(seq));
     }
 
     /// Holds a reply until `lsn` is durable (and everything held before it has gone out).
@@ -326,6 +346,17 @@ impl ChannelMachine {
         );
     }
 
+    fn send_nack(&self, ctx: &ConnCtx, seq: u64) {
+        ctx.outbox.method(
+            self.id,
+            basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            },
+        );
+    }
+
     /// Sends the confirms gathered during a batch of frames as one multiple-ack, then every
     /// held reply whose log position is now durable.
     pub fn flush_confirms(&mut self, ctx: &ConnCtx, durable: Lsn) {
@@ -341,6 +372,12 @@ impl ChannelMachine {
             };
             match item {
                 Held::Ack(seq) => ack = Some(seq),
+                Held::Nack(seq) => {
+                    if let Some(acked) = ack.take() {
+                        self.send_ack(ctx, acked);
+                    }
+                    self.send_nack(ctx, seq);
+                }
                 Held::Reply(m) => {
                     if let Some(seq) = ack.take() {
                         self.send_ack(ctx, seq);

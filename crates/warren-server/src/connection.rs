@@ -297,6 +297,8 @@ pub async fn serve<S>(
         blocked_notify,
         blocked: false,
         close_ok_sent: false,
+        consumer_timeout: config.consumer_timeout.map(|d| d.as_millis() as u64),
+        consumer_timeout_check: config.consumer_timeout_check,
     };
     let _ = conn.run(&mut reader, signals).await;
     conn.teardown();
@@ -522,6 +524,9 @@ struct Connection {
     blocked: bool,
     /// This side answered the client's `connection.close` with `close-ok`.
     close_ok_sent: bool,
+    /// The default consumer timeout in ms (None: only queues' `x-consumer-timeout`).
+    consumer_timeout: Option<u64>,
+    consumer_timeout_check: Duration,
 }
 
 impl Connection {
@@ -541,6 +546,8 @@ impl Connection {
             .unwrap_or(Duration::from_secs(3600));
         let mut ticker = tokio::time::interval(check_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut timeouts = tokio::time::interval(self.consumer_timeout_check);
+        timeouts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Handle every whole frame already buffered, then the end-of-batch work.
             loop {
@@ -603,6 +610,7 @@ impl Connection {
                     }
                 }
                 _ = self.ctx.outbox.resume.notified() => self.resume_channels(),
+                _ = timeouts.tick() => self.check_consumer_timeouts(),
                 _ = shutdown.changed() => {}
                 _ = sleep_until_opt(deadline) => return Exit::Done,
             }
@@ -855,6 +863,44 @@ impl Connection {
                 self.ctx.published.set(false);
                 false
             }
+        }
+    }
+
+    /// Closes, with RabbitMQ's 406, every channel holding a delivery unacknowledged for
+    /// longer than the consumer timeout.
+    fn check_consumer_timeouts(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        let now = warren_broker::clock::now_ms();
+        // No default timeout: only queues with their own can time out.
+        let default = self.consumer_timeout.unwrap_or(u64::MAX);
+        let timed_out: Vec<(u16, u64)> = self
+            .channels
+            .iter()
+            .flatten()
+            .filter(|ch| !ch.closing)
+            .filter_map(|ch| {
+                ch.broker_channel
+                    .check_timeouts(now, default)
+                    .map(|t| (ch.id, t))
+            })
+            .collect();
+        for (id, timeout) in timed_out {
+            warn!(
+                conn = self.ctx.id,
+                channel = id,
+                timeout_ms = timeout,
+                "consumer timed out waiting for a delivery acknowledgement; closing its channel"
+            );
+            self.close_channel(
+                id,
+                AmqpError::precondition_failed(format!(
+                    "delivery acknowledgement on channel {id} timed out. Timeout value used: \
+                     {timeout} ms. This timeout value can be configured, see consumers doc \
+                     guide to learn more"
+                )),
+            );
         }
     }
 

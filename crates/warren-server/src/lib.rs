@@ -41,6 +41,16 @@ pub struct ServerConfig {
     pub cluster_name: String,
     /// Memory and disk alarms that block publishers.
     pub alarms: alarm::AlarmConfig,
+    /// How often the broker's time-driven work runs ([`Broker::tick`]: message TTL, queue
+    /// expiry, delayed messages). Also bounds how late that work can be.
+    pub tick_interval: Duration,
+    /// How long a delivery may stay unacknowledged before its channel is closed with 406
+    /// (RabbitMQ's `consumer_timeout`, 30 minutes by default; None disables it). A queue's
+    /// `x-consumer-timeout` overrides it for that queue's deliveries.
+    pub consumer_timeout: Option<Duration>,
+    /// How often each connection checks its channels against the consumer timeout (a
+    /// timeout fires up to this much late; RabbitMQ checks about once a minute).
+    pub consumer_timeout_check: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +63,11 @@ impl Default for ServerConfig {
             max_message_size: 16 * 1024 * 1024,
             cluster_name: "warren".into(),
             alarms: alarm::AlarmConfig::default(),
+            tick_interval: Duration::from_millis(50),
+            consumer_timeout: Some(Duration::from_millis(
+                warren_broker::queue_args::DEFAULT_CONSUMER_TIMEOUT_MS,
+            )),
+            consumer_timeout_check: Duration::from_secs(5),
         }
     }
 }
@@ -100,6 +115,7 @@ impl Server {
         let (conn_shutdown_tx, conn_shutdown_rx) = watch::channel(false);
         let (alarm_tx, alarm_rx) = watch::channel(alarm::AlarmState::default());
         let monitor = tokio::spawn(alarm::monitor(self.config.alarms.clone(), alarm_tx));
+        let ticker = tokio::spawn(tick(self.broker.clone(), self.config.tick_interval));
         for listener in self.listeners {
             let broker = self.broker.clone();
             let config = self.config.clone();
@@ -118,6 +134,18 @@ impl Server {
         let _ = conn_shutdown_tx.send(true);
         while accept_tasks.join_next().await.is_some() {}
         monitor.abort();
+        ticker.abort();
+    }
+}
+
+/// Drives the broker's time-driven work: one timer for the whole broker, whatever the number
+/// of messages or queues waiting on time.
+async fn tick(broker: Arc<Broker>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        broker.tick(warren_broker::clock::now_ms());
     }
 }
 

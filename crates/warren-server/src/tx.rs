@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use warren_broker::channel::Taken;
+use warren_broker::channel::{Settlement, Taken};
 use warren_broker::{Channel, Message};
 use warren_codec::{confirm, tx, Method};
 
@@ -23,7 +23,7 @@ pub(crate) struct TxPublish {
 #[derive(Debug)]
 pub(crate) struct TxAck {
     pub taken: Taken,
-    pub requeue: bool,
+    pub how: Settlement,
 }
 
 #[derive(Default)]
@@ -86,13 +86,14 @@ impl ChannelMachine {
                     if let Some(l) = crate::basic::log_message(ctx, &p.message, &p.route)? {
                         lsn = lsn.max(l);
                     }
-                    Self::enqueue(&p.route, &p.message);
+                    // Refusals by a length limit have no one to tell inside a transaction.
+                    let _ = Self::enqueue(&p.route, &p.message);
                     if p.route.is_empty() && p.mandatory {
                         self.return_unroutable(ctx, p.message);
                     }
                 }
                 for a in acks {
-                    self.broker_channel.settle_taken(a.taken, a.requeue);
+                    self.broker_channel.settle_taken(a.taken, a.how);
                 }
                 // Durability: commit-ok for persistent messages waits until they are on disk.
                 if lsn > Self::durable_lsn(ctx) {
