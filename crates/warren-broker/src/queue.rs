@@ -41,9 +41,6 @@ pub use crate::backlog::{LogRef, QueuedMessage};
 /// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
 pub const MEMORY_BUDGET: usize = 32 << 20;
 
-/// The smallest share of [`MEMORY_BUDGET`] one priority level gets.
-const MIN_LEVEL_BUDGET: usize = 1 << 20;
-
 /// The declared shape of a queue, compared on redeclare.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueSpec {
@@ -132,7 +129,8 @@ impl Queue {
             Some(Pager {
                 persistence: p.clone(),
                 page_queue: page_queue?,
-                budget: (MEMORY_BUDGET / count).max(MIN_LEVEL_BUDGET),
+                // The levels share the queue's budget (at 256 levels, 128 KiB each).
+                budget: MEMORY_BUDGET / count,
             })
         });
         Queue {

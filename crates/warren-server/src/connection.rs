@@ -121,6 +121,7 @@ fn server_properties(config: &ServerConfig) -> FieldTable {
         ("consumer_cancel_notify", FieldValue::Bool(true)),
         ("authentication_failure_close", FieldValue::Bool(true)),
         ("per_consumer_qos", FieldValue::Bool(true)),
+        ("consumer_priorities", FieldValue::Bool(true)),
         ("direct_reply_to", FieldValue::Bool(true)),
         ("connection.blocked", FieldValue::Bool(true)),
     ]);
