@@ -390,15 +390,21 @@ impl Channel {
             let unacked: Vec<Unacked> = st.unacked.drain(..).collect();
             (consumers, unacked)
         };
-        for c in &consumers {
-            c.queue.remove_consumer(c);
-        }
+        let waiting: Vec<Arc<Queue>> = consumers
+            .iter()
+            .filter(|c| c.queue.detach_consumer(c))
+            .map(|c| c.queue.clone())
+            .collect();
         for u in &unacked {
             if let Some(c) = &u.consumer {
                 c.unacked.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.settle(unacked, Settlement::Requeue);
+        // The other consumers of those queues may take what this channel's could not.
+        for q in waiting {
+            q.dispatch();
+        }
     }
 
     /// The consumer timeout: stamps deliveries first seen outstanding now, and returns the

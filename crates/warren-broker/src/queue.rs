@@ -547,6 +547,15 @@ impl Queue {
     /// Otherwise the others (a lower priority, the next single active consumer) may now get
     /// what it could not take.
     pub fn remove_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) {
+        if self.detach_consumer(consumer) {
+            self.dispatch();
+        }
+    }
+
+    /// Removes a consumer without dispatching to the others; returns whether there may be
+    /// something for them. A closing channel requeues its unacked messages first, so that the
+    /// next consumer gets them in their places (as RabbitMQ does).
+    pub(crate) fn detach_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) -> bool {
         let (auto_delete_now, redispatch) = {
             let mut inner = self.inner.lock();
             let before = inner.consumers.len();
@@ -567,9 +576,9 @@ impl Queue {
             if let Some(vhost) = self.vhost.upgrade() {
                 vhost.remove_queue(self);
             }
-        } else if redispatch {
-            self.dispatch();
+            return false;
         }
+        redispatch
     }
 
     /// Takes the next message for `basic.get`: the message, what the client is sent (see
@@ -606,6 +615,7 @@ impl Queue {
             return;
         }
         let mut dead = Vec::new();
+        self.record_deliveries(&messages);
         {
             let mut inner = self.inner.lock();
             inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
@@ -632,6 +642,23 @@ impl Queue {
             self.dispatch_locked(&mut inner, &mut dead);
         }
         self.dead_letter(dead);
+    }
+
+    /// Durability: a durable queue with a delivery limit logs each return of a persistent
+    /// message, so that its delivery count survives a restart.
+    fn record_deliveries(&self, messages: &[QueuedMessage]) {
+        let (Some(p), Some(queue), Some(_)) =
+            (&self.persistence, self.store_id, self.config.delivery_limit)
+        else {
+            return;
+        };
+        let ids: Vec<u64> = messages
+            .iter()
+            .filter_map(|m| m.log.filter(|l| l.queue == queue).map(|l| l.id))
+            .collect();
+        if let Err(e) = p.store.mark_delivered(queue, &ids) {
+            tracing::warn!(error = %e, "cannot log delivery counts");
+        }
     }
 
     /// Records that delivered messages were acked.
