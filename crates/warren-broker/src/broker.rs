@@ -133,8 +133,13 @@ impl Broker {
                 p.delete_binding(b);
             }
         }
+        let mut recovered_queues = recovery.queues;
+        for (vhost, id) in &topology.delayed {
+            let messages = recovered_queues.remove(id).unwrap_or_default();
+            broker.add_vhost(vhost).restore_delayed(*id, &messages);
+        }
         let mut restored = 0u64;
-        for (id, messages) in recovery.queues {
+        for (id, messages) in recovered_queues {
             let Some(queue) = by_id.get(&id) else {
                 // The queue's record is gone (deleted before a crash): so are its messages.
                 let _ = p.store.drop_queue(id);

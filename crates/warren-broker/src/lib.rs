@@ -22,6 +22,7 @@ pub mod clock;
 pub mod consumer;
 pub mod dead_letter;
 pub mod definitions;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod message;

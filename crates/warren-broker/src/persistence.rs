@@ -61,6 +61,8 @@ pub struct Topology {
     pub exchanges: Vec<(String, ExchangeSpec)>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
+    /// (vhost, log id) of each vhost's delayed messages.
+    pub delayed: Vec<(String, u64)>,
 }
 
 fn text(v: &str) -> FieldValue {
@@ -155,7 +157,7 @@ impl Persistence {
         let max_queue = meta
             .iter()
             .into_iter()
-            .filter(|(k, _)| k.starts_with("queue/"))
+            .filter(|(k, _)| k.starts_with("queue/") || k.starts_with("delayed/"))
             .filter_map(|(_, v)| decode_table(&v))
             .filter_map(|t| t.get("id").and_then(FieldValue::as_i64))
             .max()
@@ -229,6 +231,12 @@ impl Persistence {
         if let Err(e) = self.store.drop_queue(id) {
             warn!(error = %e, queue = name, "cannot drop the queue's messages from the log");
         }
+    }
+
+    /// Records the log id a vhost keeps its delayed messages under.
+    pub fn save_delayed(&self, vhost: &str, id: u64) {
+        let t = FieldTable::from([("vhost", text(vhost)), ("id", FieldValue::I64(id as i64))]);
+        self.put(&key("delayed", &[vhost]), &t);
     }
 
     fn binding_key(b: &BindingRecord) -> String {
@@ -360,6 +368,11 @@ impl Persistence {
                         routing_key,
                         arguments: get_table(&rec, "arguments"),
                     })
+                }
+                "delayed" => {
+                    if let Some(id) = rec.get("id").and_then(FieldValue::as_i64) {
+                        t.delayed.push((vhost, id as u64));
+                    }
                 }
                 _ => warn!(key = k, "unknown topology record; skipping it"),
             }

@@ -13,6 +13,7 @@ use warren_codec::{FieldTable, ShortString};
 
 use crate::args;
 use crate::consumer::Consumer;
+use crate::delayed::{self, DelayStore};
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::{headers, Binding, Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::message::Message;
@@ -28,6 +29,8 @@ pub struct VHost {
     pub persistence: SharedPersistence,
     exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
+    /// Messages waiting on an `x-delayed-message` exchange.
+    pub delayed: DelayStore,
 }
 
 impl std::fmt::Debug for VHost {
@@ -74,6 +77,7 @@ impl VHost {
             persistence,
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
+            delayed: DelayStore::default(),
         });
         {
             let mut ex = vhost.exchanges.write();
@@ -185,6 +189,9 @@ impl VHost {
                 "exchange name '{}' contains reserved prefix 'amq.*'",
                 spec.name
             )));
+        }
+        if spec.kind == ExchangeKind::DelayedMessage {
+            delayed::validate(&spec.arguments)?;
         }
         let x = Arc::new(Exchange::new(spec));
         map.insert(spec.name.clone(), x.clone());
@@ -344,7 +351,7 @@ impl VHost {
                 "operation not permitted on the default exchange".into(),
             ));
         }
-        if x.kind == ExchangeKind::Headers {
+        if x.route_kind == ExchangeKind::Headers {
             headers::validate_x_match(args).map_err(BrokerError::PreconditionFailed)?;
         }
         Ok(())
@@ -650,6 +657,7 @@ impl VHost {
     /// Time-driven work for this vhost's queues: expiring messages, deleting queues unused
     /// for their `x-expires`. `now` is in ms since the Unix epoch.
     pub fn tick(&self, now: u64) {
+        self.release_delayed(now);
         let due: Vec<Arc<Queue>> = self
             .queues
             .read()
@@ -661,6 +669,70 @@ impl VHost {
             if q.tick(now) {
                 tracing::debug!(queue = %q.name, vhost = %self.name, "queue expired (x-expires)");
                 self.remove_queue(&q);
+            }
+        }
+    }
+
+    /// Holds a message published to the delayed exchange `exchange` for `delay` ms (see
+    /// [`crate::delayed`]). Returns the log position to wait for before confirming, if it was
+    /// logged.
+    pub fn delay_message(
+        &self,
+        exchange: &Exchange,
+        message: Arc<Message>,
+        delay: u64,
+    ) -> std::result::Result<Option<warren_store::Lsn>, warren_store::StoreError> {
+        self.delayed.delay(
+            self.persistence.as_ref(),
+            &self.name,
+            exchange,
+            message,
+            delay,
+            crate::clock::now_ms(),
+        )
+    }
+
+    /// Routes the delayed messages due at `now` through their exchanges, as they are now.
+    fn release_delayed(&self, now: u64) {
+        if self.delayed.next_due().is_none_or(|due| due > now) {
+            return;
+        }
+        for d in self.delayed.take_due(now, self.persistence.as_ref()) {
+            let mut m = d.message;
+            if m.persistent {
+                // A new log entry (for durable queues) needs an id of its own.
+                m.id = self.next_message_id();
+            }
+            let m = Arc::new(m);
+            if let Ok(x) = self.exchange(m.exchange.as_str()) {
+                let route = self.route(&x, &m);
+                match self.log_message(&m, &route) {
+                    Ok(_) => {
+                        for q in &route {
+                            q.publish(m.clone());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot log a delayed message; dropping it")
+                    }
+                }
+            }
+            if let (Some(p), Some((queue, id))) = (&self.persistence, d.log) {
+                p.settle(queue, &[id]);
+            }
+        }
+    }
+
+    /// Puts back the delayed messages recovered from the log under `id`.
+    pub fn restore_delayed(&self, id: u64, messages: &[warren_store::RecoveredMessage]) {
+        self.delayed.set_log_id(id);
+        let Some(p) = &self.persistence else {
+            return;
+        };
+        for m in messages {
+            if !self.delayed.restore(p, m.msg_id, m.location) {
+                tracing::warn!(id = m.msg_id, "unreadable delayed message; dropping it");
+                p.settle(id, &[m.msg_id]);
             }
         }
     }

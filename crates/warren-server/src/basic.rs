@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rand::RngCore;
 use warren_broker::channel::Settlement;
 use warren_broker::message::parse_expiration;
-use warren_broker::{queue_args, AccessKind, Message, QueueSpec};
+use warren_broker::{delayed, queue_args, AccessKind, ExchangeKind, Message, QueueSpec};
 use warren_codec::{basic, constants, BasicProperties, FieldTable, Method, ShortString};
 
 use crate::channel::{ChannelMachine, Mode};
@@ -235,12 +235,15 @@ impl ChannelMachine {
             props.reply_to = Some(q.clone());
             raw_properties = props.to_raw();
         }
+        // Only a delayed-message exchange looks at x-delay.
+        let delay = (exchange.kind == ExchangeKind::DelayedMessage)
+            .then(|| delayed::delay_of(props.headers.as_ref()))
+            .flatten();
         let mut message = Message::new(p.exchange, p.routing_key, raw_properties, body, &props);
         if message.persistent {
             message.id = ctx.vhost.next_message_id();
         }
         let message = Arc::new(message);
-        let route = ctx.vhost.route(&exchange, &message);
         ctx.published.set(true);
         let seq = match &mut self.mode {
             Mode::Confirm(c) => {
@@ -249,11 +252,33 @@ impl ChannelMachine {
             }
             _ => None,
         };
+        if let Some(delay) = delay {
+            if let Mode::Tx(tx) = &mut self.mode {
+                tx.publishes.push(crate::tx::TxPublish {
+                    route: Default::default(),
+                    message,
+                    mandatory: p.mandatory,
+                    delay: Some((exchange, delay)),
+                });
+                return Ok(());
+            }
+            let lsn = delay_message(ctx, &exchange, message.clone(), delay)?;
+            // As the plugin: routed to no queue for now, so a mandatory one comes back.
+            if p.mandatory {
+                self.return_unroutable(ctx, message);
+            }
+            if let Some(seq) = seq {
+                self.confirm(seq, lsn);
+            }
+            return Ok(());
+        }
+        let route = ctx.vhost.route(&exchange, &message);
         if let Mode::Tx(tx) = &mut self.mode {
             tx.publishes.push(crate::tx::TxPublish {
                 route,
                 message,
                 mandatory: p.mandatory,
+                delay: None,
             });
             return Ok(());
         }
@@ -289,6 +314,23 @@ impl ChannelMachine {
             message,
         });
     }
+}
+
+/// Holds a message on a delayed-message exchange (logged first if it must survive a restart).
+pub(crate) fn delay_message(
+    ctx: &ConnCtx,
+    exchange: &warren_broker::Exchange,
+    message: Arc<Message>,
+    delay: u64,
+) -> AmqpResult<Option<warren_store::Lsn>> {
+    ctx.vhost
+        .delay_message(exchange, message, delay)
+        .map_err(|e| {
+            AmqpError::new(
+                constants::INTERNAL_ERROR,
+                format!("cannot write the message log: {e}"),
+            )
+        })
 }
 
 /// Logs a persistent message for its durable queues. A log that cannot be written is an

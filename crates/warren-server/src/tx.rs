@@ -16,6 +16,8 @@ pub(crate) struct TxPublish {
     pub route: warren_broker::vhost::Route,
     pub message: Arc<Message>,
     pub mandatory: bool,
+    /// For a delayed-message exchange: the exchange and the delay (ms).
+    pub delay: Option<(Arc<warren_broker::Exchange>, u64)>,
 }
 
 /// An ack, nack or reject in a transaction: its deliveries, taken from the channel's unacked
@@ -83,6 +85,15 @@ impl ChannelMachine {
                 let acks = std::mem::take(&mut state.acks);
                 let mut lsn = 0;
                 for p in publishes {
+                    if let Some((exchange, delay)) = &p.delay {
+                        let logged =
+                            crate::basic::delay_message(ctx, exchange, p.message.clone(), *delay)?;
+                        lsn = lsn.max(logged.unwrap_or(0));
+                        if p.mandatory {
+                            self.return_unroutable(ctx, p.message);
+                        }
+                        continue;
+                    }
                     if let Some(l) = crate::basic::log_message(ctx, &p.message, &p.route)? {
                         lsn = lsn.max(l);
                     }

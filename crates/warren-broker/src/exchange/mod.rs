@@ -21,6 +21,9 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// The delayed-message plugin's type: messages with an `x-delay` header wait that long,
+    /// then are routed as the `x-delayed-type` argument's type routes (see [`crate::delayed`]).
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -30,6 +33,7 @@ impl ExchangeKind {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
             "headers" => ExchangeKind::Headers,
+            "x-delayed-message" => ExchangeKind::DelayedMessage,
             _ => return None,
         })
     }
@@ -40,6 +44,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 }
@@ -98,7 +103,11 @@ pub struct ExchangeSpec {
 
 pub struct Exchange {
     pub name: ShortString,
+    /// The declared type.
     pub kind: ExchangeKind,
+    /// How bindings match: the declared type, or a delayed-message exchange's
+    /// `x-delayed-type`.
+    pub route_kind: ExchangeKind,
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
@@ -125,9 +134,20 @@ impl Exchange {
             .get("alternate-exchange")
             .and_then(|v| v.as_str())
             .map(str::to_owned);
+        let route_kind = match spec.kind {
+            ExchangeKind::DelayedMessage => spec
+                .arguments
+                .get("x-delayed-type")
+                .and_then(|v| v.as_str())
+                .and_then(ExchangeKind::parse)
+                .filter(|k| *k != ExchangeKind::DelayedMessage)
+                .unwrap_or(ExchangeKind::Direct),
+            kind => kind,
+        };
         Exchange {
             name: spec.name.clone(),
             kind: spec.kind,
+            route_kind,
             durable: spec.durable,
             auto_delete: spec.auto_delete,
             internal: spec.internal,
@@ -175,7 +195,7 @@ impl Exchange {
         if b.all.iter().any(|x| x.same_as(&binding)) {
             return;
         }
-        match self.kind {
+        match self.route_kind {
             ExchangeKind::Direct => b
                 .direct
                 .entry(binding.routing_key.clone())
@@ -185,7 +205,7 @@ impl Exchange {
                 b.topic
                     .insert(binding.routing_key.as_str(), binding.destination.clone());
             }
-            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+            ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::DelayedMessage => {}
         }
         b.all.push(binding);
     }
@@ -197,7 +217,7 @@ impl Exchange {
             return false;
         };
         let removed = b.all.remove(pos);
-        Self::unindex(self.kind, &mut b, &removed);
+        Self::unindex(self.route_kind, &mut b, &removed);
         true
     }
 
@@ -224,7 +244,7 @@ impl Exchange {
                         .remove(removed.routing_key.as_str(), &removed.destination);
                 }
             }
-            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+            ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::DelayedMessage => {}
         }
     }
 
@@ -236,7 +256,7 @@ impl Exchange {
             .partition(|x| x.destination == *dest);
         b.all = kept;
         for removed in &gone {
-            Self::unindex(self.kind, &mut b, removed);
+            Self::unindex(self.route_kind, &mut b, removed);
         }
         gone
     }
@@ -251,7 +271,7 @@ impl Exchange {
     ) -> bool {
         let b = self.bindings.read();
         let mut matched = false;
-        match self.kind {
+        match self.route_kind {
             ExchangeKind::Direct => {
                 if let Some(dests) = b.direct.get(routing_key) {
                     for d in dests {
@@ -284,6 +304,8 @@ impl Exchange {
                     }
                 }
             }
+            // Never a route kind (see `Exchange::new`).
+            ExchangeKind::DelayedMessage => {}
         }
         matched
     }
