@@ -191,9 +191,16 @@ def scenarios(d):
         drain = perf(b, ["-x", "0", "-y", "1", "-D", str(n), "-u", "backlog", "--predeclared",
                          "-q", "1000"], 600)
         t2 = time.time()
-        return {"send_rate": n / (t1 - t0), "recv_rate": n / (t2 - t1),
-                "backlog_rss_mib": (rss1 - rss0) / 1024, "broker_rss_mib": rss1 / 1024,
-                "error": pub.get("error") or drain.get("error")}
+        result = {"send_rate": n / (t1 - t0), "recv_rate": n / (t2 - t1),
+                  "backlog_rss_mib": (rss1 - rss0) / 1024, "broker_rss_mib": rss1 / 1024,
+                  "error": pub.get("error") or drain.get("error")}
+        last_backlog[b.name] = result
+        return result
+
+    last_backlog = {}
+
+    def backlog_rss(b):
+        return last_backlog.get(b.name, {"error": ["scenario 8 did not run"]})
 
     def idle(b):
         n = 5000
@@ -216,7 +223,9 @@ def scenarios(d):
         ("5b", "64 KB bodies", *simple(["-x", "1", "-y", "1", "-s", "65536", "-a"])),
         ("6", "latency at 10,000 msgs/s, 1 KB (p99 µs)", *simple(["-x", "1", "-y", "1", "-s", "1024", "-a", "-r", "10000"], "p99")),
         ("7", "fan-in: 100 connections → 1 queue", *simple(["-x", "100", "-y", "1", "-s", "16", "-a"])),
-        ("8", "backlog 1,000,000 × 1 KB, then drain", backlog, "recv_rate"),
+        ("8", "backlog 1,000,000 × 1 KB: publish msgs/s", backlog, "send_rate"),
+        ("8d", "backlog 1,000,000 × 1 KB: drain msgs/s", backlog_rss, "recv_rate"),
+        ("8m", "backlog 1,000,000 × 1 KB: RSS growth MiB", backlog_rss, "backlog_rss_mib"),
         ("9", "5,000 idle connections (KiB each)", idle, "kib_per_connection"),
     ]
 
@@ -242,6 +251,16 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     args = ap.parse_args()
 
+    # Scenario 9 opens thousands of connections: raise the descriptor limit for everything
+    # started from here (brokers inherit it).
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard) if hard != resource.RLIM_INFINITY else hard))
+    except (ValueError, OSError) as e:
+        print(f"could not raise the file descriptor limit: {e}", file=sys.stderr)
+
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "warren", "-p", "warren-perf"],
                        cwd=ROOT, check=True)
@@ -250,10 +269,17 @@ def main():
         b.start()
     wanted = set(filter(None, args.only.split(",")))
     rows = []
+    # Memory scenarios measure growth, so they start from freshly started brokers.
+    fresh = {"8", "9"}
     try:
         for sid, title, fn, key in scenarios(args.duration):
             if wanted and sid not in wanted:
                 continue
+            if sid in fresh:
+                for b in brokers:
+                    b.stop()
+                    b.start()
+                time.sleep(2)
             results = {}
             for b in brokers:
                 print(f"scenario {sid} on {b.name}...", file=sys.stderr)
@@ -262,6 +288,7 @@ def main():
                 except Exception as e:  # a failed scenario is reported, not fatal
                     results[b.name] = {"error": [str(e)]}
             rows.append((sid, title, key, results))
+            print(json.dumps({"scenario": sid, "results": results}), file=sys.stderr)
         versions = {b.name: b.version() for b in brokers}
     finally:
         for b in brokers:
@@ -282,8 +309,9 @@ def main():
     for sid, title, key, res in rows:
         w, r = res.get("Warren"), res.get("RabbitMQ")
         wv, rv = metric(w, key), metric(r, key)
-        if wv is not None and rv:
-            ratio = (rv / wv) if key in ("p99", "kib_per_connection") else (wv / rv)
+        lower_is_better = key in ("p99", "kib_per_connection", "backlog_rss_mib")
+        if wv and rv:
+            ratio = (rv / wv) if lower_is_better else (wv / rv)
             ratio_s = f"{ratio:.1f}x"
         else:
             ratio_s = "—"
