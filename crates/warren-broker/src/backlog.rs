@@ -197,6 +197,16 @@ impl Backlog {
     }
 
     /// Puts back a message recovered from the log, leaving its body there.
+    /// Whether the in-memory part is more than half full or anything is paged: the sign that
+    /// publishers are outrunning this queue's consumers.
+    pub fn under_pressure(&self) -> bool {
+        !self.paged.is_empty()
+            || self
+                .pager
+                .as_ref()
+                .is_some_and(|p| self.ready_bytes > p.budget / 2)
+    }
+
     pub fn restore(&mut self, paged: PagedMessage) {
         self.counts.add(paged.expires_at, u64::from(paged.body_len));
         self.paged.push_back(paged);
@@ -329,6 +339,11 @@ impl Levels {
     /// Body bytes of all ready messages.
     pub fn body_bytes(&self) -> u64 {
         self.levels.iter().map(|l| l.counts.body_bytes).sum()
+    }
+
+    /// Whether any level is under pressure (see [`Backlog::under_pressure`]).
+    pub fn under_pressure(&self) -> bool {
+        self.levels.iter().any(Backlog::under_pressure)
     }
 
     /// Whether any ready message has a deadline.

@@ -216,6 +216,14 @@ impl Queue {
         }
     }
 
+    /// Flow control: true while this queue has consumers but its backlog is outgrowing memory,
+    /// i.e. publishers are faster than the consumers. Publishing connections then pause
+    /// briefly (as RabbitMQ's credit flow does) instead of making the queue page to disk.
+    pub fn is_backlogged(&self) -> bool {
+        let inner = self.inner.lock();
+        !inner.consumers.is_empty() && inner.ready.under_pressure()
+    }
+
     /// Messages delivered and not yet settled.
     pub fn unacked_count(&self) -> u64 {
         self.inner.lock().unacked

@@ -283,7 +283,7 @@ impl ChannelMachine {
             return Ok(());
         }
         let lsn = log_message(ctx, &message, &route)?;
-        let accepted = Self::enqueue(&route, &message);
+        let accepted = Self::enqueue(ctx, &route, &message);
         if route.is_empty() && p.mandatory {
             self.return_unroutable(ctx, message);
         }

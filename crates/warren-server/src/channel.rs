@@ -287,11 +287,16 @@ impl ChannelMachine {
 
     /// Delivers a routed message into its queues now (or at commit, in a transaction).
     /// Returns false if a queue refused it (a length limit with `reject-publish`).
-    pub(crate) fn enqueue(route: &[Arc<warren_broker::Queue>], message: &Arc<Message>) -> bool {
+    pub(crate) fn enqueue(
+        ctx: &ConnCtx,
+        route: &[Arc<warren_broker::Queue>],
+        message: &Arc<Message>,
+    ) -> bool {
         let mut accepted = true;
         for q in route {
             accepted &= q.publish(message.clone()) == Accepted::Yes;
         }
+        ctx.note_published_to(route);
         accepted
     }
 

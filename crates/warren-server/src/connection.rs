@@ -2,7 +2,7 @@
 //! closing in both directions. One task per connection reads and handles frames; a second task
 //! ([`crate::outbox::run_writer`]) writes.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,20 @@ pub struct ConnCtx {
     /// Set when a message was published since the last batch of frames ended (a raised alarm
     /// blocks only connections that publish).
     pub published: Cell<bool>,
+    /// Queues published to since the last batch ended, for flow control.
+    published_to: RefCell<Vec<Arc<warren_broker::Queue>>>,
+}
+
+impl ConnCtx {
+    /// Remembers the queues a publish went to (each once).
+    pub fn note_published_to(&self, route: &[Arc<warren_broker::Queue>]) {
+        let mut seen = self.published_to.borrow_mut();
+        for q in route {
+            if !seen.iter().any(|s| Arc::ptr_eq(s, q)) {
+                seen.push(q.clone());
+            }
+        }
+    }
 }
 
 /// Why the read loop ended.
@@ -288,6 +302,7 @@ pub async fn serve<S>(
         outbox: outbox.clone(),
         max_message_size: config.max_message_size,
         published: Cell::new(false),
+        published_to: RefCell::new(Vec::new()),
     };
     let mut conn = Connection {
         ctx,
@@ -571,6 +586,7 @@ impl Connection {
             // carry thousands of publishes. Without this yield a busy publisher keeps its
             // worker thread long enough to starve consumers' acks on the same thread.
             tokio::task::yield_now().await;
+            self.throttle().await;
             if *shutdown.borrow() && self.closing.is_none() {
                 self.fail(AmqpError::new(
                     constants::CONNECTION_FORCED,
@@ -800,6 +816,28 @@ impl Connection {
         self.closing = Some(Instant::now() + Duration::from_secs(3));
         // Release consumers and unacked messages now: the client will not use them again.
         self.teardown();
+    }
+
+    /// Flow control, as RabbitMQ's credit flow: while a queue this connection just published
+    /// to has consumers that are falling behind, wait a little before reading more, so they
+    /// catch up instead of the queue paging to disk. Bounded, so that a stuck consumer cannot
+    /// stall a publisher for long; and skipped for connections that also consume, which could
+    /// otherwise hold back their own acks.
+    async fn throttle(&mut self) {
+        let queues = std::mem::take(&mut *self.ctx.published_to.borrow_mut());
+        if queues.is_empty()
+            || self
+                .channels
+                .iter()
+                .flatten()
+                .any(|c| c.broker_channel.consumer_count() > 0)
+        {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < deadline && queues.iter().any(|q| q.is_backlogged()) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Resolves once the log position some channel's held replies wait for is durable (never,

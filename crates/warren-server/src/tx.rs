@@ -98,7 +98,7 @@ impl ChannelMachine {
                         lsn = lsn.max(l);
                     }
                     // Refusals by a length limit have no one to tell inside a transaction.
-                    let _ = Self::enqueue(&p.route, &p.message);
+                    let _ = Self::enqueue(ctx, &p.route, &p.message);
                     if p.route.is_empty() && p.mandatory {
                         self.return_unroutable(ctx, p.message);
                     }
