@@ -37,6 +37,7 @@
 //! binding integer 1000 times larger and never the same timestamp. We compare timestamps in
 //! seconds, as RabbitMQ 3.x did, so a timestamp binding matches the same timestamp header.
 
+use crate::args::type_name;
 use warren_codec::{FieldTable, FieldValue, ShortString};
 
 /// The binding argument that selects the mode.
@@ -190,29 +191,6 @@ pub fn validate_x_match(args: &FieldTable) -> Result<(), String> {
             type_name(other),
             Erl(other)
         )),
-    }
-}
-
-/// RabbitMQ's name for a field type, as it appears in its error messages.
-fn type_name(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(_) => "decimal",
-        FieldValue::LongString(_) => "longstr",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Void => "void",
-        FieldValue::ByteArray(_) => "binary",
     }
 }
 
