@@ -322,3 +322,56 @@ async fn limits_apply_to_a_priority_queue_from_its_highest_priority() {
         [b"low".to_vec(), b"low2".to_vec()]
     );
 }
+
+#[tokio::test]
+async fn length_limit_of_a_durable_queue_holds_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start_durable(dir.path()).await;
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    {
+        let (conn, ch) = broker.channel().await;
+        within(ch.queue_declare(
+            "capped-durable",
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args(&[("x-max-length", int(2))]),
+        ))
+        .await
+        .expect("declare");
+        within(ch.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .expect("confirms");
+        for body in [&b"1"[..], b"2", b"3"] {
+            let confirm = within(ch.basic_publish(
+                "",
+                "capped-durable",
+                BasicPublishOptions::default(),
+                body,
+                persistent.clone(),
+            ))
+            .await
+            .expect("publish");
+            within(confirm).await.expect("confirmed");
+        }
+        let _ = conn.close(200, "bye").await;
+    }
+    let broker = broker.restart().await;
+    let (_conn, ch) = broker.channel().await;
+    // The dropped head stays dropped; the limit still applies to new publishes.
+    let confirm = within(ch.basic_publish(
+        "",
+        "capped-durable",
+        BasicPublishOptions::default(),
+        b"4",
+        persistent,
+    ))
+    .await
+    .expect("publish");
+    within(confirm).await.expect("published");
+    assert_eq!(
+        drain(&ch, "capped-durable").await,
+        vec![b"3".to_vec(), b"4".to_vec()]
+    );
+}

@@ -137,8 +137,10 @@ pub(crate) struct Shared {
     pub appender: Mutex<Appender>,
     /// Signalled when queued bytes drop or the store stops.
     pub space: Condvar,
-    /// End of what the writer has written: `(segment, offset)`. Reads beyond it are refused.
+    /// End of what the writer has written: `(segment, offset)`. Reads beyond it wait.
     pub written: Mutex<(u64, u64)>,
+    /// Signalled each time `written` moves on.
+    pub written_cv: Condvar,
     /// Read handles, one per segment; opened and removed under the write lock so a deleted
     /// segment never lingers here.
     pub files: RwLock<HashMap<u64, Arc<File>>>,
@@ -263,6 +265,7 @@ impl Store {
             }),
             space: Condvar::new(),
             written: Mutex::new((rec.active_segment, rec.active_end)),
+            written_cv: Condvar::new(),
             files: RwLock::new(HashMap::new()),
             counters: Counters::default(),
         });
@@ -425,12 +428,26 @@ impl Store {
         }
         let end = loc.offset + u64::from(loc.len);
         {
-            let (wseg, wend) = *shared.written.lock();
-            if loc.segment > wseg || (loc.segment == wseg && end > wend) {
-                return Err(StoreError::NotWritten {
-                    segment: loc.segment,
-                    offset: loc.offset,
-                });
+            // A location is handed out when the append is reserved, before the writer thread
+            // has written it: a reader that comes that early waits for the writer (which is
+            // never far behind), rather than failing.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut written = shared.written.lock();
+            loop {
+                let (wseg, wend) = *written;
+                if !(loc.segment > wseg || (loc.segment == wseg && end > wend)) {
+                    break;
+                }
+                if shared
+                    .written_cv
+                    .wait_until(&mut written, deadline)
+                    .timed_out()
+                {
+                    return Err(StoreError::NotWritten {
+                        segment: loc.segment,
+                        offset: loc.offset,
+                    });
+                }
             }
         }
         let file = shared.read_handle(loc.segment)?;

@@ -351,6 +351,7 @@ impl Writer {
             i = j;
         }
         *self.shared.written.lock() = (self.seg, self.end);
+        self.shared.written_cv.notify_all();
         if self.config.sync == SyncMode::Fsync {
             // Durability: one fdatasync for the whole group; only after it returns are the
             // records' LSNs published as durable (and publisher confirms released).
