@@ -75,12 +75,23 @@ class Warren(Broker):
     def start(self):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="bench-warren-")
-        self.log = open(os.path.join(self.dir, "warren.log"), "w")
+        self.launch()
+
+    def crash_restart(self):
+        """kill -9, then start again on the same data; returns seconds until it listens."""
+        self.proc.kill()
+        self.proc.wait()
+        t0 = time.time()
+        self.launch()
+        return time.time() - t0
+
+    def launch(self):
+        self.log = open(os.path.join(self.dir, "warren.log"), "a")
         self.proc = subprocess.Popen(
             [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}", "--data-dir",
              os.path.join(self.dir, "data")],
             stdout=subprocess.DEVNULL, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
-        if not wait_port(self.port):
+        if not wait_port(self.port, timeout=300):
             raise SystemExit("warren did not start")
         self.pid = self.proc.pid
 
@@ -132,6 +143,20 @@ class RabbitMQ(Broker):
         if not wait_port(self.port, timeout=120):
             raise SystemExit("rabbitmq did not start")
         self.pid = self.listener_pid(self.port)
+
+    def crash_restart(self):
+        """kill -9 the node, then start it again on the same data; returns seconds until it
+        accepts connections (RabbitMQ opens its listeners after recovering its queues)."""
+        os.kill(self.pid, signal.SIGKILL)
+        time.sleep(1)
+        t0 = time.time()
+        subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        if not wait_port(self.port, timeout=600):
+            raise SystemExit("rabbitmq did not restart")
+        elapsed = time.time() - t0
+        self.pid = self.listener_pid(self.port)
+        return elapsed
 
     @staticmethod
     def listener_pid(port):
@@ -202,6 +227,18 @@ def scenarios(d):
     def backlog_rss(b):
         return last_backlog.get(b.name, {"error": ["scenario 8 did not run"]})
 
+    def restart(b):
+        n = 1_000_000
+        pub = perf(b, ["-x", "1", "-y", "0", "-C", str(n), "-s", "16", "-u", "restart", "--keep",
+                       "--durable", "-f", "persistent", "-c", "1000"], 900)
+        seconds = b.crash_restart()
+        t0 = time.time()
+        drain = perf(b, ["-x", "0", "-y", "1", "-D", str(n), "-u", "restart", "--predeclared",
+                         "-q", "1000"], 900)
+        return {"restart_s": seconds, "recv_rate": n / (time.time() - t0),
+                "broker_rss_mib": rss_kib(b.pid) / 1024,
+                "error": pub.get("error") or drain.get("error")}
+
     def idle(b):
         n = 5000
         rss0 = rss_kib(b.pid)
@@ -227,11 +264,14 @@ def scenarios(d):
         ("8d", "backlog 1,000,000 × 1 KB: drain msgs/s", backlog_rss, "recv_rate"),
         ("8m", "backlog 1,000,000 × 1 KB: RSS growth MiB", backlog_rss, "backlog_rss_mib"),
         ("9", "5,000 idle connections (KiB each)", idle, "kib_per_connection"),
+        ("10", "kill -9 with 1,000,000 persistent messages: restart (s)", restart, "restart_s"),
     ]
 
 
 def fmt_rate(r):
-    return "—" if r is None else f"{r:,.0f}"
+    if r is None:
+        return "—"
+    return f"{r:,.2f}" if r < 100 else f"{r:,.0f}"
 
 
 def metric(res, key):
@@ -270,7 +310,7 @@ def main():
     wanted = set(filter(None, args.only.split(",")))
     rows = []
     # Memory scenarios measure growth, so they start from freshly started brokers.
-    fresh = {"8", "9"}
+    fresh = {"8", "9", "10"}
     try:
         for sid, title, fn, key in scenarios(args.duration):
             if wanted and sid not in wanted:
@@ -309,7 +349,7 @@ def main():
     for sid, title, key, res in rows:
         w, r = res.get("Warren"), res.get("RabbitMQ")
         wv, rv = metric(w, key), metric(r, key)
-        lower_is_better = key in ("p99", "kib_per_connection", "backlog_rss_mib")
+        lower_is_better = key in ("p99", "kib_per_connection", "backlog_rss_mib", "restart_s")
         if wv and rv:
             ratio = (rv / wv) if lower_is_better else (wv / rv)
             ratio_s = f"{ratio:.1f}x"
