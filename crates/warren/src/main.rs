@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+
+// Every message allocates (its Arc, queue entry, frames); mimalloc made one queue ~14% faster
+// than glibc's malloc in warren-perf (1.42 M -> 1.62 M msgs/s, 16 B, auto-ack).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use tokio::sync::watch;
 use tracing::{info, warn};
