@@ -155,48 +155,43 @@ impl Backlog {
 
     fn page_out(&self, m: &QueuedMessage) -> Option<PagedMessage> {
         let pager = self.pager.as_ref()?;
-        if let Some(log) = m.log {
+        let (log, location) = match m.log {
             // A persistent message of a durable queue is in the log already: keep only where.
             // (Without its position it stays in memory: a page copy would not survive a crash.)
-            let location = *m.message.stored_at.get()?;
-            return Some(PagedMessage {
-                seq: m.seq,
-                log,
-                location,
-                redelivered: m.redelivered,
-                expires_at: m.expires_at,
-                delivery_count: m.delivery_count,
-                body_len: m.message.body.len() as u32,
-                restored: false,
-            });
-        }
-        let p = &pager.persistence;
-        let id = p.next_message_id();
-        match p
-            .store
-            .publish(id, &[pager.page_queue], encode_message(&m.message))
-        {
-            Ok((_, location)) => Some(PagedMessage {
-                seq: m.seq,
-                log: LogRef {
-                    queue: pager.page_queue,
-                    id,
-                },
-                location,
-                redelivered: m.redelivered,
-                expires_at: m.expires_at,
-                delivery_count: m.delivery_count,
-                body_len: m.message.body.len() as u32,
-                restored: false,
-            }),
-            Err(e) => {
-                warn!(error = %e, "cannot write a message to the log to page it out");
-                None
+            Some(log) => (log, *m.message.stored_at.get()?),
+            None => {
+                let p = &pager.persistence;
+                let id = p.next_message_id();
+                match p
+                    .store
+                    .publish(id, &[pager.page_queue], encode_message(&m.message))
+                {
+                    Ok((_, location)) => (
+                        LogRef {
+                            queue: pager.page_queue,
+                            id,
+                        },
+                        location,
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "cannot write a message to the log to page it out");
+                        return None;
+                    }
+                }
             }
-        }
+        };
+        Some(PagedMessage {
+            seq: m.seq,
+            log,
+            location,
+            redelivered: m.redelivered,
+            expires_at: m.expires_at,
+            delivery_count: m.delivery_count,
+            body_len: m.message.body.len() as u32,
+            restored: false,
+        })
     }
 
-    /// Puts back a message recovered from the log, leaving its body there.
     /// Whether the in-memory part is more than half full or anything is paged: the sign that
     /// publishers are outrunning this queue's consumers.
     pub fn under_pressure(&self) -> bool {
@@ -207,6 +202,7 @@ impl Backlog {
                 .is_some_and(|p| self.ready_bytes > p.budget / 2)
     }
 
+    /// Puts back a message recovered from the log, leaving its body there.
     pub fn restore(&mut self, paged: PagedMessage) {
         self.counts.add(paged.expires_at, u64::from(paged.body_len));
         self.paged.push_back(paged);
