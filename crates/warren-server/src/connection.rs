@@ -49,6 +49,23 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// RabbitMQ's rule for (un)binding: write on the destination, read on the source exchange.
+    pub fn check_bind_access(
+        &self,
+        destination_kind: &str,
+        destination: &str,
+        source: &str,
+    ) -> AmqpResult {
+        self.access.check(
+            warren_broker::AccessKind::Write,
+            destination_kind,
+            destination,
+        )?;
+        self.access
+            .check(warren_broker::AccessKind::Read, "exchange", source)?;
+        Ok(())
+    }
+
     /// Remembers the queues a publish went to (each once).
     pub fn note_published_to(&self, route: &[Arc<warren_broker::Queue>]) {
         let mut seen = self.published_to.borrow_mut();

@@ -61,10 +61,7 @@ impl ChannelMachine {
                 Ok(())
             }
             Method::ExchangeBind(m) => {
-                ctx.access
-                    .check(AccessKind::Write, "exchange", m.destination.as_str())?;
-                ctx.access
-                    .check(AccessKind::Read, "exchange", m.source.as_str())?;
+                ctx.check_bind_access("exchange", m.destination.as_str(), m.source.as_str())?;
                 ctx.vhost.bind_exchange(
                     m.destination.as_str(),
                     m.source.as_str(),
@@ -77,10 +74,7 @@ impl ChannelMachine {
                 Ok(())
             }
             Method::ExchangeUnbind(m) => {
-                ctx.access
-                    .check(AccessKind::Write, "exchange", m.destination.as_str())?;
-                ctx.access
-                    .check(AccessKind::Read, "exchange", m.source.as_str())?;
+                ctx.check_bind_access("exchange", m.destination.as_str(), m.source.as_str())?;
                 ctx.vhost.unbind_exchange(
                     m.destination.as_str(),
                     m.source.as_str(),

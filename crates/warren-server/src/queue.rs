@@ -118,10 +118,7 @@ impl ChannelMachine {
             }
             Method::QueueBind(m) => {
                 let name = self.queue_name(&m.queue)?;
-                ctx.access
-                    .check(AccessKind::Write, "queue", name.as_str())?;
-                ctx.access
-                    .check(AccessKind::Read, "exchange", m.exchange.as_str())?;
+                ctx.check_bind_access("queue", name.as_str(), m.exchange.as_str())?;
                 ctx.vhost.bind_queue(
                     name.as_str(),
                     m.exchange.as_str(),
@@ -136,10 +133,7 @@ impl ChannelMachine {
             }
             Method::QueueUnbind(m) => {
                 let name = self.queue_name(&m.queue)?;
-                ctx.access
-                    .check(AccessKind::Write, "queue", name.as_str())?;
-                ctx.access
-                    .check(AccessKind::Read, "exchange", m.exchange.as_str())?;
+                ctx.check_bind_access("queue", name.as_str(), m.exchange.as_str())?;
                 ctx.vhost.unbind_queue(
                     name.as_str(),
                     m.exchange.as_str(),
