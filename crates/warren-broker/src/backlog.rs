@@ -1,10 +1,15 @@
 //! A queue's ready messages, with a bounded part in memory and the rest in the log.
 //!
 //! The head of the queue (what will be delivered next) is kept in memory up to a byte budget;
-//! past it, messages are "paged": only their log position stays in memory and the body is
-//! read back when the head drains. A persistent message on a durable queue is in the log
-//! already; any other message is written there when paged (without waiting for fsync, and
-//! under a private queue id that recovery discards), so a long backlog costs disk, not RAM.
+//! past it, messages are "paged": only their log id stays in memory and the body is read back
+//! when the head drains. A persistent message on a durable queue is in the log already; any
+//! other message is written there when paged (without waiting for fsync, and under a private
+//! queue id that recovery discards), so a long backlog costs disk, not RAM.
+//!
+//! Paged messages are kept in runs ([`PagedRun`]): a base id and a 4-byte offset per message,
+//! plus the rare per-message facts that differ from the default (delivered before, a
+//! deadline). Together with the store's own dense index, a paged message costs about 15 bytes
+//! of RAM, so ten million of them fit in a couple of hundred megabytes.
 //!
 //! Invariant: every paged message is newer (higher `seq`) than every message in memory, so
 //! the queue's order is `ready` then `paged`. Requeued messages are older than anything paged
@@ -17,7 +22,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tracing::warn;
-use warren_store::Location;
 
 use crate::message::Message;
 use crate::persistence::{decode_message, encode_message, Persistence};
@@ -31,6 +35,15 @@ pub struct LogRef {
 
 /// No deadline: the message does not expire.
 pub const NEVER: u64 = u64::MAX;
+
+/// A message recovered from the log, as a queue puts it back.
+pub(crate) struct Restored {
+    pub seq: u64,
+    pub log: LogRef,
+    pub expires_at: u64,
+    pub delivery_count: u32,
+    pub stored_len: u64,
+}
 
 /// A message waiting in a queue. `seq` is its position in publish order; a requeued message
 /// goes back to where its `seq` says, as RabbitMQ does.
@@ -48,20 +61,97 @@ pub struct QueuedMessage {
     pub delivery_count: u32,
 }
 
-/// A ready message whose body is only in the log.
+/// What a paged message carries besides its id, when it is not the default (never delivered,
+/// no deadline).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PagedMessage {
-    pub seq: u64,
-    pub log: LogRef,
-    pub location: Location,
-    pub redelivered: bool,
-    pub expires_at: u64,
-    pub delivery_count: u32,
-    /// Body bytes (for `x-max-length-bytes`).
-    pub body_len: u32,
-    /// Recovered after a restart: its own `expiration` is not yet known (it is applied, from
-    /// the time it is read back, once the body is in memory).
-    pub restored: bool,
+struct Extra {
+    redelivered: bool,
+    delivery_count: u32,
+    expires_at: u64,
+}
+
+/// Consecutive paged messages of one level stored under the same log id, in queue order.
+pub(crate) struct PagedRun {
+    /// The log id their entries are under: the queue's own, or its private page id.
+    log_queue: u64,
+    base_id: u64,
+    /// Message ids minus `base_id`; the first `head` are gone (read back).
+    ids: Vec<u32>,
+    head: usize,
+    /// `seq` of the run's first message. Messages read back get `first_seq + position`:
+    /// not their original numbers, but in the same order and below the next run's, which is
+    /// all `seq` is for.
+    first_seq: u64,
+    /// Non-default facts by position in `ids`, ascending.
+    extras: VecDeque<(u32, Extra)>,
+    /// Recovered after a restart: maybe delivered before it (so redelivered), its own
+    /// `expiration` not yet known, its size counted as its stored size until read back.
+    restored: bool,
+}
+
+/// Most messages in one run, so that its vector's spare capacity stays small.
+const RUN_MAX: usize = 1 << 16;
+
+impl PagedRun {
+    fn new(log_queue: u64, base_id: u64, first_seq: u64, restored: bool) -> Self {
+        PagedRun {
+            log_queue,
+            base_id,
+            ids: Vec::new(),
+            head: 0,
+            first_seq,
+            extras: VecDeque::new(),
+            restored,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len() - self.head
+    }
+
+    /// Appends a message if it fits this run.
+    fn try_push(&mut self, log_queue: u64, id: u64, extra: Option<Extra>) -> bool {
+        let Some(delta) = id
+            .checked_sub(self.base_id)
+            .and_then(|d| u32::try_from(d).ok())
+        else {
+            return false;
+        };
+        if log_queue != self.log_queue || self.ids.len() >= RUN_MAX {
+            return false;
+        }
+        if let Some(e) = extra {
+            self.extras.push_back((self.ids.len() as u32, e));
+        }
+        self.ids.push(delta);
+        true
+    }
+
+    /// The next message: its id, `seq` and non-default facts.
+    fn pop(&mut self) -> Option<(u64, u64, Option<Extra>)> {
+        let pos = self.head;
+        let delta = *self.ids.get(pos)?;
+        self.head += 1;
+        let extra = match self.extras.front() {
+            Some(&(p, e)) if p as usize == pos => {
+                self.extras.pop_front();
+                Some(e)
+            }
+            _ => None,
+        };
+        Some((
+            self.base_id + u64::from(delta),
+            self.first_seq + pos as u64,
+            extra,
+        ))
+    }
+
+    fn remaining_refs(&self) -> impl Iterator<Item = LogRef> + '_ {
+        self.ids[self.head..].iter().map(move |&d| LogRef {
+            queue: self.log_queue,
+            id: self.base_id + u64::from(d),
+        })
+    }
 }
 
 /// Memory a message in `ready` accounts for: its bytes plus the bookkeeping around them.
@@ -84,7 +174,8 @@ const REFILL_BATCH: usize = 1024;
 
 pub(crate) struct Backlog {
     ready: VecDeque<QueuedMessage>,
-    paged: VecDeque<PagedMessage>,
+    paged: VecDeque<PagedRun>,
+    paged_len: usize,
     ready_bytes: usize,
     pager: Option<Pager>,
     counts: Counts,
@@ -116,6 +207,7 @@ impl Backlog {
         Backlog {
             ready: VecDeque::new(),
             paged: VecDeque::new(),
+            paged_len: 0,
             ready_bytes: 0,
             pager,
             counts: Counts::default(),
@@ -123,7 +215,7 @@ impl Backlog {
     }
 
     pub fn len(&self) -> usize {
-        self.ready.len() + self.paged.len()
+        self.ready.len() + self.paged_len
     }
 
     /// Appends a newly published message, paging it if memory is spent.
@@ -135,8 +227,8 @@ impl Backlog {
             .is_some_and(|p| !self.paged.is_empty() || self.ready_bytes + cost(&m) > p.budget);
         if over {
             match self.page_out(&m) {
-                Some(paged) => {
-                    self.paged.push_back(paged);
+                Some((log, extra)) => {
+                    self.push_paged(log, m.seq, extra, false);
                     return;
                 }
                 None => {
@@ -153,26 +245,36 @@ impl Backlog {
         self.ready.push_back(m);
     }
 
-    fn page_out(&self, m: &QueuedMessage) -> Option<PagedMessage> {
+    /// Appends a paged message to the last run, or starts a new one.
+    fn push_paged(&mut self, log: LogRef, seq: u64, extra: Option<Extra>, restored: bool) {
+        let fits = self
+            .paged
+            .back_mut()
+            .is_some_and(|r| r.restored == restored && r.try_push(log.queue, log.id, extra));
+        if !fits {
+            let mut run = PagedRun::new(log.queue, log.id, seq, restored);
+            run.try_push(log.queue, log.id, extra);
+            self.paged.push_back(run);
+        }
+        self.paged_len += 1;
+    }
+
+    /// Makes sure `m` is in the log and says under which entry, with its non-default facts.
+    fn page_out(&self, m: &QueuedMessage) -> Option<(LogRef, Option<Extra>)> {
         let pager = self.pager.as_ref()?;
-        let (log, location) = match m.log {
-            // A persistent message of a durable queue is in the log already: keep only where.
-            // (Without its position it stays in memory: a page copy would not survive a crash.)
-            Some(log) => (log, *m.message.stored_at.get()?),
+        let log = match m.log {
+            // A persistent message of a durable queue is in the log already.
+            Some(log) => log,
             None => {
                 let p = &pager.persistence;
-                let id = p.next_message_id();
                 match p
                     .store
-                    .publish(id, &[pager.page_queue], encode_message(&m.message))
+                    .publish(&[pager.page_queue], encode_message(&m.message))
                 {
-                    Ok((_, location)) => (
-                        LogRef {
-                            queue: pager.page_queue,
-                            id,
-                        },
-                        location,
-                    ),
+                    Ok(published) => LogRef {
+                        queue: pager.page_queue,
+                        id: published.msg_id,
+                    },
                     Err(e) => {
                         warn!(error = %e, "cannot write a message to the log to page it out");
                         return None;
@@ -180,16 +282,13 @@ impl Backlog {
                 }
             }
         };
-        Some(PagedMessage {
-            seq: m.seq,
-            log,
-            location,
-            redelivered: m.redelivered,
-            expires_at: m.expires_at,
-            delivery_count: m.delivery_count,
-            body_len: m.message.body.len() as u32,
-            restored: false,
-        })
+        let extra =
+            (m.redelivered || m.delivery_count > 0 || m.expires_at != NEVER).then_some(Extra {
+                redelivered: m.redelivered,
+                delivery_count: m.delivery_count,
+                expires_at: m.expires_at,
+            });
+        Some((log, extra))
     }
 
     /// Whether the in-memory part is more than half full or anything is paged: the sign that
@@ -202,10 +301,16 @@ impl Backlog {
                 .is_some_and(|p| self.ready_bytes > p.budget / 2)
     }
 
-    /// Puts back a message recovered from the log, leaving its body there.
-    pub fn restore(&mut self, paged: PagedMessage) {
-        self.counts.add(paged.expires_at, u64::from(paged.body_len));
-        self.paged.push_back(paged);
+    /// Puts back a message recovered from the log, leaving its body there. `stored_len` (its
+    /// size in the log) stands for its body size until it is read back.
+    pub fn restore(&mut self, r: Restored) {
+        self.counts.add(r.expires_at, r.stored_len);
+        let extra = (r.delivery_count > 0 || r.expires_at != NEVER).then_some(Extra {
+            redelivered: true,
+            delivery_count: r.delivery_count,
+            expires_at: r.expires_at,
+        });
+        self.push_paged(r.log, r.seq, extra, true);
     }
 
     /// Reads paged messages back while memory allows.
@@ -213,44 +318,69 @@ impl Backlog {
         let Some(pager) = &self.pager else {
             return;
         };
+        let p = pager.persistence.clone();
+        let budget = pager.budget;
         let mut n = 0;
-        while self.ready_bytes < pager.budget / 2 && n < REFILL_BATCH {
-            let Some(pm) = self.paged.pop_front() else {
+        while self.ready_bytes < budget / 2 && n < REFILL_BATCH {
+            let Some(run) = self.paged.front_mut() else {
                 break;
             };
+            let Some((id, seq, extra)) = run.pop() else {
+                self.paged.pop_front();
+                continue;
+            };
+            let (log_queue, restored) = (run.log_queue, run.restored);
+            if run.len() == 0 {
+                self.paged.pop_front();
+            }
+            self.paged_len -= 1;
             n += 1;
-            let p = &pager.persistence;
-            let message = match p.store.read(&pm.location) {
-                Ok(payload) => decode_message(pm.log.id, payload),
+            let log = LogRef {
+                queue: log_queue,
+                id,
+            };
+            let extra = extra.unwrap_or(Extra {
+                redelivered: restored,
+                delivery_count: 0,
+                expires_at: NEVER,
+            });
+            let payload = match p.store.read(id) {
+                Ok(payload) => Some(payload),
                 Err(e) => {
                     warn!(error = %e, "cannot read a paged message back; dropping it");
                     None
                 }
             };
+            let stored_len = payload.as_ref().map_or(0, |b| b.len() as u64);
+            let message = payload.and_then(|b| decode_message(id, b));
+            // What the counts hold for it: its body size, or its stored size if recovered.
+            let counted = |m: Option<&Message>| {
+                if restored {
+                    stored_len
+                } else {
+                    m.map_or(0, |m| m.body.len() as u64)
+                }
+            };
             let Some(message) = message else {
-                p.settle(pm.log.queue, &[pm.log.id]);
-                self.counts.sub(pm.expires_at, u64::from(pm.body_len));
+                p.settle(log_queue, &[id]);
+                self.counts.sub(extra.expires_at, counted(None));
                 continue;
             };
-            if message.persistent {
-                let _ = message.stored_at.set(pm.location);
-            }
-            let mut expires_at = pm.expires_at;
-            if let (true, Some(ttl)) = (pm.restored, message.expiration) {
+            let mut expires_at = extra.expires_at;
+            if let (true, Some(ttl)) = (restored, message.expiration) {
                 // Durability: the time it was published is not kept, so its own TTL counts
                 // from now: later than it should, never earlier.
                 expires_at = expires_at.min(crate::clock::now_ms().saturating_add(ttl));
             }
-            // The paged size of a recovered message was an estimate; count what is known now.
-            self.counts.sub(pm.expires_at, u64::from(pm.body_len));
+            self.counts.sub(extra.expires_at, counted(Some(&message)));
             self.counts.add(expires_at, message.body.len() as u64);
             let m = QueuedMessage {
-                seq: pm.seq,
+                seq,
                 message: Arc::new(message),
-                redelivered: pm.redelivered,
-                log: Some(pm.log),
+                redelivered: extra.redelivered,
+                log: Some(log),
                 expires_at,
-                delivery_count: pm.delivery_count,
+                delivery_count: extra.delivery_count,
             };
             self.ready_bytes += cost(&m);
             self.ready.push_back(m);
@@ -296,7 +426,10 @@ impl Backlog {
     pub fn clear(&mut self) -> (usize, Vec<LogRef>) {
         let n = self.len();
         let mut logs: Vec<LogRef> = self.ready.drain(..).filter_map(|m| m.log).collect();
-        logs.extend(self.paged.drain(..).map(|p| p.log));
+        for run in self.paged.drain(..) {
+            logs.extend(run.remaining_refs());
+        }
+        self.paged_len = 0;
         self.ready_bytes = 0;
         self.counts = Counts::default();
         (n, logs)
@@ -356,9 +489,9 @@ impl Levels {
         self.levels[level].push(m);
     }
 
-    pub fn restore(&mut self, level: usize, paged: PagedMessage) {
+    pub fn restore(&mut self, level: usize, r: Restored) {
         let level = level.min(self.levels.len() - 1);
-        self.levels[level].restore(paged);
+        self.levels[level].restore(r);
     }
 
     pub fn front(&mut self) -> Option<&QueuedMessage> {
@@ -395,5 +528,57 @@ impl Levels {
             logs.append(&mut refs);
         }
         (n, logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_gives_back_ids_in_queue_order_with_their_extras() {
+        let mut run = PagedRun::new(7, 100, 50, false);
+        let late = Extra {
+            redelivered: true,
+            delivery_count: 2,
+            expires_at: 1234,
+        };
+        assert!(run.try_push(7, 100, None));
+        assert!(run.try_push(7, 105, Some(late)));
+        // Ids need not increase (two publishers race), only stay above the base.
+        assert!(run.try_push(7, 103, None));
+        assert!(!run.try_push(7, 99, None), "below the base id");
+        assert!(!run.try_push(8, 104, None), "another log id");
+        assert!(
+            !run.try_push(7, 100 + (1u64 << 32), None),
+            "too far for 4 bytes"
+        );
+        assert_eq!(run.len(), 3);
+        let refs: Vec<u64> = run.remaining_refs().map(|r| r.id).collect();
+        assert_eq!(refs, [100, 105, 103]);
+        let (id, seq, extra) = run.pop().unwrap();
+        assert_eq!((id, seq), (100, 50));
+        assert!(extra.is_none());
+        let (id, seq, extra) = run.pop().unwrap();
+        assert_eq!((id, seq), (105, 51));
+        let e = extra.unwrap();
+        assert_eq!(
+            (e.redelivered, e.delivery_count, e.expires_at),
+            (true, 2, 1234)
+        );
+        let (id, seq, extra) = run.pop().unwrap();
+        assert_eq!((id, seq), (103, 52));
+        assert!(extra.is_none());
+        assert!(run.pop().is_none());
+        assert_eq!(run.len(), 0);
+    }
+
+    #[test]
+    fn a_full_run_refuses_more() {
+        let mut run = PagedRun::new(1, 1, 0, false);
+        for i in 0..RUN_MAX as u64 {
+            assert!(run.try_push(1, 1 + i, None));
+        }
+        assert!(!run.try_push(1, 1 + RUN_MAX as u64, None));
     }
 }

@@ -110,7 +110,6 @@ impl Broker {
         let p = Arc::new(Persistence::new(
             store,
             meta,
-            recovery.next_msg_id,
             recovery.queues.keys().copied(),
         ));
         let broker = Broker::with_persistence(Some(p.clone()));
@@ -145,10 +144,7 @@ impl Broker {
                 let _ = p.store.drop_queue(id);
                 continue;
             };
-            for m in messages {
-                queue.restore(m.msg_id, m.location, m.delivery_count);
-                restored += 1;
-            }
+            restored += queue.restore(&messages);
         }
         tracing::info!(
             queues = by_id.len(),

@@ -262,11 +262,7 @@ pub(crate) fn republish(vhost: &Arc<VHost>, queue: &Queue, dlx: &ShortString, de
         let cycle_check = d.reason != Reason::Rejected;
         props.headers = Some(headers);
         props.expiration = None;
-        let mut m = d.message.with_properties(dlx.clone(), routing_key, &props);
-        if m.persistent {
-            m.id = vhost.next_message_id();
-        }
-        let m = Arc::new(m);
+        let m = Arc::new(d.message.with_properties(dlx.clone(), routing_key, &props));
         let mut route = vhost.route(&exchange, &m);
         if cycle_check {
             if let Some(h) = &props.headers {

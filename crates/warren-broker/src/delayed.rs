@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use warren_codec::{FieldTable, FieldValue, ShortString};
-use warren_store::{Location, Lsn, StoreError};
+use warren_store::{Lsn, StoreError};
 
 use crate::error::{BrokerError, Result};
 use crate::exchange::{Exchange, ExchangeKind};
@@ -71,13 +71,11 @@ fn released(message: &Message, delay: u64) -> Message {
     let value = i32::try_from(negated).map_or(FieldValue::I64(negated), FieldValue::I32);
     crate::dead_letter::set_table_value(&mut headers, ShortString::from_static("x-delay"), value);
     props.headers = Some(headers);
-    let mut m = message.with_properties(
+    message.with_properties(
         message.exchange.clone(),
         message.routing_key.clone(),
         &props,
-    );
-    m.id = message.id;
-    m
+    )
 }
 
 /// Where a waiting message is.
@@ -86,7 +84,6 @@ enum Held {
     /// In the log under the vhost's delayed id, with this message id.
     Logged {
         id: u64,
-        location: Location,
     },
 }
 
@@ -167,21 +164,18 @@ impl DelayStore {
     ) -> std::result::Result<Option<Lsn>, StoreError> {
         let due = now.saturating_add(delay);
         let (held, lsn) = match persistence {
-            Some(p) if exchange.durable && message.persistent && message.id != 0 => {
+            Some(p) if exchange.durable && message.persistent => {
                 let log_id = *self.log_id.get_or_init(|| {
                     let id = p.next_queue_id();
                     p.save_delayed(vhost, id);
                     id
                 });
-                let (lsn, location) =
-                    p.store
-                        .publish(message.id, &[log_id], encode(due, delay, &message))?;
+                let published = p.store.publish(&[log_id], encode(due, delay, &message))?;
                 (
                     Held::Logged {
-                        id: message.id,
-                        location,
+                        id: published.msg_id,
                     },
-                    Some(lsn),
+                    Some(published.lsn),
                 )
             }
             _ => (Held::Memory(message), None),
@@ -196,15 +190,15 @@ impl DelayStore {
     }
 
     /// Puts back a delayed message recovered from the log (reading it once for its due time).
-    pub(crate) fn restore(&self, p: &Persistence, id: u64, location: Location) -> bool {
-        let Some((due, delay, _)) = p.store.read(&location).ok().and_then(|b| decode(id, b)) else {
+    pub(crate) fn restore(&self, p: &Persistence, id: u64) -> bool {
+        let Some((due, delay, _)) = p.store.read(id).ok().and_then(|b| decode(id, b)) else {
             return false;
         };
         self.insert(
             due,
             Entry {
                 delay,
-                held: Held::Logged { id, location },
+                held: Held::Logged { id },
             },
         );
         true
@@ -227,10 +221,10 @@ impl DelayStore {
                     message: released(&m, e.delay),
                     log: None,
                 }),
-                Held::Logged { id, location } => {
+                Held::Logged { id } => {
                     let p = persistence?;
                     let log = log_id.map(|q| (q, id));
-                    match p.store.read(&location).ok().and_then(|b| decode(id, b)) {
+                    match p.store.read(id).ok().and_then(|b| decode(id, b)) {
                         Some((_, _, m)) => Some(Due {
                             message: released(&m, e.delay),
                             log,
@@ -343,6 +337,6 @@ mod tests {
         assert_eq!((due, delay), (1234, 56));
         assert_eq!(back.body, m.body);
         assert_eq!(back.routing_key, m.routing_key);
-        assert_eq!(back.id, 9);
+        assert_eq!(back.id(), 9);
     }
 }

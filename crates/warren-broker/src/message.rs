@@ -5,7 +5,6 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use warren_codec::{BasicProperties, ShortString};
-use warren_store::Location;
 
 use crate::queue_args::MAX_EXPIRY;
 
@@ -23,10 +22,9 @@ pub struct Message {
     pub priority: u8,
     /// The `expiration` property in milliseconds, when present and valid.
     pub expiration: Option<u64>,
-    /// The store's id for a persistent message (0 while it has none).
-    pub id: u64,
-    /// Where the log holds it, once it is logged (so a queue can drop the body from memory).
-    pub stored_at: OnceLock<Location>,
+    /// The store's id, given when the message is logged (a persistent message routed to a
+    /// durable queue); see [`Message::id`].
+    log_id: OnceLock<u64>,
 }
 
 impl Message {
@@ -50,9 +48,18 @@ impl Message {
                 .expiration
                 .as_ref()
                 .and_then(|e| parse_expiration(e.as_str()).ok()),
-            id: 0,
-            stored_at: OnceLock::new(),
+            log_id: OnceLock::new(),
         }
+    }
+
+    /// The store's id for this message, or 0 while it is not logged.
+    pub fn id(&self) -> u64 {
+        self.log_id.get().copied().unwrap_or(0)
+    }
+
+    /// Records the id the store gave this message (the first one set stays).
+    pub fn set_id(&self, id: u64) {
+        let _ = self.log_id.set(id);
     }
 
     /// The decoded properties. Decoding is lazy because most messages are routed and delivered

@@ -26,7 +26,6 @@ pub struct Persistence {
     pub store: Store,
     pub meta: MetaStore,
     next_queue_id: AtomicU64,
-    next_message_id: AtomicU64,
 }
 
 impl std::fmt::Debug for Persistence {
@@ -139,20 +138,15 @@ pub fn decode_message(id: u64, payload: Bytes) -> Option<Message> {
     let raw_properties = r.take(props_len).ok()?;
     let body = r.rest();
     let props = warren_codec::BasicProperties::decode(raw_properties.clone()).ok()?;
-    let mut m = Message::new(exchange, routing_key, raw_properties, body, &props);
-    m.id = id;
+    let m = Message::new(exchange, routing_key, raw_properties, body, &props);
+    m.set_id(id);
     Some(m)
 }
 
 impl Persistence {
     /// `log_queues` are the queue ids the log holds messages for: new ids start above them
     /// and above every recorded queue.
-    pub fn new(
-        store: Store,
-        meta: MetaStore,
-        next_message_id: u64,
-        log_queues: impl Iterator<Item = u64>,
-    ) -> Self {
+    pub fn new(store: Store, meta: MetaStore, log_queues: impl Iterator<Item = u64>) -> Self {
         let max_logged = log_queues.max().unwrap_or(0) as i64;
         let max_queue = meta
             .iter()
@@ -167,12 +161,7 @@ impl Persistence {
             store,
             meta,
             next_queue_id: AtomicU64::new(max_queue as u64 + 1),
-            next_message_id: AtomicU64::new(next_message_id.max(1)),
         }
-    }
-
-    pub fn next_message_id(&self) -> u64 {
-        self.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn next_queue_id(&self) -> u64 {
@@ -271,23 +260,22 @@ impl Persistence {
         self.delete(&Self::binding_key(b));
     }
 
-    /// Appends a persistent message for the given durable queues; returns the LSN to wait for
-    /// before confirming it.
+    /// Appends a persistent message for the given durable queues, which gives the message its
+    /// id; returns the LSN to wait for before confirming it.
     pub fn publish(&self, message: &Message, queue_ids: &[u64]) -> Result<Lsn, StoreError> {
-        let (lsn, location) = self
-            .store
-            .publish(message.id, queue_ids, encode_message(message))?;
-        let _ = message.stored_at.set(location);
-        Ok(lsn)
+        let published = self.store.publish(queue_ids, encode_message(message))?;
+        message.set_id(published.msg_id);
+        Ok(published.lsn)
     }
 
     /// Records that a queue is done with these messages (acked, dropped or purged).
     pub fn settle(&self, queue_id: u64, ids: &[u64]) {
-        if ids.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.ack(queue_id, ids) {
-            warn!(error = %e, "cannot record acks in the log");
+        // A purge of a long backlog settles millions at once: keep each record modest.
+        for chunk in ids.chunks(1 << 16) {
+            if let Err(e) = self.store.ack(queue_id, chunk) {
+                warn!(error = %e, "cannot record acks in the log");
+                return;
+            }
         }
     }
 
@@ -402,7 +390,7 @@ mod tests {
             &props,
         );
         let back = decode_message(7, encode_message(&m)).unwrap();
-        assert_eq!(back.id, 7);
+        assert_eq!(back.id(), 7);
         assert_eq!(back.exchange, m.exchange);
         assert_eq!(back.routing_key, m.routing_key);
         assert_eq!(back.raw_properties, m.raw_properties);

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use warren_codec::{FieldTable, FieldValue, ShortString};
 
 use crate::args;
-use crate::backlog::{Levels, PagedMessage, Pager, NEVER};
+use crate::backlog::{Levels, Pager, Restored, NEVER};
 use crate::clock;
 use crate::consumer::Consumer;
 use crate::dead_letter::{self, Dead, Reason};
@@ -261,9 +261,9 @@ impl Queue {
 
     fn log_ref(&self, message: &Message) -> Option<LogRef> {
         match self.store_id {
-            Some(queue) if message.persistent => Some(LogRef {
+            Some(queue) if message.persistent && message.id() != 0 => Some(LogRef {
                 queue,
-                id: message.id,
+                id: message.id(),
             }),
             _ => None,
         }
@@ -396,12 +396,12 @@ impl Queue {
             FieldValue::I64(i64::from(m.delivery_count)),
         );
         props.headers = Some(headers);
-        let mut view = m.message.with_properties(
+        let view = m.message.with_properties(
             m.message.exchange.clone(),
             m.message.routing_key.clone(),
             &props,
         );
-        view.id = m.message.id;
+        view.set_id(m.message.id());
         Some(Arc::new(view))
     }
 
@@ -755,51 +755,56 @@ impl Queue {
         self.config.expires.is_some() || self.has_deadlines.load(Ordering::Relaxed)
     }
 
-    /// Puts back a message recovered from the log (at start-up, before any client), leaving
-    /// its body on disk until it is near the head of the queue. A priority queue reads it
-    /// once to learn its priority.
+    /// Puts back the messages recovered from the log for this queue (at start-up, before any
+    /// client), leaving their bodies on disk until they are near the head of the queue. A
+    /// priority queue reads each once to learn its priority. Returns how many were restored.
     ///
     /// Durability: the time a message was enqueued is not in the log, so the queue's TTL
     /// counts from the restart (a message lives longer than it should, never shorter); its
-    /// own `expiration` is applied when it is read back.
-    pub fn restore(&self, msg_id: u64, location: warren_store::Location, delivery_count: u32) {
-        let Some(queue) = self.store_id else {
-            return;
-        };
-        let level = match (&self.persistence, self.config.max_priority) {
-            (Some(p), Some(_)) => p
-                .store
-                .read(&location)
-                .ok()
-                .and_then(|payload| decode_message(msg_id, payload))
-                .map_or(0, |m| usize::from(m.priority)),
-            _ => 0,
+    /// own `expiration` is applied when it is read back. Recovery cannot tell whether a
+    /// message was delivered before the restart; "maybe" is what the redelivered flag means,
+    /// so every restored message is marked redelivered.
+    pub fn restore(&self, recovered: &warren_store::RecoveredQueue) -> u64 {
+        let (Some(queue), Some(p)) = (self.store_id, &self.persistence) else {
+            return 0;
         };
         let expires_at = match self.config.message_ttl {
             Some(ttl) => clock::now_ms().saturating_add(ttl),
             None => NEVER,
         };
-        let mut inner = self.inner.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        if expires_at != NEVER {
+        if expires_at != NEVER && !recovered.is_empty() {
             self.has_deadlines.store(true, Ordering::Relaxed);
         }
-        // Recovery cannot tell whether it was delivered before the restart; "maybe" is what
-        // the redelivered flag means, so say so.
-        inner.ready.restore(
-            level,
-            PagedMessage {
-                seq,
-                log: LogRef { queue, id: msg_id },
-                location,
-                redelivered: true,
-                expires_at,
-                delivery_count,
-                body_len: location.len,
-                restored: true,
-            },
-        );
+        let mut inner = self.inner.lock();
+        let mut n = 0;
+        for m in recovered.iter() {
+            let level = match self.config.max_priority {
+                Some(_) => p
+                    .store
+                    .read(m.msg_id)
+                    .ok()
+                    .and_then(|payload| decode_message(m.msg_id, payload))
+                    .map_or(0, |m| usize::from(m.priority)),
+                None => 0,
+            };
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.ready.restore(
+                level,
+                Restored {
+                    seq,
+                    log: LogRef {
+                        queue,
+                        id: m.msg_id,
+                    },
+                    expires_at,
+                    delivery_count: m.delivery_count,
+                    stored_len: p.store.len_of(m.msg_id).map_or(0, u64::from),
+                },
+            );
+            n += 1;
+        }
+        n
     }
 
     /// Drops every ready message; returns how many there were.

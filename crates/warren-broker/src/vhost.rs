@@ -592,11 +592,6 @@ impl VHost {
         p.publish(message, &ids).map(Some)
     }
 
-    /// An id for a message that may be logged.
-    pub fn next_message_id(&self) -> u64 {
-        self.persistence.as_ref().map_or(0, |p| p.next_message_id())
-    }
-
     /// `queue.delete`. Deleting a missing queue succeeds with a count of 0, as in RabbitMQ.
     pub fn delete_queue(
         &self,
@@ -698,12 +693,8 @@ impl VHost {
             return;
         }
         for d in self.delayed.take_due(now, self.persistence.as_ref()) {
-            let mut m = d.message;
-            if m.persistent {
-                // A new log entry (for durable queues) needs an id of its own.
-                m.id = self.next_message_id();
-            }
-            let m = Arc::new(m);
+            // Logging it again (for durable queues) gives it an id of its own.
+            let m = Arc::new(d.message);
             if let Ok(x) = self.exchange(m.exchange.as_str()) {
                 let route = self.route(&x, &m);
                 match self.log_message(&m, &route) {
@@ -724,13 +715,13 @@ impl VHost {
     }
 
     /// Puts back the delayed messages recovered from the log under `id`.
-    pub fn restore_delayed(&self, id: u64, messages: &[warren_store::RecoveredMessage]) {
+    pub fn restore_delayed(&self, id: u64, messages: &warren_store::RecoveredQueue) {
         self.delayed.set_log_id(id);
         let Some(p) = &self.persistence else {
             return;
         };
-        for m in messages {
-            if !self.delayed.restore(p, m.msg_id, m.location) {
+        for m in messages.iter() {
+            if !self.delayed.restore(p, m.msg_id) {
                 tracing::warn!(id = m.msg_id, "unreadable delayed message; dropping it");
                 p.settle(id, &[m.msg_id]);
             }

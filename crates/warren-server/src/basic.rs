@@ -239,11 +239,13 @@ impl ChannelMachine {
         let delay = (exchange.kind == ExchangeKind::DelayedMessage)
             .then(|| delayed::delay_of(props.headers.as_ref()))
             .flatten();
-        let mut message = Message::new(p.exchange, p.routing_key, raw_properties, body, &props);
-        if message.persistent {
-            message.id = ctx.vhost.next_message_id();
-        }
-        let message = Arc::new(message);
+        let message = Arc::new(Message::new(
+            p.exchange,
+            p.routing_key,
+            raw_properties,
+            body,
+            &props,
+        ));
         ctx.published.set(true);
         let seq = match &mut self.mode {
             Mode::Confirm(c) => {

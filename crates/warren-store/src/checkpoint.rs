@@ -8,17 +8,17 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use smallvec::SmallVec;
+use roaring::RoaringTreemap;
 
 use crate::error::{Result, StoreError};
 use crate::format::Cursor;
-use crate::index::{Entry, Index, QueueRef};
-use crate::Location;
+use crate::index::{IdMap, Index, Loose, SegStat, Slot};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const CHECKPOINT_TMP: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"WARRENCP";
-const VERSION: u32 = 1;
+/// 2: dense per-segment slots and per-queue bitmaps (1: one entry per message).
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 
 /// The log position a checkpoint covers: every record before `(segment, offset)` is reflected
@@ -31,28 +31,50 @@ pub(crate) struct Position {
 }
 
 /// Serializes the index and the position it covers.
+///
+/// Layout (all little-endian): position (segment, offset, next LSN), next message id; the
+/// segments, each with its size, first id and dense slots (`offset:u32 len:u32 refs:u16`);
+/// the loose messages (`id segment offset:u32 len:u32 refs:u16`); each queue's live ids as a
+/// serialized roaring bitmap; the non-zero delivery counts per queue.
 pub(crate) fn encode(index: &Index, pos: Position) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + index.segs.len() * 16 + index.msgs.len() * 56);
+    let slots: usize = index.segs.values().map(|s| s.slots.len()).sum();
+    let mut body = Vec::with_capacity(64 + index.segs.len() * 32 + slots * 10);
     for v in [pos.segment, pos.offset, pos.next_lsn, index.next_msg_id] {
         body.extend_from_slice(&v.to_le_bytes());
     }
     body.extend_from_slice(&(index.segs.len() as u64).to_le_bytes());
     for (seg, stat) in &index.segs {
-        body.extend_from_slice(&seg.to_le_bytes());
-        body.extend_from_slice(&stat.size.to_le_bytes());
+        for v in [*seg, stat.size, stat.first_id, stat.slots.len() as u64] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        for (slot, refs) in stat.slots.iter().zip(&stat.refs) {
+            body.extend_from_slice(&slot.offset.to_le_bytes());
+            body.extend_from_slice(&slot.len.to_le_bytes());
+            body.extend_from_slice(&refs.to_le_bytes());
+        }
     }
-    body.extend_from_slice(&(index.msgs.len() as u64).to_le_bytes());
-    for (msg_id, e) in &index.msgs {
-        body.extend_from_slice(&msg_id.to_le_bytes());
-        body.extend_from_slice(&e.order.to_le_bytes());
-        body.extend_from_slice(&e.loc.segment.to_le_bytes());
-        body.extend_from_slice(&e.loc.offset.to_le_bytes());
-        body.extend_from_slice(&e.loc.len.to_le_bytes());
-        body.extend_from_slice(&e.rec_len.to_le_bytes());
-        body.extend_from_slice(&(e.queues.len() as u16).to_le_bytes());
-        for q in &e.queues {
-            body.extend_from_slice(&q.queue.to_le_bytes());
-            body.extend_from_slice(&q.deliveries.to_le_bytes());
+    body.extend_from_slice(&(index.loose.len() as u64).to_le_bytes());
+    for (id, l) in &index.loose {
+        body.extend_from_slice(&id.to_le_bytes());
+        body.extend_from_slice(&l.segment.to_le_bytes());
+        body.extend_from_slice(&l.slot.offset.to_le_bytes());
+        body.extend_from_slice(&l.slot.len.to_le_bytes());
+        body.extend_from_slice(&l.refs.to_le_bytes());
+    }
+    body.extend_from_slice(&(index.queues.len() as u64).to_le_bytes());
+    for (q, ids) in &index.queues {
+        body.extend_from_slice(&q.to_le_bytes());
+        body.extend_from_slice(&(ids.serialized_size() as u64).to_le_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = ids.serialize_into(&mut body);
+    }
+    body.extend_from_slice(&(index.delivered.len() as u64).to_le_bytes());
+    for (q, counts) in &index.delivered {
+        body.extend_from_slice(&q.to_le_bytes());
+        body.extend_from_slice(&(counts.len() as u64).to_le_bytes());
+        for (id, n) in counts {
+            body.extend_from_slice(&id.to_le_bytes());
+            body.extend_from_slice(&n.to_le_bytes());
         }
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
@@ -62,6 +84,16 @@ pub(crate) fn encode(index: &Index, pos: Position) -> Vec<u8> {
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
+}
+
+/// A count read from the file, bounded by what the remaining bytes could hold (a damaged
+/// count must not make us allocate terabytes).
+fn count(r: &mut Cursor<'_>, min_item: usize) -> std::result::Result<usize, String> {
+    let n = r.u64().ok_or("checkpoint body cut short")?;
+    match usize::try_from(n) {
+        Ok(n) if n <= r.remaining() / min_item.max(1) => Ok(n),
+        _ => Err(format!("checkpoint count {n} exceeds its size")),
+    }
 }
 
 /// Parses a checkpoint file's bytes back into an index and its position.
@@ -91,53 +123,66 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<(Index, Position), Str
         next_lsn: r.u64().ok_or_else(short)?,
     };
     let mut index = Index::new();
-    let next_msg_id = r.u64().ok_or_else(short)?;
-    let nsegs = r.u64().ok_or_else(short)?;
-    for _ in 0..nsegs {
+    index.next_msg_id = r.u64().ok_or_else(short)?.max(1);
+    for _ in 0..count(&mut r, 32)? {
         let seg = r.u64().ok_or_else(short)?;
         let size = r.u64().ok_or_else(short)?;
-        index.extend_segment(seg, size);
-    }
-    let nmsgs = r.u64().ok_or_else(short)?;
-    index.msgs.reserve(
-        usize::try_from(nmsgs)
-            .map_err(|_| short())?
-            .min(body.len() / 40),
-    );
-    for _ in 0..nmsgs {
-        let msg_id = r.u64().ok_or_else(short)?;
-        let order = r.u64().ok_or_else(short)?;
-        let loc = Location {
-            segment: r.u64().ok_or_else(short)?,
-            offset: r.u64().ok_or_else(short)?,
-            len: r.u32().ok_or_else(short)?,
+        let first_id = r.u64().ok_or_else(short)?;
+        let n = count(&mut r, 10)?;
+        let mut stat = SegStat {
+            size,
+            first_id,
+            slots: Vec::with_capacity(n),
+            refs: Vec::with_capacity(n),
+            ..SegStat::default()
         };
-        let rec_len = r.u32().ok_or_else(short)?;
-        let nq = r.u16().ok_or_else(short)?;
-        let mut queues = SmallVec::with_capacity(nq as usize);
-        for _ in 0..nq {
-            queues.push(QueueRef {
-                queue: r.u64().ok_or_else(short)?,
-                deliveries: r.u32().ok_or_else(short)?,
+        for _ in 0..n {
+            stat.slots.push(Slot {
+                offset: r.u32().ok_or_else(short)?,
+                len: r.u32().ok_or_else(short)?,
             });
+            stat.refs.push(r.u16().ok_or_else(short)?);
         }
-        if queues.is_empty() {
-            return Err(format!("checkpoint entry {msg_id} has no queues"));
+        if n > 0 {
+            index.by_first_id.insert(first_id, seg);
         }
-        index.insert(
-            msg_id,
-            Entry {
-                order,
-                loc,
-                rec_len,
-                queues,
+        index.segs.insert(seg, stat);
+    }
+    for _ in 0..count(&mut r, 26)? {
+        let id = r.u64().ok_or_else(short)?;
+        let loose = Loose {
+            segment: r.u64().ok_or_else(short)?,
+            slot: Slot {
+                offset: r.u32().ok_or_else(short)?,
+                len: r.u32().ok_or_else(short)?,
             },
-        );
+            refs: r.u16().ok_or_else(short)?,
+        };
+        index.loose.insert(id, loose);
+    }
+    for _ in 0..count(&mut r, 16)? {
+        let q = r.u64().ok_or_else(short)?;
+        let len = count(&mut r, 1)?;
+        let raw = r.bytes(len).ok_or_else(short)?;
+        let ids = RoaringTreemap::deserialize_from(raw)
+            .map_err(|e| format!("checkpoint queue {q}: {e}"))?;
+        index.queues.insert(q, ids);
+    }
+    for _ in 0..count(&mut r, 16)? {
+        let q = r.u64().ok_or_else(short)?;
+        let n = count(&mut r, 12)?;
+        let mut counts = IdMap::default();
+        counts.reserve(n);
+        for _ in 0..n {
+            let id = r.u64().ok_or_else(short)?;
+            counts.insert(id, r.u32().ok_or_else(short)?);
+        }
+        index.delivered.insert(q, counts);
     }
     if r.remaining() != 0 {
         return Err("trailing bytes in checkpoint".into());
     }
-    index.next_msg_id = index.next_msg_id.max(next_msg_id);
+    index.recount();
     Ok((index, pos))
 }
 

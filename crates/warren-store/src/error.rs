@@ -29,6 +29,9 @@ pub enum StoreError {
     /// `wait_durable` on the publish's LSN.
     #[error("location segment {segment} offset {offset} is not written yet")]
     NotWritten { segment: u64, offset: u64 },
+    /// No live message has this id (never published, or settled by every queue that held it).
+    #[error("no live message {msg_id}")]
+    NotFound { msg_id: u64 },
     /// The caller passed something the store cannot record (empty queue list, oversize record).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),

@@ -1,20 +1,27 @@
-//! The live index: which messages are alive, for which queues, where their bodies are, and how
-//! many live records each segment still holds.
+//! The live index: where each message's body is, which queues still hold it, and how much of
+//! each segment is still live.
 //!
-//! The writer thread owns the index and applies each record to it in LSN order, after writing
-//! it; recovery rebuilds it by applying the same [`Op`]s decoded from the log, so a running store
-//! and a recovered one cannot disagree about what a record means.
+//! Memory is the point of its shape: a backlog of ten million messages must cost tens of bytes
+//! each, not hundreds. Message ids are assigned by the store in log order, so the messages of a
+//! segment have consecutive ids and the segment keeps them in two dense vectors indexed by
+//! `id - first_id` (body position: 8 bytes; queues still holding it: 2 bytes). Which queues
+//! hold which ids is one compressed bitmap per queue. Anything that does not fit the dense
+//! layout (a body moved by compaction, a log written by an older version) is a "loose" entry
+//! in a small map.
+//!
+//! The writer thread applies each record to the index in LSN order, after writing it; recovery
+//! rebuilds it by applying the same [`Op`]s decoded from the log, so a running store and a
+//! recovered one cannot disagree about what a record means. Readers look bodies up in it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use smallvec::SmallVec;
+use roaring::RoaringTreemap;
 
 use crate::format::Op;
-use crate::{Location, Lsn, RecoveredMessage};
+use crate::Location;
 
-/// A fast hasher for ids the broker assigns (not attacker-chosen): FxHash's multiply-rotate.
-/// With SipHash, hashing dominated recovery of a million messages.
+/// A fast hasher for ids the store assigns (not attacker-chosen): FxHash's multiply-rotate.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -34,35 +41,35 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
-/// One queue's claim on a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct QueueRef {
-    pub queue: u64,
-    /// How many times the message was delivered from this queue (`mark_delivered` calls).
-    pub deliveries: u32,
+/// Where a body is within its segment (segments are far smaller than 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Slot {
+    pub offset: u32,
+    pub len: u32,
 }
 
-/// A live message.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    /// LSN of the original publish record: the order in which queues recover messages.
-    pub order: Lsn,
-    pub loc: Location,
-    /// Bytes the record holding the body occupies (for per-segment live-byte accounting).
-    pub rec_len: u32,
-    /// Queues the message is not yet settled for; never empty while the entry exists.
-    pub queues: SmallVec<[QueueRef; 2]>,
-}
-
-/// Liveness of one segment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One segment: its size, its messages, and how much of it is live.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct SegStat {
     /// End of the last record applied (the file's length as far as the index knows).
     pub size: u64,
-    /// Live message records in the segment.
+    /// Id of `slots[0]` (meaningful once `slots` is non-empty).
+    pub first_id: u64,
+    pub slots: Vec<Slot>,
+    /// Queues still holding each slot's message; 0 = dead.
+    pub refs: Vec<u16>,
+    /// Live messages whose body is in this segment (dense and loose).
     pub live: u64,
-    /// Bytes those live records occupy.
+    /// Body bytes of those messages (compaction compares it with `size`).
     pub live_bytes: u64,
+}
+
+/// A live message outside the dense layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loose {
+    pub segment: u64,
+    pub slot: Slot,
+    pub refs: u16,
 }
 
 /// What a relocate record for a message the index does not know means.
@@ -78,21 +85,36 @@ pub(crate) enum UnknownRelocate {
 
 #[derive(Debug)]
 pub(crate) struct Index {
-    pub msgs: IdMap<Entry>,
     pub segs: BTreeMap<u64, SegStat>,
-    /// Live messages per queue (lets `drop_queue` of an empty queue skip the scan).
-    pub queue_live: IdMap<u64>,
+    /// Segment holding the dense slots that start at each `first_id`.
+    pub by_first_id: BTreeMap<u64, u64>,
+    pub loose: IdMap<Loose>,
+    /// Live message ids per queue.
+    pub queues: IdMap<RoaringTreemap>,
+    /// Delivery counts (`mark_delivered`) of live messages, per queue; absent = 0.
+    pub delivered: IdMap<IdMap<u32>>,
+    /// Live messages in total.
+    pub live: u64,
     /// One more than the largest message id ever published.
     pub next_msg_id: u64,
     pub unknown_relocate: UnknownRelocate,
 }
 
+/// A live message, as compaction sees it.
+pub(crate) struct LiveMessage {
+    pub msg_id: u64,
+    pub loc: Location,
+}
+
 impl Index {
     pub fn new() -> Self {
         Index {
-            msgs: IdMap::default(),
             segs: BTreeMap::new(),
-            queue_live: IdMap::default(),
+            by_first_id: BTreeMap::new(),
+            loose: IdMap::default(),
+            queues: IdMap::default(),
+            delivered: IdMap::default(),
+            live: 0,
             next_msg_id: 1,
             unknown_relocate: UnknownRelocate::Ignore,
         }
@@ -104,92 +126,203 @@ impl Index {
         s.size = s.size.max(end);
     }
 
-    /// Inserts a live message (from a checkpoint, a publish or an unknown relocate).
-    pub fn insert(&mut self, msg_id: u64, entry: Entry) {
-        if self.msgs.contains_key(&msg_id) {
+    /// The dense position of `msg_id`: its segment and slot number.
+    fn dense(&self, msg_id: u64) -> Option<(u64, usize)> {
+        let (&first, &segment) = self.by_first_id.range(..=msg_id).next_back()?;
+        let s = self.segs.get(&segment)?;
+        let i = usize::try_from(msg_id - first).ok()?;
+        (i < s.slots.len()).then_some((segment, i))
+    }
+
+    /// Where the body of a live message is.
+    pub fn locate(&self, msg_id: u64) -> Option<Location> {
+        if let Some(l) = self.loose.get(&msg_id) {
+            return Some(location(l.segment, l.slot));
+        }
+        let (segment, i) = self.dense(msg_id)?;
+        let s = &self.segs[&segment];
+        (s.refs[i] > 0).then(|| location(segment, s.slots[i]))
+    }
+
+    fn refs(&self, msg_id: u64) -> u16 {
+        if let Some(l) = self.loose.get(&msg_id) {
+            return l.refs;
+        }
+        self.dense(msg_id)
+            .map_or(0, |(segment, i)| self.segs[&segment].refs[i])
+    }
+
+    /// Adds a live message held by `queues` (with their delivery counts) whose body is at
+    /// `loc`. A message id seen alive already is replaced (the later record wins).
+    fn insert(&mut self, msg_id: u64, loc: Location, queues: &[(u64, u32)]) {
+        if queues.is_empty() {
+            return;
+        }
+        if self.refs(msg_id) > 0 {
             tracing::warn!(msg_id, "message id published twice; the later record wins");
             self.forget(msg_id);
         }
-        let s = self.segs.entry(entry.loc.segment).or_default();
+        let refs = queues.len().min(usize::from(u16::MAX)) as u16;
+        let slot = Slot {
+            offset: loc.offset as u32,
+            len: loc.len,
+        };
+        let s = self.segs.entry(loc.segment).or_default();
+        // The first message of a segment starts its dense run (unless that id already starts
+        // another segment's run); later ones extend it when their ids follow on.
+        let dense = if s.slots.is_empty() {
+            let free = !self.by_first_id.contains_key(&msg_id);
+            if free {
+                s.first_id = msg_id;
+                self.by_first_id.insert(msg_id, loc.segment);
+            }
+            free
+        } else {
+            s.first_id + s.slots.len() as u64 == msg_id
+        };
+        if dense {
+            s.slots.push(slot);
+            s.refs.push(refs);
+        } else {
+            self.loose.insert(
+                msg_id,
+                Loose {
+                    segment: loc.segment,
+                    slot,
+                    refs,
+                },
+            );
+        }
         s.live += 1;
-        s.live_bytes += u64::from(entry.rec_len);
-        for q in &entry.queues {
-            *self.queue_live.entry(q.queue).or_default() += 1;
+        s.live_bytes += u64::from(loc.len);
+        self.live += 1;
+        for &(q, deliveries) in queues {
+            self.queues.entry(q).or_default().insert(msg_id);
+            if deliveries > 0 {
+                self.delivered
+                    .entry(q)
+                    .or_default()
+                    .insert(msg_id, deliveries);
+            }
         }
         self.next_msg_id = self.next_msg_id.max(msg_id.saturating_add(1));
-        self.msgs.insert(msg_id, entry);
+    }
+
+    /// Drops one queue's claim on a message; kills it when none is left.
+    fn release(&mut self, msg_id: u64) {
+        let dead_at = if let Some(l) = self.loose.get_mut(&msg_id) {
+            l.refs = l.refs.saturating_sub(1);
+            if l.refs > 0 {
+                return;
+            }
+            let l = self.loose.remove(&msg_id);
+            l.map(|l| (l.segment, l.slot.len))
+        } else if let Some((segment, i)) = self.dense(msg_id) {
+            let s = self
+                .segs
+                .get_mut(&segment)
+                .map(|s| (&mut s.refs[i], s.slots[i].len));
+            match s {
+                Some((r, len)) if *r > 0 => {
+                    *r -= 1;
+                    if *r > 0 {
+                        return;
+                    }
+                    Some((segment, len))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some((segment, len)) = dead_at {
+            if let Some(s) = self.segs.get_mut(&segment) {
+                s.live = s.live.saturating_sub(1);
+                s.live_bytes = s.live_bytes.saturating_sub(u64::from(len));
+            }
+            self.live = self.live.saturating_sub(1);
+        }
     }
 
     /// Removes a message entirely, settling it for every queue it still had.
     pub(crate) fn forget(&mut self, msg_id: u64) {
-        let Some(e) = self.msgs.remove(&msg_id) else {
-            return;
-        };
-        if let Some(s) = self.segs.get_mut(&e.loc.segment) {
-            s.live = s.live.saturating_sub(1);
-            s.live_bytes = s.live_bytes.saturating_sub(u64::from(e.rec_len));
+        let holders: Vec<u64> = self
+            .queues
+            .iter()
+            .filter(|(_, ids)| ids.contains(msg_id))
+            .map(|(&q, _)| q)
+            .collect();
+        for q in holders {
+            self.settle(q, msg_id);
         }
-        for q in &e.queues {
-            self.dec_queue(q.queue);
-        }
-    }
-
-    fn dec_queue(&mut self, queue: u64) {
-        if let Some(n) = self.queue_live.get_mut(&queue) {
-            *n -= 1;
-            if *n == 0 {
-                self.queue_live.remove(&queue);
-            }
+        // A claim no queue records (cannot happen through the API) must not keep it alive.
+        while self.refs(msg_id) > 0 {
+            self.release(msg_id);
         }
     }
 
     /// Settles `msg_id` for `queue`; kills the message when no queue is left.
     fn settle(&mut self, queue: u64, msg_id: u64) {
-        let Some(e) = self.msgs.get_mut(&msg_id) else {
+        let Some(ids) = self.queues.get_mut(&queue) else {
             return;
         };
-        let Some(i) = e.queues.iter().position(|q| q.queue == queue) else {
+        if !ids.remove(msg_id) {
             return;
-        };
-        e.queues.swap_remove(i);
-        let dead = e.queues.is_empty();
-        self.dec_queue(queue);
-        if dead {
-            self.forget(msg_id);
+        }
+        if ids.is_empty() {
+            self.queues.remove(&queue);
+        }
+        if let Some(d) = self.delivered.get_mut(&queue) {
+            d.remove(&msg_id);
+            if d.is_empty() {
+                self.delivered.remove(&queue);
+            }
+        }
+        self.release(msg_id);
+    }
+
+    /// Kills every live message whose body is in `segment` (the file is gone).
+    pub fn drop_segment(&mut self, segment: u64) -> u64 {
+        let mut ids: Vec<u64> = self
+            .loose
+            .iter()
+            .filter(|(_, l)| l.segment == segment)
+            .map(|(&id, _)| id)
+            .collect();
+        if let Some(s) = self.segs.get(&segment) {
+            ids.extend(
+                s.refs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &r)| r > 0)
+                    .map(|(i, _)| s.first_id + i as u64),
+            );
+        }
+        for &id in &ids {
+            self.forget(id);
+        }
+        self.remove_segment(segment);
+        ids.len() as u64
+    }
+
+    /// Forgets a segment whose file is deleted (it holds nothing live).
+    pub fn remove_segment(&mut self, segment: u64) {
+        if let Some(s) = self.segs.remove(&segment) {
+            if self.by_first_id.get(&s.first_id) == Some(&segment) {
+                self.by_first_id.remove(&s.first_id);
+            }
         }
     }
 
-    /// Applies one record, written at `lsn` in `segment` ending at `rec_end`, whose body (for
+    /// Applies one record, written in `segment` and ending at `rec_end`, whose body (for
     /// publish and relocate records) is at `body`.
-    pub fn apply(
-        &mut self,
-        lsn: Lsn,
-        op: &Op,
-        segment: u64,
-        rec_end: u64,
-        rec_len: u64,
-        body: Option<Location>,
-    ) {
+    pub fn apply(&mut self, op: &Op, segment: u64, rec_end: u64, body: Option<Location>) {
         self.extend_segment(segment, rec_end);
         match op {
             Op::Publish { msg_id, queues } => {
                 let Some(loc) = body else { return };
-                let entry = Entry {
-                    order: lsn,
-                    loc,
-                    rec_len: rec_len as u32,
-                    queues: queues
-                        .iter()
-                        .map(|&queue| QueueRef {
-                            queue,
-                            deliveries: 0,
-                        })
-                        .collect(),
-                };
-                if entry.queues.is_empty() {
-                    return;
-                }
-                self.insert(*msg_id, entry);
+                let queues: Vec<(u64, u32)> = queues.iter().map(|&q| (q, 0)).collect();
+                self.insert(*msg_id, loc, &queues);
             }
             Op::Ack { queue, ids } => {
                 for &id in ids {
@@ -197,93 +330,301 @@ impl Index {
                 }
             }
             Op::Delivered { queue, ids } => {
-                for id in ids {
-                    if let Some(e) = self.msgs.get_mut(id) {
-                        if let Some(q) = e.queues.iter_mut().find(|q| q.queue == *queue) {
-                            q.deliveries = q.deliveries.saturating_add(1);
-                        }
-                    }
+                let Some(live) = self.queues.get(queue) else {
+                    return;
+                };
+                let live: Vec<u64> = ids
+                    .iter()
+                    .copied()
+                    .filter(|&id| live.contains(id))
+                    .collect();
+                if live.is_empty() {
+                    return;
+                }
+                let d = self.delivered.entry(*queue).or_default();
+                for id in live {
+                    let c = d.entry(id).or_default();
+                    *c = c.saturating_add(1);
                 }
             }
             Op::DropQueue { queue } => {
-                if !self.queue_live.contains_key(queue) {
+                let Some(ids) = self.queues.remove(queue) else {
                     return;
-                }
-                // Rare (queue deletion or purge): a scan of the live index is acceptable.
-                let ids: Vec<u64> = self
-                    .msgs
-                    .iter()
-                    .filter(|(_, e)| e.queues.iter().any(|q| q.queue == *queue))
-                    .map(|(&id, _)| id)
-                    .collect();
-                for id in ids {
-                    self.settle(*queue, id);
+                };
+                self.delivered.remove(queue);
+                for id in ids.iter() {
+                    self.release(id);
                 }
             }
             Op::Relocate {
                 msg_id,
-                order,
                 old_segment,
                 old_offset,
                 queues,
+                ..
             } => {
                 let Some(loc) = body else { return };
-                match self.msgs.get_mut(msg_id) {
-                    Some(e) => {
-                        if e.loc.segment != *old_segment || e.loc.offset != *old_offset {
+                match self.locate(*msg_id) {
+                    Some(cur) => {
+                        if cur.segment != *old_segment || cur.offset != *old_offset {
                             return;
                         }
-                        let old = std::mem::replace(&mut e.loc, loc);
-                        let old_len = std::mem::replace(&mut e.rec_len, rec_len as u32);
-                        if let Some(s) = self.segs.get_mut(&old.segment) {
-                            s.live = s.live.saturating_sub(1);
-                            s.live_bytes = s.live_bytes.saturating_sub(u64::from(old_len));
+                        let refs = self.refs(*msg_id);
+                        // Out of the old place (dense or loose)...
+                        if self.loose.remove(msg_id).is_none() {
+                            if let Some((seg, i)) = self.dense(*msg_id) {
+                                if let Some(s) = self.segs.get_mut(&seg) {
+                                    s.refs[i] = 0;
+                                }
+                            }
                         }
+                        if let Some(s) = self.segs.get_mut(&cur.segment) {
+                            s.live = s.live.saturating_sub(1);
+                            s.live_bytes = s.live_bytes.saturating_sub(u64::from(cur.len));
+                        }
+                        // ...into the new one, always loose: its id is not the new segment's.
+                        self.loose.insert(
+                            *msg_id,
+                            Loose {
+                                segment: loc.segment,
+                                slot: Slot {
+                                    offset: loc.offset as u32,
+                                    len: loc.len,
+                                },
+                                refs,
+                            },
+                        );
                         let s = self.segs.entry(loc.segment).or_default();
                         s.live += 1;
-                        s.live_bytes += rec_len;
+                        s.live_bytes += u64::from(loc.len);
                     }
                     None => {
-                        if self.unknown_relocate == UnknownRelocate::Ignore || queues.is_empty() {
+                        if self.unknown_relocate == UnknownRelocate::Ignore {
                             return;
                         }
-                        let entry = Entry {
-                            order: *order,
-                            loc,
-                            rec_len: rec_len as u32,
-                            queues: queues
-                                .iter()
-                                .map(|&(queue, deliveries)| QueueRef { queue, deliveries })
-                                .collect(),
-                        };
-                        self.insert(*msg_id, entry);
+                        self.insert(*msg_id, loc, queues);
                     }
                 }
             }
         }
     }
 
-    /// Live messages per queue, each list in publish order.
-    pub fn per_queue(&self) -> HashMap<u64, Vec<RecoveredMessage>> {
-        let mut tmp: IdMap<Vec<(Lsn, RecoveredMessage)>> = IdMap::default();
-        for (&msg_id, e) in &self.msgs {
-            for q in &e.queues {
-                tmp.entry(q.queue).or_default().push((
-                    e.order,
-                    RecoveredMessage {
-                        msg_id,
-                        location: e.loc,
-                        delivered: q.deliveries > 0,
-                        delivery_count: q.deliveries,
-                    },
-                ));
-            }
+    /// The queues holding `msg_id`, with its delivery count in each.
+    pub fn holders(&self, msg_id: u64) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = self
+            .queues
+            .iter()
+            .filter(|(_, ids)| ids.contains(msg_id))
+            .map(|(&q, _)| {
+                let d = self
+                    .delivered
+                    .get(&q)
+                    .and_then(|d| d.get(&msg_id))
+                    .copied()
+                    .unwrap_or(0);
+                (q, d)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Live messages whose body is in `segment`, in file order.
+    pub fn live_in(&self, segment: u64) -> Vec<LiveMessage> {
+        let mut v: Vec<LiveMessage> = self
+            .loose
+            .iter()
+            .filter(|(_, l)| l.segment == segment && l.refs > 0)
+            .map(|(&msg_id, l)| LiveMessage {
+                msg_id,
+                loc: location(segment, l.slot),
+            })
+            .collect();
+        if let Some(s) = self.segs.get(&segment) {
+            v.extend(
+                s.refs
+                    .iter()
+                    .zip(&s.slots)
+                    .enumerate()
+                    .filter(|(_, (&r, _))| r > 0)
+                    .map(|(i, (_, &slot))| LiveMessage {
+                        msg_id: s.first_id + i as u64,
+                        loc: location(segment, slot),
+                    }),
+            );
         }
-        tmp.into_iter()
-            .map(|(q, mut v)| {
-                v.sort_unstable_by_key(|(order, m)| (*order, m.msg_id));
-                (q, v.into_iter().map(|(_, m)| m).collect())
+        v.sort_unstable_by_key(|m| m.loc.offset);
+        v
+    }
+
+    /// Live messages per queue, in id (that is, publish) order, with their delivery counts.
+    pub fn per_queue(&self) -> HashMap<u64, crate::RecoveredQueue> {
+        self.queues
+            .iter()
+            .map(|(&q, ids)| {
+                let delivered = self
+                    .delivered
+                    .get(&q)
+                    .map(|d| d.iter().map(|(&id, &n)| (id, n)).collect())
+                    .unwrap_or_default();
+                (
+                    q,
+                    crate::RecoveredQueue {
+                        ids: crate::IdSet(ids.clone()),
+                        delivered,
+                    },
+                )
             })
             .collect()
+    }
+
+    /// Rebuilds the per-segment live counts from `refs` and the loose map (after loading a
+    /// checkpoint, which stores only the slots).
+    pub fn recount(&mut self) {
+        self.live = 0;
+        for s in self.segs.values_mut() {
+            s.live = 0;
+            s.live_bytes = 0;
+            for (r, slot) in s.refs.iter().zip(&s.slots) {
+                if *r > 0 {
+                    s.live += 1;
+                    s.live_bytes += u64::from(slot.len);
+                }
+            }
+        }
+        for l in self.loose.values() {
+            let s = self.segs.entry(l.segment).or_default();
+            s.live += 1;
+            s.live_bytes += u64::from(l.slot.len);
+        }
+        self.live = self.segs.values().map(|s| s.live).sum();
+    }
+}
+
+fn location(segment: u64, slot: Slot) -> Location {
+    Location {
+        segment,
+        offset: u64::from(slot.offset),
+        len: slot.len,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(ix: &mut Index, id: u64, queues: &[u64], seg: u64, off: u64) {
+        let op = Op::Publish {
+            msg_id: id,
+            queues: queues.iter().copied().collect(),
+        };
+        let loc = Location {
+            segment: seg,
+            offset: off,
+            len: 10,
+        };
+        ix.apply(&op, seg, off + 10, Some(loc));
+    }
+
+    #[test]
+    fn consecutive_ids_are_dense_and_settle_per_queue() {
+        let mut ix = Index::new();
+        for id in 1..=100 {
+            publish(&mut ix, id, &[1, 2], 1, id * 100);
+        }
+        assert!(ix.loose.is_empty());
+        assert_eq!(ix.segs[&1].slots.len(), 100);
+        assert_eq!(ix.live, 100);
+        ix.apply(
+            &Op::Ack {
+                queue: 1,
+                ids: (1..=50).collect(),
+            },
+            1,
+            0,
+            None,
+        );
+        assert_eq!(ix.live, 100, "queue 2 still holds them");
+        ix.apply(
+            &Op::Ack {
+                queue: 2,
+                ids: (1..=10).collect(),
+            },
+            1,
+            0,
+            None,
+        );
+        assert_eq!(ix.live, 90);
+        assert_eq!(ix.locate(5), None);
+        assert_eq!(ix.locate(11).map(|l| l.offset), Some(1100));
+        ix.apply(&Op::DropQueue { queue: 2 }, 1, 0, None);
+        assert_eq!(ix.live, 50);
+        assert_eq!(ix.segs[&1].live, 50);
+    }
+
+    #[test]
+    fn ids_out_of_order_go_loose_and_still_settle() {
+        let mut ix = Index::new();
+        publish(&mut ix, 10, &[1], 1, 100);
+        publish(&mut ix, 12, &[1], 1, 200);
+        publish(&mut ix, 11, &[1], 1, 300);
+        // 12 does not follow 10 and goes loose; 11 does and joins the dense run.
+        assert_eq!(ix.loose.len(), 1);
+        assert_eq!(ix.locate(12).map(|l| l.offset), Some(200));
+        assert_eq!(ix.locate(11).map(|l| l.offset), Some(300));
+        ix.apply(
+            &Op::Ack {
+                queue: 1,
+                ids: vec![10, 11, 12],
+            },
+            1,
+            0,
+            None,
+        );
+        assert_eq!(ix.live, 0);
+        assert_eq!(ix.segs[&1].live, 0);
+    }
+
+    #[test]
+    fn relocation_moves_the_body_and_its_claims() {
+        let mut ix = Index::new();
+        publish(&mut ix, 1, &[1, 2], 1, 100);
+        let op = Op::Relocate {
+            msg_id: 1,
+            order: 1,
+            old_segment: 1,
+            old_offset: 100,
+            queues: vec![(1, 0), (2, 0)],
+        };
+        let new = Location {
+            segment: 9,
+            offset: 50,
+            len: 10,
+        };
+        ix.apply(&op, 9, 60, Some(new));
+        assert_eq!(ix.locate(1), Some(new));
+        assert_eq!(ix.segs[&1].live, 0);
+        assert_eq!(ix.segs[&9].live, 1);
+        ix.apply(
+            &Op::Ack {
+                queue: 1,
+                ids: vec![1],
+            },
+            9,
+            0,
+            None,
+        );
+        assert_eq!(ix.segs[&9].live, 1);
+        ix.apply(
+            &Op::Ack {
+                queue: 2,
+                ids: vec![1],
+            },
+            9,
+            0,
+            None,
+        );
+        assert_eq!(ix.segs[&9].live, 0);
+        assert_eq!(ix.live, 0);
     }
 }

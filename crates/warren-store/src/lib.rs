@@ -43,7 +43,7 @@ pub use durable::WaitDurable;
 pub use error::StoreError;
 pub use format::{FORMAT_VERSION, MAX_QUEUES_PER_MESSAGE, MAX_RECORD_LEN};
 pub use meta::MetaStore;
-pub use store::{Relocation, Store, StoreConfig, StoreStats, SyncMode};
+pub use store::{Published, Relocation, Store, StoreConfig, StoreStats, SyncMode};
 
 /// Log sequence number: one per record, increasing, starting at 1. 0 means "nothing".
 pub type Lsn = u64;
@@ -60,10 +60,8 @@ pub struct Location {
 /// What [`Store::open`] found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Live messages per queue id, each list in publish order.
-    pub queues: HashMap<u64, Vec<RecoveredMessage>>,
-    /// One more than the largest message id ever stored: a safe next id.
-    pub next_msg_id: u64,
+    /// Live messages per queue id.
+    pub queues: HashMap<u64, RecoveredQueue>,
     /// Set if a damaged tail was cut off.
     pub truncated: Option<TruncationReport>,
     /// Whether a checkpoint was used (otherwise the whole log was replayed).
@@ -72,11 +70,65 @@ pub struct Recovery {
     pub replayed_records: u64,
 }
 
-/// One live message of a queue after recovery.
+/// A set of message ids, compressed (a recovered queue of ten million messages costs a few
+/// megabytes, not a vector of them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdSet(pub(crate) roaring::RoaringTreemap);
+
+impl IdSet {
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.0.contains(id)
+    }
+
+    /// Ascending ids: the order in which the messages were published.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter()
+    }
+}
+
+/// The live messages of one queue after recovery.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoveredQueue {
+    /// Their ids; ascending id order is publish order.
+    pub ids: IdSet,
+    /// Delivery counts of the messages marked delivered at least once (`mark_delivered`).
+    pub delivered: HashMap<u64, u32>,
+}
+
+impl RecoveredQueue {
+    pub fn len(&self) -> usize {
+        self.ids.len() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The messages in publish order.
+    pub fn iter(&self) -> impl Iterator<Item = RecoveredMessage> + '_ {
+        self.ids.iter().map(|msg_id| {
+            let delivery_count = self.delivered.get(&msg_id).copied().unwrap_or(0);
+            RecoveredMessage {
+                msg_id,
+                delivered: delivery_count > 0,
+                delivery_count,
+            }
+        })
+    }
+}
+
+/// One live message of a queue after recovery. Its body is read with [`Store::read`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredMessage {
     pub msg_id: u64,
-    pub location: Location,
     /// It was delivered at least once from this queue (deliver it with `redelivered = true`).
     pub delivered: bool,
     /// How many times it was marked delivered for this queue.

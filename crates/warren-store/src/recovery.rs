@@ -87,7 +87,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                     fs::remove_file(&path)
                         .map_err(|e| StoreError::io("delete dead segment", &path, e))?;
                     segs.remove(&id);
-                    index.segs.remove(&id);
+                    index.remove_segment(id);
                 } else {
                     let len = fs::metadata(&path)
                         .map_err(|e| StoreError::io("stat segment", &path, e))?
@@ -96,23 +96,22 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                 }
             }
             let missing: Vec<u64> = index
-                .msgs
-                .iter()
-                .filter(|(_, e)| e.loc.segment < pos.segment && !segs.contains_key(&e.loc.segment))
-                .map(|(&id, _)| id)
+                .segs
+                .keys()
+                .copied()
+                .chain(index.loose.values().map(|l| l.segment))
+                .filter(|seg| *seg < pos.segment && !segs.contains_key(seg))
                 .collect();
-            if !missing.is_empty() {
+            let mut lost = 0;
+            for seg in missing {
+                lost += index.drop_segment(seg);
+            }
+            if lost > 0 {
                 tracing::warn!(
-                    count = missing.len(),
+                    count = lost,
                     "live messages in the checkpoint point at missing segments; dropping them"
                 );
-                for id in missing {
-                    index.forget(id);
-                }
             }
-            index
-                .segs
-                .retain(|id, _| *id >= pos.segment || segs.contains_key(id));
             (pos.next_lsn, pos.segment)
         }
         Start::Beginning => {
@@ -178,7 +177,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                     offset: off + b,
                     len,
                 });
-                index.apply(lsn, &d.op, id, off + d.rec_len, d.rec_len, body);
+                index.apply(&d.op, id, off + d.rec_len, body);
                 lsn += 1;
                 replayed += 1;
                 off += d.rec_len;
@@ -200,7 +199,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                 let later: Vec<u64> = ids[n + 1..].to_vec();
                 let report = cut(dir, &segs, id, offset, data.len() as u64, later, reason)?;
                 if offset < SEGMENT_HEADER_LEN {
-                    index.segs.remove(&id);
+                    index.drop_segment(id);
                     // The damaged file is gone: the previous segment (if any) stays active.
                     active = active.or_else(|| {
                         segs.range(..id)

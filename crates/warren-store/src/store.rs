@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 use crate::durable::{DurableShared, WaitDurable};
 use crate::error::{Result, StoreError};
 use crate::format::{self, Op, MAX_QUEUES_PER_MESSAGE, SEGMENT_HEADER_LEN};
+use crate::index::Index;
 use crate::recovery;
 use crate::writer::{self, Append, Cmd};
 use crate::{Location, Lsn, Recovery};
@@ -93,6 +94,23 @@ pub struct StoreStats {
     pub last_checkpoint_snapshot_micros: u64,
 }
 
+/// A message handed to the log by [`Store::publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Durable once [`Store::wait_durable`] on it resolves.
+    pub lsn: Lsn,
+    /// The id it is read, acked and recovered by.
+    pub msg_id: u64,
+}
+
+/// What [`Store::append`] reserved.
+struct Appended {
+    lsn: Lsn,
+    /// The id given to a publish record (0 for other records).
+    msg_id: u64,
+    loc: Option<Location>,
+}
+
 /// A live message moved by [`Store::compact`]: the owner must use `new` from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relocation {
@@ -116,6 +134,9 @@ pub(crate) struct Appender {
     pub offset: u64,
     pub queued_bytes: u64,
     pub state: AppendState,
+    /// The id the next publish gets: ids follow log order, which keeps each segment's
+    /// messages a dense run in the index.
+    pub next_msg_id: u64,
 }
 
 #[derive(Default)]
@@ -144,6 +165,9 @@ pub(crate) struct Shared {
     /// Read handles, one per segment; opened and removed under the write lock so a deleted
     /// segment never lingers here.
     pub files: RwLock<HashMap<u64, Arc<File>>>,
+    /// Where each live message's body is and who holds it. The writer thread applies records
+    /// to it; readers look bodies up in it (briefly: one lookup or one batch).
+    pub index: Mutex<Index>,
     pub counters: Counters,
 }
 
@@ -248,7 +272,6 @@ impl Store {
         let rec = recovery::recover(&config.dir)?;
         let recovery = Recovery {
             queues: rec.index.per_queue(),
-            next_msg_id: rec.index.next_msg_id,
             truncated: rec.truncated.clone(),
             from_checkpoint: rec.from_checkpoint,
             replayed_records: rec.replayed_records,
@@ -262,11 +285,13 @@ impl Store {
                 offset: rec.active_end,
                 queued_bytes: 0,
                 state: AppendState::Open,
+                next_msg_id: rec.index.next_msg_id,
             }),
             space: Condvar::new(),
             written: Mutex::new((rec.active_segment, rec.active_end)),
             written_cv: Condvar::new(),
             files: RwLock::new(HashMap::new()),
+            index: Mutex::new(rec.index),
             counters: Counters::default(),
         });
         let (tx, rx) = mpsc::channel();
@@ -278,7 +303,6 @@ impl Store {
             durable: durable.clone(),
             rx,
             config: config.clone(),
-            index: rec.index,
             active_segment: rec.active_segment,
             active_end: rec.active_end,
             active_exists: rec.active_exists,
@@ -300,11 +324,13 @@ impl Store {
     }
 
     /// Reserves the next LSN and file space for `op`, and hands the record to the writer.
-    /// Blocks only under back-pressure (too many bytes waiting for the writer).
-    fn append(&self, op: Op, body: Bytes) -> Result<(Lsn, Option<Location>)> {
+    /// A publish record gets its message id here, in log order. Blocks only under
+    /// back-pressure (too many bytes waiting for the writer).
+    fn append(&self, op: Op, body: Bytes) -> Result<Appended> {
         let has_body = matches!(op, Op::Publish { .. } | Op::Relocate { .. });
         let body_len = body.len() as u32;
-        let frame = format::encode(&op, body).map_err(StoreError::Invalid)?;
+        let mut op = op;
+        let mut frame = format::encode(&op, body).map_err(StoreError::Invalid)?;
         let head_len = frame.head.len() as u64;
         let rec_len = frame.len();
         let shared = &self.inner.shared;
@@ -339,6 +365,12 @@ impl Store {
             offset: offset + head_len,
             len: body_len,
         });
+        let mut msg_id = 0;
+        if let Op::Publish { msg_id: id, .. } = &mut op {
+            msg_id = ap.next_msg_id;
+            *id = msg_id;
+            format::set_publish_id(&mut frame, msg_id);
+        }
         // Sent under the lock: the writer receives records in reservation order, so it writes
         // every record exactly at the offset reserved for it.
         self.inner
@@ -354,13 +386,16 @@ impl Store {
         ap.next_lsn += 1;
         ap.offset += rec_len;
         ap.queued_bytes += rec_len;
-        Ok((lsn, loc))
+        if msg_id != 0 {
+            ap.next_msg_id += 1;
+        }
+        Ok(Appended { lsn, msg_id, loc })
     }
 
-    /// Appends a message stored once for several queues (a fanout writes the body once).
-    /// Returns at once with the record's LSN and where the body will be; the record is durable
-    /// once [`Store::wait_durable`] on that LSN resolves. `msg_id` must be unique.
-    pub fn publish(&self, msg_id: u64, queues: &[u64], payload: Bytes) -> Result<(Lsn, Location)> {
+    /// Appends a message stored once for several queues (a fanout writes the body once) and
+    /// gives it its id. Returns at once; the record is durable once [`Store::wait_durable`]
+    /// on the returned LSN resolves, and readable with [`Store::read`] right away.
+    pub fn publish(&self, queues: &[u64], payload: Bytes) -> Result<Published> {
         if queues.is_empty() {
             return Err(StoreError::Invalid("a message needs at least one queue"));
         }
@@ -370,9 +405,17 @@ impl Store {
         if qs.len() > MAX_QUEUES_PER_MESSAGE {
             return Err(StoreError::Invalid("too many queues for one message"));
         }
-        let (lsn, loc) = self.append(Op::Publish { msg_id, queues: qs }, payload)?;
-        let loc = loc.ok_or(StoreError::Invalid("publish without a body location"))?;
-        Ok((lsn, loc))
+        let a = self.append(
+            Op::Publish {
+                msg_id: 0,
+                queues: qs,
+            },
+            payload,
+        )?;
+        Ok(Published {
+            lsn: a.lsn,
+            msg_id: a.msg_id,
+        })
     }
 
     /// The messages are settled (acked, dropped) for `queue`; a message settled for all its
@@ -388,7 +431,7 @@ impl Store {
             },
             Bytes::new(),
         )
-        .map(|(lsn, _)| lsn)
+        .map(|a| a.lsn)
     }
 
     /// The messages were delivered (or requeued after a delivery) from `queue`: their
@@ -404,22 +447,73 @@ impl Store {
             },
             Bytes::new(),
         )
-        .map(|(lsn, _)| lsn)
+        .map(|a| a.lsn)
     }
 
     /// Settles every message of `queue` for it (queue deleted or purged).
     pub fn drop_queue(&self, queue: u64) -> Result<Lsn> {
         self.append(Op::DropQueue { queue }, Bytes::new())
-            .map(|(lsn, _)| lsn)
+            .map(|a| a.lsn)
     }
 
     fn last_lsn(&self) -> Lsn {
         self.inner.shared.appender.lock().next_lsn - 1
     }
 
-    /// Reads a message body back (one `pread`), verifying its CRC. The location must have been
+    /// Reads a live message's body back (one lookup, one `pread`), verifying its CRC.
+    pub fn read(&self, msg_id: u64) -> Result<Bytes> {
+        // A segment may be deleted (after compaction moved the body) between the lookup and
+        // the read: look again once.
+        for _ in 0..2 {
+            let Some(loc) = self.inner.shared.index.lock().locate(msg_id) else {
+                return self.read_unapplied(msg_id);
+            };
+            match self.read_at(&loc) {
+                Err(StoreError::MissingSegment { .. }) => continue,
+                r => return r,
+            }
+        }
+        Err(StoreError::NotFound { msg_id })
+    }
+
+    /// The stored size of a live message's payload, without reading it.
+    pub fn len_of(&self, msg_id: u64) -> Option<u32> {
+        self.inner.shared.index.lock().locate(msg_id).map(|l| l.len)
+    }
+
+    /// A message the index does not know: published but not yet written (wait for the writer,
+    /// which is never far behind), or not alive.
+    fn read_unapplied(&self, msg_id: u64) -> Result<Bytes> {
+        if msg_id == 0 || msg_id >= self.inner.shared.appender.lock().next_msg_id {
+            return Err(StoreError::NotFound { msg_id });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let shared = &self.inner.shared;
+        loop {
+            {
+                let index = shared.index.lock();
+                if let Some(loc) = index.locate(msg_id) {
+                    drop(index);
+                    return self.read_at(&loc);
+                }
+                if msg_id < index.next_msg_id {
+                    return Err(StoreError::NotFound { msg_id });
+                }
+            }
+            let mut written = shared.written.lock();
+            if shared
+                .written_cv
+                .wait_until(&mut written, deadline)
+                .timed_out()
+            {
+                return Err(StoreError::NotFound { msg_id });
+            }
+        }
+    }
+
+    /// Reads the body at `loc` (one `pread`), verifying its CRC. The location must have been
     /// written (its publish waited for, or returned by recovery or `compact`).
-    pub fn read(&self, loc: &Location) -> Result<Bytes> {
+    fn read_at(&self, loc: &Location) -> Result<Bytes> {
         let shared = &self.inner.shared;
         if loc.offset < SEGMENT_HEADER_LEN + 4 {
             return Err(StoreError::Invalid(
@@ -521,7 +615,7 @@ impl Store {
         let mut moved = Vec::with_capacity(candidates.len());
         let mut last = None;
         for c in candidates {
-            let body = match self.read(&c.loc) {
+            let body = match self.read_at(&c.loc) {
                 Ok(b) => b,
                 // The segment died and was deleted since the scan: nothing left to move.
                 Err(StoreError::MissingSegment { .. }) => continue,
@@ -533,7 +627,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            let (lsn, new) = self.append(
+            let a = self.append(
                 Op::Relocate {
                     msg_id: c.msg_id,
                     order: c.order,
@@ -543,8 +637,8 @@ impl Store {
                 },
                 body,
             )?;
-            last = Some(lsn);
-            if let Some(new) = new {
+            last = Some(a.lsn);
+            if let Some(new) = a.loc {
                 moved.push(Relocation {
                     msg_id: c.msg_id,
                     old: c.loc,

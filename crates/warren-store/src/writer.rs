@@ -18,7 +18,6 @@ use crate::checkpoint::{self, Position};
 use crate::durable::DurableShared;
 use crate::error::{Result, StoreError};
 use crate::format::{self, Frame, Op, SEGMENT_HEADER_LEN};
-use crate::index::Index;
 use crate::store::{AppendState, Shared, StoreConfig, SyncMode};
 use crate::Location;
 
@@ -56,7 +55,6 @@ pub(crate) struct WriterSetup {
     pub durable: Arc<DurableShared>,
     pub rx: Receiver<Cmd>,
     pub config: StoreConfig,
-    pub index: Index,
     pub active_segment: u64,
     pub active_end: u64,
     pub active_exists: bool,
@@ -74,7 +72,6 @@ struct Writer {
     shared: Arc<Shared>,
     durable: Arc<DurableShared>,
     config: StoreConfig,
-    index: Index,
     /// The segment being appended to, its end, and its file once opened.
     seg: u64,
     end: u64,
@@ -114,7 +111,6 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
     let mut w = Writer {
         shared: setup.shared,
         durable: setup.durable,
-        index: setup.index,
         seg: setup.active_segment,
         end: setup.active_end,
         file: None,
@@ -328,7 +324,10 @@ impl Writer {
             self.file = Some(f);
             self.seg_exists = true;
             self.end = SEGMENT_HEADER_LEN;
-            self.index.extend_segment(segment, SEGMENT_HEADER_LEN);
+            self.shared
+                .index
+                .lock()
+                .extend_segment(segment, SEGMENT_HEADER_LEN);
         }
         Ok(())
     }
@@ -350,6 +349,22 @@ impl Writer {
             bytes += self.write_run(&batch[i..j])?;
             i = j;
         }
+        // The index learns the records as soon as they are written (readers look bodies up
+        // in it, and wait for `written` when they are early), before the fsync.
+        {
+            let mut index = self.shared.index.lock();
+            for a in batch.iter() {
+                let body = match a.op {
+                    Op::Publish { .. } | Op::Relocate { .. } => Some(Location {
+                        segment: a.segment,
+                        offset: a.offset + a.frame.head.len() as u64,
+                        len: a.frame.body.len() as u32,
+                    }),
+                    _ => None,
+                };
+                index.apply(&a.op, a.segment, a.offset + a.frame.len(), body);
+            }
+        }
         *self.shared.written.lock() = (self.seg, self.end);
         self.shared.written_cv.notify_all();
         if self.config.sync == SyncMode::Fsync {
@@ -363,21 +378,7 @@ impl Writer {
         c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.write_batches.fetch_add(1, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        // The index is updated before waiters are woken, so whoever waited for an LSN sees its
-        // effect in stats, scans and checkpoints.
-        for a in batch.drain(..) {
-            let rec_len = a.frame.len();
-            let body = match a.op {
-                Op::Publish { .. } | Op::Relocate { .. } => Some(Location {
-                    segment: a.segment,
-                    offset: a.offset + a.frame.head.len() as u64,
-                    len: a.frame.body.len() as u32,
-                }),
-                _ => None,
-            };
-            self.index
-                .apply(a.lsn, &a.op, a.segment, a.offset + rec_len, rec_len, body);
-        }
+        batch.clear();
         self.publish_gauges();
         self.durable.advance(last);
         {
@@ -390,11 +391,13 @@ impl Writer {
     }
 
     fn publish_gauges(&self) {
+        let (live, segments) = {
+            let index = self.shared.index.lock();
+            (index.live, index.segs.len() as u64)
+        };
         let c = &self.shared.counters;
-        c.live_messages
-            .store(self.index.msgs.len() as u64, Ordering::Relaxed);
-        c.segments
-            .store(self.index.segs.len() as u64, Ordering::Relaxed);
+        c.live_messages.store(live, Ordering::Relaxed);
+        c.segments.store(segments, Ordering::Relaxed);
     }
 
     /// Writes records that all belong to the open segment with as few syscalls as possible.
@@ -479,17 +482,19 @@ impl Writer {
         };
         // Dead segments wholly before the checkpoint position: the checkpoint makes their acks
         // and drops unnecessary for recovery, so they can go once it is durable.
-        let dead: Vec<u64> = self
-            .index
-            .segs
-            .iter()
-            .filter(|(&id, s)| id < pos.segment && s.live == 0)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in &dead {
-            self.index.segs.remove(id);
-        }
-        let bytes = checkpoint::encode(&self.index, pos);
+        let (bytes, dead) = {
+            let mut index = self.shared.index.lock();
+            let dead: Vec<u64> = index
+                .segs
+                .iter()
+                .filter(|(&id, s)| id < pos.segment && s.live == 0)
+                .map(|(&id, _)| id)
+                .collect();
+            for &id in &dead {
+                index.remove_segment(id);
+            }
+            (checkpoint::encode(&index, pos), dead)
+        };
         self.shared
             .counters
             .checkpoint_snapshot_micros
@@ -510,9 +515,10 @@ impl Writer {
     /// Live messages of non-active segments whose live bytes are below the threshold, oldest
     /// segments first, up to `compact_max_bytes`.
     fn scan(&self) -> Vec<Candidate> {
-        let mut chosen = std::collections::HashSet::new();
+        let index = self.shared.index.lock();
+        let mut chosen = Vec::new();
         let mut budget = self.config.compact_max_bytes;
-        for (&id, s) in &self.index.segs {
+        for (&id, s) in &index.segs {
             if id >= self.seg || s.live == 0 || s.size == 0 {
                 continue;
             }
@@ -521,26 +527,20 @@ impl Writer {
                     break;
                 }
                 budget = budget.saturating_sub(s.live_bytes);
-                chosen.insert(id);
+                chosen.push(id);
             }
         }
-        if chosen.is_empty() {
-            return Vec::new();
-        }
-        let mut out: Vec<Candidate> = self
-            .index
-            .msgs
-            .iter()
-            .filter(|(_, e)| chosen.contains(&e.loc.segment))
-            .map(|(&msg_id, e)| Candidate {
-                msg_id,
-                order: e.order,
-                loc: e.loc,
-                queues: e.queues.iter().map(|q| (q.queue, q.deliveries)).collect(),
+        chosen
+            .into_iter()
+            .flat_map(|seg| index.live_in(seg))
+            .map(|m| Candidate {
+                msg_id: m.msg_id,
+                // Ids are assigned in log order: the id is the message's order.
+                order: m.msg_id,
+                loc: m.loc,
+                queues: index.holders(m.msg_id),
             })
-            .collect();
-        out.sort_unstable_by_key(|c| (c.loc.segment, c.loc.offset));
-        out
+            .collect()
     }
 }
 
