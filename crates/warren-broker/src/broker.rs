@@ -100,6 +100,9 @@ impl Broker {
         let meta = warren_store::MetaStore::open(dir.join("meta"))
             .map_err(|e| format!("cannot open {}: {e}", dir.join("meta").display()))?;
         let mut config = warren_store::StoreConfig::new(dir.join("log"));
+        // Mostly-dead segments (one queue drained, another still long) are rewritten in the
+        // background so that the disk is given back.
+        config.compact_interval = Some(std::time::Duration::from_secs(30));
         config.sync = sync;
         let (store, recovery) = warren_store::Store::open(config)
             .map_err(|e| format!("cannot open {}: {e}", dir.join("log").display()))?;

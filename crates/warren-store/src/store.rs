@@ -54,6 +54,9 @@ pub struct StoreConfig {
     pub compact_threshold: f64,
     /// Most live bytes one `compact()` call copies (default 64 MiB).
     pub compact_max_bytes: u64,
+    /// If set, a background thread runs [`Store::compact`] this often (default: never; the
+    /// broker sets it).
+    pub compact_interval: Option<Duration>,
     /// Back-pressure: appends block while this many bytes wait for the writer (default 64 MiB).
     pub max_queued_bytes: u64,
 }
@@ -68,6 +71,7 @@ impl StoreConfig {
             checkpoint_bytes: 64 << 20,
             compact_threshold: 0.25,
             compact_max_bytes: 64 << 20,
+            compact_interval: None,
             max_queued_bytes: 64 << 20,
         }
     }
@@ -221,6 +225,8 @@ struct Inner {
     tx: Sender<Cmd>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     compact_lock: Mutex<()>,
+    /// The background compactor, and the sender whose drop stops it.
+    compactor: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     /// Holds the directory's `flock` until [`Store::close`] (or the last handle drops).
     lock_file: Mutex<Option<File>>,
 }
@@ -317,10 +323,42 @@ impl Store {
                 tx,
                 writer: Mutex::new(Some(handle)),
                 compact_lock: Mutex::new(()),
+                compactor: Mutex::new(None),
                 lock_file: Mutex::new(Some(lock_file)),
             }),
         };
+        if let Some(every) = store.inner.config.compact_interval {
+            store.spawn_compactor(every)?;
+        }
         Ok((store, recovery))
+    }
+
+    /// Starts the thread that compacts mostly-dead segments every `every`. It holds only a
+    /// weak handle, so it never keeps the store open.
+    fn spawn_compactor(&self, every: Duration) -> Result<()> {
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let weak = Arc::downgrade(&self.inner);
+        let handle = std::thread::Builder::new()
+            .name("warren-store-compact".into())
+            .spawn(move || loop {
+                match stop_rx.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let store = Store { inner };
+                match store.compact() {
+                    Ok(moved) if !moved.is_empty() => {
+                        tracing::info!(messages = moved.len(), "compacted mostly-dead segments")
+                    }
+                    Ok(_) => {}
+                    Err(StoreError::Closed) => return,
+                    Err(e) => tracing::warn!(error = %e, "compaction failed"),
+                }
+            })
+            .map_err(|e| StoreError::io("spawn compaction thread", &self.inner.config.dir, e))?;
+        *self.inner.compactor.lock() = Some((stop_tx, handle));
+        Ok(())
     }
 
     /// Reserves the next LSN and file space for `op`, and hands the record to the writer.
@@ -696,6 +734,14 @@ impl Store {
 
 impl Inner {
     fn stop(&self, crash: bool) -> Result<()> {
+        if let Some((stop, handle)) = self.compactor.lock().take() {
+            drop(stop);
+            // The compactor itself may drop the last handle (and so run this): never join
+            // oneself.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
         let Some(handle) = self.writer.lock().take() else {
             return Err(StoreError::Closed);
         };
