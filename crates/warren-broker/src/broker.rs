@@ -41,20 +41,58 @@ impl Broker {
         Self::with_persistence(None)
     }
 
-    /// A broker with the default vhost and the guest user, keeping durable things in
-    /// `persistence` (None: in memory only).
+    /// A broker keeping durable things in `persistence` (None: in memory only), with the
+    /// users and permissions recorded there. The default vhost, the guest user and guest's
+    /// rights on it are created (and recorded) only if the store has never held them: always
+    /// in memory, once per data directory otherwise.
     pub fn with_persistence(persistence: SharedPersistence) -> Self {
         let mut b = Broker::empty();
         b.persistence = persistence;
-        b.add_vhost(DEFAULT_VHOST);
-        b.add_user(
+        // Users and permissions are kept with the topology; the defaults are created only in
+        // a new data directory, as RabbitMQ does, so a deleted guest stays deleted.
+        if !b.restore_accounts() {
+            b.create_defaults();
+        }
+        b.loopback_users.write().push(DEFAULT_USER.into());
+        b
+    }
+
+    /// Brings back the recorded users and permissions; returns whether the defaults were
+    /// created in this data directory before (false without persistence).
+    fn restore_accounts(&self) -> bool {
+        let Some(p) = &self.persistence else {
+            return false;
+        };
+        let accounts = p.accounts();
+        let mut users = self.users.write();
+        for u in accounts.users {
+            users.insert(u.name.clone(), u);
+        }
+        let mut permissions = self.permissions.write();
+        for (user, vhost, permission) in accounts.permissions {
+            permissions.insert((user, vhost), permission);
+        }
+        accounts.defaults_created
+    }
+
+    /// The default vhost, guest/guest and guest's full rights on it; recorded, with the fact
+    /// that they were created, when the broker persists.
+    fn create_defaults(&self) {
+        self.add_vhost(DEFAULT_VHOST);
+        self.add_user(
             DEFAULT_USER,
             Some(PasswordHash::new("guest", HashAlgorithm::Sha256)),
             vec!["administrator".into()],
         );
-        b.set_permission(DEFAULT_USER, DEFAULT_VHOST, Permission::full());
-        b.loopback_users.write().push(DEFAULT_USER.into());
-        b
+        self.set_permission(DEFAULT_USER, DEFAULT_VHOST, Permission::full());
+        if let Some(p) = &self.persistence {
+            p.mark_defaults_created();
+            tracing::info!(
+                user = DEFAULT_USER,
+                vhost = DEFAULT_VHOST,
+                "new data directory: created the default user and vhost"
+            );
+        }
     }
 
     /// A broker with no vhosts and no users (definitions fill it in).
@@ -181,21 +219,70 @@ impl Broker {
         self.vhosts.read().values().cloned().collect()
     }
 
+    /// Adds or replaces a user, durably when the broker persists.
     pub fn add_user(&self, name: &str, password: Option<PasswordHash>, tags: Vec<String>) {
-        self.users.write().insert(
-            name.to_owned(),
-            User {
-                name: name.to_owned(),
-                password,
-                tags,
-            },
-        );
+        let user = User {
+            name: name.to_owned(),
+            password,
+            tags,
+        };
+        // The record is written under the lock, so the disk and the map agree on the last
+        // writer; user changes are rare.
+        let mut users = self.users.write();
+        if let Some(p) = &self.persistence {
+            p.save_user(&user);
+        }
+        users.insert(name.to_owned(), user);
     }
 
+    /// Sets a user's rights in a vhost, durably when the broker persists.
     pub fn set_permission(&self, user: &str, vhost: &str, permission: Permission) {
-        self.permissions
-            .write()
-            .insert((user.to_owned(), vhost.to_owned()), permission);
+        let mut permissions = self.permissions.write();
+        if let Some(p) = &self.persistence {
+            p.save_permission(user, vhost, &permission);
+        }
+        permissions.insert((user.to_owned(), vhost.to_owned()), permission);
+    }
+
+    pub fn user(&self, name: &str) -> Option<User> {
+        self.users.read().get(name).cloned()
+    }
+
+    /// Deletes a user and their permissions (`rabbitmqctl delete_user`), durably when the
+    /// broker persists; returns whether the user existed. Connections already open keep
+    /// running; new logins are refused.
+    pub fn delete_user(&self, name: &str) -> bool {
+        let mut users = self.users.write();
+        let mut permissions = self.permissions.write();
+        let vhosts: Vec<String> = permissions
+            .keys()
+            .filter(|(u, _)| u == name)
+            .map(|(_, v)| v.clone())
+            .collect();
+        for vhost in vhosts {
+            if let Some(p) = &self.persistence {
+                p.delete_permission(name, &vhost);
+            }
+            permissions.remove(&(name.to_owned(), vhost));
+        }
+        let existed = users.contains_key(name);
+        if let Some(p) = &self.persistence {
+            p.delete_user(name);
+        }
+        users.remove(name);
+        existed
+    }
+
+    /// Removes a user's rights in a vhost (`rabbitmqctl clear_permissions`), durably when the
+    /// broker persists; returns whether there were any.
+    pub fn clear_permission(&self, user: &str, vhost: &str) -> bool {
+        let mut permissions = self.permissions.write();
+        if let Some(p) = &self.persistence {
+            p.delete_permission(user, vhost);
+        }
+        permissions
+            .remove(&(user.to_owned(), vhost.to_owned()))
+            .is_some()
     }
 
     /// Checks a username and password. `from_loopback` says whether the peer connected over

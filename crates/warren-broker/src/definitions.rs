@@ -1,5 +1,9 @@
 //! Loading a RabbitMQ definitions file (the JSON `rabbitmqctl export_definitions` writes):
 //! users, vhosts, permissions, exchanges, queues and bindings.
+//!
+//! As in RabbitMQ, importing writes into the broker's own state: on a persistent broker the
+//! users, permissions, vhosts and durable entities are recorded, so they are still there after
+//! a restart without the file. Importing again replaces users and permissions of the same name.
 
 use serde::Deserialize;
 use serde_json::Value;

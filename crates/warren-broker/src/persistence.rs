@@ -17,6 +17,7 @@ use tracing::warn;
 use warren_codec::{FieldTable, FieldValue, LongString, Reader, ShortString};
 use warren_store::{Lsn, MetaStore, Store, StoreError};
 
+use crate::auth::{HashAlgorithm, PasswordHash, Permission, User};
 use crate::exchange::{ExchangeKind, ExchangeSpec};
 use crate::message::Message;
 use crate::queue::QueueSpec;
@@ -362,11 +363,156 @@ impl Persistence {
                         t.delayed.push((vhost, id as u64));
                     }
                 }
+                // Read by `accounts()`.
+                "user" | "permission" | DEFAULTS_KEY => {}
                 _ => warn!(key = k, "unknown topology record; skipping it"),
             }
         }
         t
     }
+}
+
+/// The key of the record saying the default vhost, user and permission were created: they
+/// are created once, when a data directory is new, so that an operator may delete them.
+const DEFAULTS_KEY: &str = "defaults";
+
+/// Users and permissions recorded in the meta store.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    pub users: Vec<User>,
+    /// (user, vhost, rights).
+    pub permissions: Vec<(String, String, Permission)>,
+    /// Whether the defaults (vhost `/`, user guest, guest's rights on `/`) were created in
+    /// this data directory already.
+    pub defaults_created: bool,
+}
+
+// Users and permissions: stored like the topology, read back by `accounts()`.
+impl Persistence {
+    /// Records a user: name, password hash (salt and digest, as RabbitMQ keeps them) and its
+    /// algorithm, and tags.
+    pub fn save_user(&self, user: &User) {
+        let mut t = FieldTable::from([
+            ("name", text(&user.name)),
+            (
+                "tags",
+                FieldValue::Array(user.tags.iter().map(|t| text(t)).collect()),
+            ),
+        ]);
+        if let Some(h) = &user.password {
+            t.insert(
+                ShortString::from_static("password_hash"),
+                FieldValue::ByteArray(Bytes::copy_from_slice(&h.bytes)),
+            );
+            t.insert(
+                ShortString::from_static("hashing_algorithm"),
+                text(h.algorithm.name()),
+            );
+        }
+        self.put(&key("user", &[&user.name]), &t);
+    }
+
+    pub fn delete_user(&self, name: &str) {
+        self.delete(&key("user", &[name]));
+    }
+
+    pub fn save_permission(&self, user: &str, vhost: &str, p: &Permission) {
+        let t = FieldTable::from([
+            ("user", text(user)),
+            ("vhost", text(vhost)),
+            ("configure", text(&p.configure)),
+            ("write", text(&p.write)),
+            ("read", text(&p.read)),
+        ]);
+        self.put(&key("permission", &[user, vhost]), &t);
+    }
+
+    pub fn delete_permission(&self, user: &str, vhost: &str) {
+        self.delete(&key("permission", &[user, vhost]));
+    }
+
+    /// Records that the defaults exist (or existed: deleting guest later must not bring it
+    /// back at the next start).
+    pub fn mark_defaults_created(&self) {
+        self.put(
+            DEFAULTS_KEY,
+            &FieldTable::from([("default_user", FieldValue::Bool(true))]),
+        );
+    }
+
+    /// The users and permissions recorded in the meta store.
+    pub fn accounts(&self) -> Accounts {
+        let mut a = Accounts::default();
+        for (k, v) in self.meta.iter() {
+            let kind = k.split('/').next().unwrap_or("");
+            if kind == DEFAULTS_KEY {
+                a.defaults_created = true;
+                continue;
+            }
+            if kind != "user" && kind != "permission" {
+                continue;
+            }
+            let Some(rec) = decode_table(&v) else {
+                warn!(key = k, "unreadable user or permission record; skipping it");
+                continue;
+            };
+            if kind == "user" {
+                match decode_user(&rec) {
+                    Ok(u) => a.users.push(u),
+                    Err(reason) => warn!(key = k, reason = %reason, "bad user record; skipping it"),
+                }
+                continue;
+            }
+            let (Some(user), Some(vhost)) = (get_text(&rec, "user"), get_text(&rec, "vhost"))
+            else {
+                warn!(
+                    key = k,
+                    "permission record without user or vhost; skipping it"
+                );
+                continue;
+            };
+            let pattern = |f| get_text(&rec, f).unwrap_or_default();
+            match Permission::new(&pattern("configure"), &pattern("write"), &pattern("read")) {
+                Ok(p) => a.permissions.push((user, vhost, p)),
+                Err(reason) => {
+                    warn!(key = k, reason = %reason, "bad permission record; skipping it")
+                }
+            }
+        }
+        a
+    }
+}
+
+fn decode_user(rec: &FieldTable) -> Result<User, String> {
+    let name = get_text(rec, "name").ok_or("no name")?;
+    let tags = match rec.get("tags") {
+        Some(FieldValue::Array(a)) => a
+            .iter()
+            .filter_map(FieldValue::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let password = match rec.get("password_hash") {
+        Some(FieldValue::ByteArray(bytes)) => {
+            let algorithm = get_text(rec, "hashing_algorithm")
+                .and_then(|a| HashAlgorithm::parse(&a))
+                .ok_or("unknown hashing algorithm")?;
+            if bytes.len() <= 4 {
+                return Err("password hash too short".into());
+            }
+            Some(PasswordHash {
+                algorithm,
+                bytes: bytes.to_vec(),
+            })
+        }
+        _ => None,
+    };
+    Ok(User {
+        name,
+        password,
+        tags,
+    })
 }
 
 /// Shared handle, as vhosts and queues hold it.

@@ -38,7 +38,7 @@ struct Cli {
     data_dir: PathBuf,
 
     /// RabbitMQ-format definitions (users, vhosts, permissions, exchanges, queues, bindings)
-    /// to load at start-up.
+    /// to import into the data directory at start-up; they stay there for later starts.
     #[arg(long, value_name = "FILE")]
     definitions: Option<PathBuf>,
 

@@ -846,3 +846,111 @@ async fn sigterm_stops_cleanly_leaving_a_checkpoint_and_every_message() {
     assert_eq!(n, [100, 100]);
     report(&ledger);
 }
+
+// ---------------------------------------------------------------------------------------
+// Users and permissions from definitions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_from_definitions_survive_kill_9_and_a_restart_without_the_file() {
+    let dir = tempfile::tempdir().expect("temporary data directory");
+    let files = tempfile::tempdir().expect("temporary directory for the definitions");
+    let defs = files.path().join("definitions.json");
+    std::fs::write(
+        &defs,
+        r#"{
+            "users": [{"name": "app", "password": "app-secret", "tags": ""}],
+            "vhosts": [{"name": "prod"}],
+            "permissions": [{"user": "app", "vhost": "prod",
+                             "configure": "^app\\.", "write": ".*", "read": ".*"}]
+        }"#,
+    )
+    .expect("write the definitions file");
+    let mut warren = Warren::start_with(
+        dir.path(),
+        &["--definitions", defs.to_str().expect("utf-8 path")],
+    )
+    .await;
+    let app_url = |w: &Warren| format!("amqp://app:app-secret@{}/prod", w.addr);
+    {
+        let conn = connect(&app_url(&warren)).await.expect("app logs in");
+        let ch = timeout(WAIT, conn.create_channel())
+            .await
+            .expect("channel in time")
+            .expect("channel");
+        timeout(WAIT, ch.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .expect("confirm.select in time")
+            .expect("confirm.select");
+        timeout(
+            WAIT,
+            ch.queue_declare(
+                "app.q",
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .expect("declare in time")
+        .expect("app may declare app.*");
+        let confirm = timeout(
+            WAIT,
+            ch.basic_publish(
+                "",
+                "app.q",
+                BasicPublishOptions::default(),
+                b"kept",
+                BasicProperties::default().with_delivery_mode(2),
+            ),
+        )
+        .await
+        .expect("publish in time")
+        .expect("publish");
+        let confirmed = timeout(WAIT, confirm)
+            .await
+            .expect("confirm in time")
+            .expect("confirmation");
+        assert!(confirmed.is_ack());
+    }
+    warren.kill9();
+    drop(warren);
+
+    // No --definitions this time: the user, the vhost and the rights come from the data
+    // directory.
+    let warren = Warren::start(dir.path()).await;
+    let conn = connect(&app_url(&warren))
+        .await
+        .expect("app logs in after kill -9 without the definitions file");
+    let ch = timeout(WAIT, conn.create_channel())
+        .await
+        .expect("channel in time")
+        .expect("channel");
+    let got = timeout(
+        WAIT,
+        ch.basic_get("app.q", lapin::options::BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .expect("get in time")
+    .expect("basic.get")
+    .expect("the confirmed message is there");
+    assert_eq!(got.delivery.data, b"kept");
+    let refused = timeout(
+        WAIT,
+        ch.queue_declare(
+            "other",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("declare in time");
+    match refused {
+        Err(lapin::Error::ProtocolError(e)) => assert_eq!(e.get_id(), 403, "{e:?}"),
+        other => panic!("app may configure only app.*, got {other:?}"),
+    }
+    // guest was created with the directory and is still there.
+    let guest = connect(&warren.url()).await.expect("guest logs in");
+    let _ = timeout(WAIT, guest.close(200, "bye")).await;
+}
