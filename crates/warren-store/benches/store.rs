@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use harness::{black_box, Bench};
 use tempfile::TempDir;
-use warren_store::{Location, Lsn, Store, StoreConfig, SyncMode};
+use warren_store::{Lsn, Store, StoreConfig, SyncMode};
 
 /// Page-cache mode, and no checkpoint unless asked for (close, or right after a recovery that
 /// replayed records), so that no timer decides how much work a run does.
@@ -62,8 +62,8 @@ fn fixture(messages: usize, clean: bool) -> TempDir {
     let store = open(dir.path());
     let payload = Bytes::from_static(&[0x42u8; 16]);
     let mut last = 0;
-    for id in 1..=messages as u64 {
-        last = store.publish(id, &[1], payload.clone()).expect("publish").0;
+    for _ in 0..messages {
+        last = store.publish(&[1], payload.clone()).expect("publish").lsn;
     }
     store.wait_durable_blocking(last).expect("durable");
     if clean {
@@ -94,39 +94,38 @@ fn main() {
             name,
             200_000,
             || publishing(size),
-            |p, i| {
+            |p, _| {
                 p.last = p
                     .store
-                    .publish(i + 1, &[1], p.payload.clone())
+                    .publish(&[1], p.payload.clone())
                     .expect("publish")
-                    .0;
+                    .lsn;
             },
             finish_publishing,
         );
     }
 
-    // One pread and a CRC check per read, over 1024 messages written beforehand.
+    // An index lookup, one pread and a CRC check per read, over 1024 messages written
+    // beforehand.
     b.case(
         "read_16b",
         200_000,
         || {
             let p = publishing(16);
-            let locations: Vec<Location> = (1..=1024)
-                .map(|id| {
+            let ids: Vec<u64> = (0..1024)
+                .map(|_| p.store.publish(&[1], p.payload.clone()).expect("publish"))
+                .map(|published| {
                     p.store
-                        .publish(id, &[1], p.payload.clone())
-                        .expect("publish")
-                })
-                .map(|(lsn, loc)| {
-                    p.store.wait_durable_blocking(lsn).expect("durable");
-                    loc
+                        .wait_durable_blocking(published.lsn)
+                        .expect("durable");
+                    published.msg_id
                 })
                 .collect();
-            (p, locations)
+            (p, ids)
         },
-        |(p, locations), i| {
-            let loc = &locations[i as usize % locations.len()];
-            black_box(p.store.read(loc).expect("read"));
+        |(p, ids), i| {
+            let id = ids[i as usize % ids.len()];
+            black_box(p.store.read(id).expect("read"));
         },
     );
 
@@ -144,7 +143,7 @@ fn main() {
             |fixture, _| {
                 let dir = copy_dir(fixture.path());
                 let (store, recovery) = Store::open(config(dir.path())).expect("recover");
-                assert_eq!(recovery.queues.get(&1).map(Vec::len), Some(messages));
+                assert_eq!(recovery.queues.get(&1).map(|q| q.len()), Some(messages));
                 assert_eq!(recovery.from_checkpoint, clean);
                 store.crash_for_test();
             },

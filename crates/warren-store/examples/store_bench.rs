@@ -41,7 +41,7 @@ fn windowed(sync: SyncMode, size: usize, window: usize, secs: f64) -> Result<(f6
     while start.elapsed().as_secs_f64() < secs {
         for _ in 0..256 {
             n += 1;
-            let (lsn, _) = store.publish(n, &[1], payload.clone())?;
+            let lsn = store.publish(&[1], payload.clone())?.lsn;
             inflight.push_back(lsn);
             if inflight.len() > window {
                 if let Some(l) = inflight.pop_front() {
@@ -74,7 +74,7 @@ fn confirm_each(threads: u64, size: usize, secs: f64) -> Result<(f64, f64)> {
             std::thread::spawn(move || -> Result<()> {
                 while start.elapsed().as_secs_f64() < secs {
                     let id = next.fetch_add(1, Ordering::Relaxed);
-                    let (lsn, _) = store.publish(id, &[t], payload.clone())?;
+                    let lsn = store.publish(&[t], payload.clone())?.lsn;
                     store.wait_durable_blocking(lsn)?;
                 }
                 Ok(())
@@ -98,7 +98,7 @@ fn restart(messages: u64) -> Result<()> {
     let t = Instant::now();
     let mut last = 0;
     for id in 1..=messages {
-        last = store.publish(id, &[id % 10], payload.clone())?.0;
+        last = store.publish(&[id % 10], payload.clone())?.lsn;
     }
     store.wait_durable_blocking(last)?;
     // A tenth of them delivered once, so the index carries some state.
@@ -117,7 +117,7 @@ fn restart(messages: u64) -> Result<()> {
     let t = Instant::now();
     let (store, rec) = Store::open(config(dir.path(), SyncMode::Fsync))?;
     let el = t.elapsed();
-    let live: usize = rec.queues.values().map(Vec::len).sum();
+    let live: usize = rec.queues.values().map(|q| q.len()).sum();
     println!(
         "  restart after crash (full log replay, {} records): {:.3} s, {live} live",
         rec.replayed_records,
@@ -141,7 +141,7 @@ fn restart(messages: u64) -> Result<()> {
     let t = Instant::now();
     let (store, rec) = Store::open(config(dir.path(), SyncMode::Fsync))?;
     let el = t.elapsed();
-    let live: usize = rec.queues.values().map(Vec::len).sum();
+    let live: usize = rec.queues.values().map(|q| q.len()).sum();
     println!(
         "  restart after clean close (checkpoint, {} tail records): {:.3} s, {live} live",
         rec.replayed_records,

@@ -41,6 +41,15 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
+/// Bytes a message record occupies besides its body (frame header, type, id, one queue, body
+/// CRC), for the live-bytes estimate that compaction compares with a segment's size.
+const RECORD_OVERHEAD: u64 = 40;
+
+/// What a live message counts for in its segment's live bytes.
+fn weight(len: u32) -> u64 {
+    u64::from(len) + RECORD_OVERHEAD
+}
+
 /// Where a body is within its segment (segments are far smaller than 4 GiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Slot {
@@ -60,7 +69,7 @@ pub(crate) struct SegStat {
     pub refs: Vec<u16>,
     /// Live messages whose body is in this segment (dense and loose).
     pub live: u64,
-    /// Body bytes of those messages (compaction compares it with `size`).
+    /// Bytes of their records, estimated (compaction compares it with `size`).
     pub live_bytes: u64,
 }
 
@@ -194,7 +203,7 @@ impl Index {
             );
         }
         s.live += 1;
-        s.live_bytes += u64::from(loc.len);
+        s.live_bytes += weight(loc.len);
         self.live += 1;
         for &(q, deliveries) in queues {
             self.queues.entry(q).or_default().insert(msg_id);
@@ -238,7 +247,7 @@ impl Index {
         if let Some((segment, len)) = dead_at {
             if let Some(s) = self.segs.get_mut(&segment) {
                 s.live = s.live.saturating_sub(1);
-                s.live_bytes = s.live_bytes.saturating_sub(u64::from(len));
+                s.live_bytes = s.live_bytes.saturating_sub(weight(len));
             }
             self.live = self.live.saturating_sub(1);
         }
@@ -380,7 +389,7 @@ impl Index {
                         }
                         if let Some(s) = self.segs.get_mut(&cur.segment) {
                             s.live = s.live.saturating_sub(1);
-                            s.live_bytes = s.live_bytes.saturating_sub(u64::from(cur.len));
+                            s.live_bytes = s.live_bytes.saturating_sub(weight(cur.len));
                         }
                         // ...into the new one, always loose: its id is not the new segment's.
                         self.loose.insert(
@@ -396,7 +405,7 @@ impl Index {
                         );
                         let s = self.segs.entry(loc.segment).or_default();
                         s.live += 1;
-                        s.live_bytes += u64::from(loc.len);
+                        s.live_bytes += weight(loc.len);
                     }
                     None => {
                         if self.unknown_relocate == UnknownRelocate::Ignore {
@@ -488,14 +497,14 @@ impl Index {
             for (r, slot) in s.refs.iter().zip(&s.slots) {
                 if *r > 0 {
                     s.live += 1;
-                    s.live_bytes += u64::from(slot.len);
+                    s.live_bytes += weight(slot.len);
                 }
             }
         }
         for l in self.loose.values() {
             let s = self.segs.entry(l.segment).or_default();
             s.live += 1;
-            s.live_bytes += u64::from(l.slot.len);
+            s.live_bytes += weight(l.slot.len);
         }
         self.live = self.segs.values().map(|s| s.live).sum();
     }

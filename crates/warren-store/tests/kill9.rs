@@ -7,13 +7,14 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::body;
 use rand::Rng;
 use warren_store::{Store, StoreConfig};
@@ -34,6 +35,21 @@ fn child_config(dir: &str) -> StoreConfig {
     c
 }
 
+/// The body of a child's message: its seed (which the child chooses, before the store gives
+/// the message its id), then `body(seed)`. Self-describing, so that the parent can check
+/// every live body, even one whose `P` line the kill swallowed.
+fn seeded_body(seed: u64) -> Bytes {
+    let mut v = seed.to_le_bytes().to_vec();
+    v.extend_from_slice(&body(seed));
+    Bytes::from(v)
+}
+
+/// The seed of a body written by [`seeded_body`], if it is one.
+fn seed_of(b: &[u8]) -> Option<u64> {
+    let seed = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    (b[8..] == body(seed)[..]).then_some(seed)
+}
+
 /// The child: runs until killed (or for 30 s at most, should the parent die).
 #[test]
 #[ignore = "child process of sigkill_while_publishing_loses_no_acknowledged_message"]
@@ -42,23 +58,24 @@ fn kill9_child() {
         return;
     };
     let (store, rec) = Store::open(child_config(&dir)).expect("open");
-    println!("OPEN {}", rec.next_msg_id);
-    let next = Arc::new(AtomicU64::new(rec.next_msg_id));
+    println!("OPEN {}", rec.queues.get(&QUEUE).map_or(0, |q| q.len()));
+    // Seeds unique across rounds: this process's id in the high bits.
+    let next_seed = Arc::new(AtomicU64::new(u64::from(std::process::id()) << 32));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut threads = Vec::new();
     for _ in 0..4 {
         let store = store.clone();
-        let next = next.clone();
+        let next_seed = next_seed.clone();
         threads.push(std::thread::spawn(move || {
             while Instant::now() < deadline {
-                let id = next.fetch_add(1, Ordering::Relaxed);
-                let (lsn, _) = store.publish(id, &[QUEUE], body(id)).expect("publish");
-                store.wait_durable_blocking(lsn).expect("durable");
-                println!("P {id}");
-                if settles(id) {
-                    let lsn = store.ack(QUEUE, &[id]).expect("ack");
+                let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                let p = store.publish(&[QUEUE], seeded_body(seed)).expect("publish");
+                store.wait_durable_blocking(p.lsn).expect("durable");
+                println!("P {} {seed}", p.msg_id);
+                if settles(p.msg_id) {
+                    let lsn = store.ack(QUEUE, &[p.msg_id]).expect("ack");
                     store.wait_durable_blocking(lsn).expect("durable ack");
-                    println!("A {id}");
+                    println!("A {}", p.msg_id);
                 }
             }
         }));
@@ -84,8 +101,12 @@ fn sigkill_while_publishing_loses_no_acknowledged_message() {
     let dir_s = dir.path().to_str().unwrap().to_owned();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::thread_rng();
-    let mut published: HashSet<u64> = HashSet::new();
+    // Acknowledged (durable) message id -> the seed of its body.
+    let mut published: HashMap<u64, u64> = HashMap::new();
     let mut settled: HashSet<u64> = HashSet::new();
+    // Largest id seen so far: acknowledged, or live after a restart. A later round's
+    // messages must get larger ids (ids continue after the largest ever published).
+    let mut max_seen = 0u64;
     let mut relocated = 0u64;
     for round in 0..5 {
         let mut child = Command::new(&exe)
@@ -128,9 +149,16 @@ fn sigkill_while_publishing_loses_no_acknowledged_message() {
         child.wait().unwrap();
         reader.join().unwrap();
         lines.extend(rx.try_iter());
+        let mut round_ids = Vec::new();
         for l in &lines {
-            if let Some(id) = l.strip_prefix("P ") {
-                published.insert(id.parse().unwrap());
+            if let Some(rest) = l.strip_prefix("P ") {
+                let (id, seed) = rest.split_once(' ').unwrap();
+                let (id, seed): (u64, u64) = (id.parse().unwrap(), seed.parse().unwrap());
+                assert!(
+                    published.insert(id, seed).is_none(),
+                    "round {round}: id {id} given twice"
+                );
+                round_ids.push(id);
             } else if let Some(id) = l.strip_prefix("A ") {
                 settled.insert(id.parse().unwrap());
             } else if let Some(n) = l.strip_prefix("C ") {
@@ -138,13 +166,26 @@ fn sigkill_while_publishing_loses_no_acknowledged_message() {
             }
         }
 
+        if let Some(&min) = round_ids.iter().min() {
+            assert!(
+                min > max_seen,
+                "round {round}: id {min} given again (ids up to {max_seen} were in use)"
+            );
+        }
+        max_seen = max_seen.max(round_ids.iter().copied().max().unwrap_or(0));
+
         let (store, rec) = Store::open(child_config(&dir_s)).unwrap();
         if let Some(t) = &rec.truncated {
             eprintln!("round {round}: truncated {t:?}");
         }
-        let live: Vec<_> = rec.queues.get(&QUEUE).cloned().unwrap_or_default();
-        let live_ids: HashSet<u64> = live.iter().map(|m| m.msg_id).collect();
-        for id in &published {
+        let live: Vec<u64> = rec
+            .queues
+            .get(&QUEUE)
+            .map(|q| q.iter().map(|m| m.msg_id).collect())
+            .unwrap_or_default();
+        let live_ids: HashSet<u64> = live.iter().copied().collect();
+        assert!(live.windows(2).all(|w| w[0] < w[1]), "round {round}: order");
+        for id in published.keys() {
             if settled.contains(id) {
                 assert!(
                     !live_ids.contains(id),
@@ -159,15 +200,23 @@ fn sigkill_while_publishing_loses_no_acknowledged_message() {
                 );
             }
         }
-        for m in &live {
-            assert_eq!(
-                store.read(&m.location).unwrap(),
-                body(m.msg_id),
-                "round {round}: body of {} corrupt",
-                m.msg_id
+        let mut seeds = HashSet::new();
+        for &id in &live {
+            let b = store
+                .read(id)
+                .unwrap_or_else(|e| panic!("round {round}: read {id}: {e}"));
+            let seed = seed_of(&b).unwrap_or_else(|| panic!("round {round}: body of {id} corrupt"));
+            // A message whose `P` line was printed has the body published under that id; one
+            // published but killed before printing is at least a whole body of its own.
+            if let Some(&want) = published.get(&id) {
+                assert_eq!(seed, want, "round {round}: {id} has another message's body");
+            }
+            assert!(
+                seeds.insert(seed),
+                "round {round}: body {seed} under two ids"
             );
         }
-        assert!(rec.next_msg_id > published.iter().copied().max().unwrap_or(0));
+        max_seen = max_seen.max(live.last().copied().unwrap_or(0));
         eprintln!(
             "round {round}: {} acknowledged so far, {} settled, {} live after restart, \
              {relocated} relocated by compaction, {} segments",

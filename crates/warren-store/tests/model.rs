@@ -10,9 +10,10 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use bytes::Bytes;
 use common::{body, config, flatten, ids};
 use proptest::prelude::*;
-use warren_store::{Location, Recovery, Store, StoreConfig};
+use warren_store::{Recovery, Store, StoreConfig, StoreError};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -40,11 +41,14 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// msg_id -> (queue -> delivery count), for live messages only.
+/// What must survive, learnt from the store's answers (message ids come from `publish`).
 #[derive(Default)]
 struct Model {
+    /// msg_id -> (queue -> delivery count), for live messages only.
     live: BTreeMap<u64, BTreeMap<u64, u32>>,
-    published: u64,
+    /// Every id `publish` returned, in order, with its body.
+    published: Vec<u64>,
+    bodies: HashMap<u64, Bytes>,
 }
 
 impl Model {
@@ -57,45 +61,73 @@ impl Model {
         v.sort_unstable();
         v
     }
+
+    /// An id to settle or mark: mostly one that was published (live or not), sometimes one
+    /// that was not (yet): the store must ignore it, even once `publish` hands it out.
     fn pick(&self, p: u16) -> u64 {
-        u64::from(p) % self.published.max(1) + 1
+        let i = usize::from(p) % (self.published.len() + 1);
+        match self.published.get(i) {
+            Some(&id) => id,
+            None => self.published.last().map_or(1, |&id| id + 1),
+        }
     }
 }
 
-fn check(rec: &Recovery, model: &Model, store: &Store, locs: &mut HashMap<u64, Location>) {
+/// The running store reads every live message back by id, and no dead one.
+fn check_reads(model: &Model, store: &Store) {
+    for id in &model.published {
+        match (model.live.contains_key(id), store.read(*id)) {
+            (true, Ok(b)) => assert_eq!(b, model.bodies[id], "body of {id}"),
+            (false, Err(StoreError::NotFound { msg_id })) => assert_eq!(msg_id, *id),
+            (live, r) => panic!("read({id}) of a message live={live}: {r:?}"),
+        }
+    }
+}
+
+fn check(rec: &Recovery, model: &Model, store: &Store) {
     assert_eq!(flatten(rec), model.expected());
     for q in 1..=3u64 {
         let got = ids(rec, q);
         let mut sorted = got.clone();
         sorted.sort_unstable();
         assert_eq!(got, sorted, "queue {q} not in publish order");
-    }
-    for ms in rec.queues.values() {
-        for m in ms {
-            assert_eq!(store.read(&m.location).unwrap(), body(m.msg_id));
-            locs.insert(m.msg_id, m.location);
+        if let Some(rq) = rec.queues.get(&q) {
+            assert_eq!(rq.len(), got.len());
+            assert!(!rq.is_empty());
+            for m in rq.iter() {
+                assert_eq!(m.delivered, m.delivery_count > 0);
+                assert!(rq.ids.contains(m.msg_id));
+            }
         }
     }
-    assert!(rec.next_msg_id > model.published);
+    for ms in rec.queues.values() {
+        for m in ms.iter() {
+            assert_eq!(store.read(m.msg_id).unwrap(), model.bodies[&m.msg_id]);
+        }
+    }
+    check_reads(model, store);
 }
 
 fn run(steps: &[Step], cfg: StoreConfig) -> (Model, Store) {
     let mut model = Model::default();
-    let mut locs = HashMap::new();
     let (mut store, _) = Store::open(cfg.clone()).unwrap();
     let mut last = 0;
     for s in steps {
         match s {
             Step::Publish(mask) => {
-                model.published += 1;
-                let id = model.published;
                 let queues: Vec<u64> = (1..=3).filter(|q| mask & (1 << (q - 1)) != 0).collect();
-                let (lsn, loc) = store.publish(id, &queues, body(id)).unwrap();
-                last = lsn;
-                locs.insert(id, loc);
+                // The body is chosen before the id is known: it is keyed by the returned id.
+                let b = body(model.published.len() as u64 * 7 + 3);
+                let p = store.publish(&queues, b.clone()).unwrap();
+                // Ids follow publish order, one apart, across restarts too.
+                let want = model.published.last().map_or(1, |&id| id + 1);
+                assert_eq!(p.msg_id, want);
+                last = p.lsn;
+                model.published.push(p.msg_id);
+                model.bodies.insert(p.msg_id, b);
                 model
                     .live
-                    .insert(id, queues.iter().map(|&q| (q, 0)).collect());
+                    .insert(p.msg_id, queues.iter().map(|&q| (q, 0)).collect());
             }
             Step::Ack(q, picks) => {
                 let q = u64::from(*q);
@@ -131,12 +163,13 @@ fn run(steps: &[Step], cfg: StoreConfig) -> (Model, Store) {
             Step::Checkpoint => store.checkpoint().unwrap(),
             Step::Compact => {
                 for r in store.compact().unwrap() {
+                    assert_ne!(r.old.segment, r.new.segment);
                     if model.live.contains_key(&r.msg_id) {
-                        assert_eq!(locs[&r.msg_id], r.old);
-                        assert_eq!(store.read(&r.new).unwrap(), body(r.msg_id));
+                        assert_eq!(store.read(r.msg_id).unwrap(), model.bodies[&r.msg_id]);
                     }
-                    locs.insert(r.msg_id, r.new);
                 }
+                // Compaction is transparent: every live body still reads back by its id.
+                check_reads(&model, &store);
             }
             Step::CloseReopen | Step::CrashReopen => {
                 store.wait_durable_blocking(last).unwrap();
@@ -147,12 +180,13 @@ fn run(steps: &[Step], cfg: StoreConfig) -> (Model, Store) {
                 }
                 let (s2, rec) = Store::open(cfg.clone()).unwrap();
                 assert!(rec.truncated.is_none());
-                check(&rec, &model, &s2, &mut locs);
+                check(&rec, &model, &s2);
                 store = s2;
             }
         }
     }
     store.wait_durable_blocking(last).unwrap();
+    check_reads(&model, &store);
     (model, store)
 }
 
@@ -175,7 +209,10 @@ proptest! {
         let (model, store) = run(&steps, cfg.clone());
         store.crash_for_test();
         let (store, rec) = Store::open(cfg).unwrap();
-        check(&rec, &model, &store, &mut HashMap::new());
+        check(&rec, &model, &store);
+        // Ids go on after the largest one ever published.
+        let next = model.published.last().map_or(1, |&id| id + 1);
+        prop_assert_eq!(store.publish(&[1], body(0)).unwrap().msg_id, next);
         store.close().unwrap();
     }
 
@@ -196,12 +233,20 @@ proptest! {
         prop_assert_eq!(flatten(&rec_a), flatten(&rec_b));
         for q in 1..=3 {
             prop_assert_eq!(ids(&rec_a, q), ids(&rec_b, q));
-            let la: Vec<Location> = rec_a.queues.get(&q).map(|v| v.iter().map(|m| m.location).collect()).unwrap_or_default();
-            let lb: Vec<Location> = rec_b.queues.get(&q).map(|v| v.iter().map(|m| m.location).collect()).unwrap_or_default();
-            prop_assert_eq!(la, lb);
         }
-        prop_assert_eq!(rec_a.next_msg_id, rec_b.next_msg_id);
-        check(&rec_a, &model, &a, &mut HashMap::new());
+        // The same ids, delivery counts and bodies (read by id in each store).
+        prop_assert_eq!(&rec_a.queues, &rec_b.queues);
+        for ms in rec_a.queues.values() {
+            for m in ms.iter() {
+                prop_assert_eq!(a.read(m.msg_id).unwrap(), b.read(m.msg_id).unwrap());
+            }
+        }
+        check(&rec_a, &model, &a);
+        check(&rec_b, &model, &b);
+        // Both continue with the same next id.
+        let next = model.published.last().map_or(1, |&id| id + 1);
+        prop_assert_eq!(a.publish(&[1], body(0)).unwrap().msg_id, next);
+        prop_assert_eq!(b.publish(&[1], body(0)).unwrap().msg_id, next);
         a.close().unwrap();
         b.close().unwrap();
     }

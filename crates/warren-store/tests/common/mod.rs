@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -10,7 +11,7 @@ use std::thread::{self, Thread};
 use std::time::Duration;
 
 use bytes::Bytes;
-use warren_store::{Recovery, StoreConfig};
+use warren_store::{Recovery, Store, StoreConfig, StoreError};
 
 struct ThreadWaker(Thread);
 
@@ -81,4 +82,30 @@ pub fn ids(r: &Recovery, queue: u64) -> Vec<u64> {
         .get(&queue)
         .map(|v| v.iter().map(|m| m.msg_id).collect())
         .unwrap_or_default()
+}
+
+/// Every message `r` reports live reads back by id as `expected[id]` (an id missing from
+/// `expected` fails the test: recovery invented it).
+pub fn assert_bodies(store: &Store, r: &Recovery, expected: &HashMap<u64, Bytes>) {
+    for (&q, ms) in &r.queues {
+        for m in ms.iter() {
+            let want = expected
+                .get(&m.msg_id)
+                .unwrap_or_else(|| panic!("queue {q}: unexpected message {}", m.msg_id));
+            assert_eq!(
+                &store.read(m.msg_id).unwrap(),
+                want,
+                "queue {q}: body of {}",
+                m.msg_id
+            );
+        }
+    }
+}
+
+/// `read(msg_id)` says the message is not live.
+pub fn assert_not_found(store: &Store, msg_id: u64) {
+    match store.read(msg_id) {
+        Err(StoreError::NotFound { msg_id: got }) => assert_eq!(got, msg_id),
+        other => panic!("read({msg_id}): expected NotFound, got {other:?}"),
+    }
 }
