@@ -5,8 +5,6 @@
 //! (set `WARREN_BENCH_DIR` to run on another filesystem than the temp dir's).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -64,16 +62,13 @@ fn confirm_each(threads: u64, size: usize, secs: f64) -> Result<(f64, f64)> {
     let dir = tempdir()?;
     let (store, _) = Store::open(config(dir.path(), SyncMode::Fsync))?;
     let payload = Bytes::from(vec![0x42u8; size]);
-    let next = Arc::new(AtomicU64::new(1));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let store = store.clone();
-            let next = next.clone();
             let payload = payload.clone();
             std::thread::spawn(move || -> Result<()> {
                 while start.elapsed().as_secs_f64() < secs {
-                    let id = next.fetch_add(1, Ordering::Relaxed);
                     let lsn = store.publish(&[t], payload.clone())?.lsn;
                     store.wait_durable_blocking(lsn)?;
                 }
