@@ -193,12 +193,13 @@ impl VHost {
         if spec.kind == ExchangeKind::DelayedMessage {
             delayed::validate(&spec.arguments)?;
         }
-        let x = Arc::new(Exchange::new(spec));
-        map.insert(spec.name.clone(), x.clone());
-        drop(map);
+        // Durability: recorded before it becomes routable (the lock is held through the
+        // fsync), so nothing confirmed through it can outlive its record in a crash.
         if let (Some(p), true) = (&self.persistence, spec.durable) {
             p.save_exchange(&self.name, spec);
         }
+        let x = Arc::new(Exchange::new(spec));
+        map.insert(spec.name.clone(), x.clone());
         Ok(x)
     }
 
@@ -528,7 +529,7 @@ impl VHost {
         ))
     }
 
-    /// Adds a new queue to the map (released here) and records it if it is durable.
+    /// Records a new queue if it is durable, then adds it to the map.
     fn create_queue(
         self: &Arc<Self>,
         mut map: parking_lot::RwLockWriteGuard<'_, HashMap<ShortString, Arc<Queue>>>,
@@ -542,12 +543,14 @@ impl VHost {
             Some(p) if spec.durable && !spec.exclusive => Some(p.next_queue_id()),
             _ => None,
         };
-        let q = Arc::new(Queue::new(spec, owner, self, store_id));
-        map.insert(spec.name.clone(), q.clone());
-        drop(map);
+        // Durability: recorded before it becomes routable (the vhost's queue map stays locked
+        // through the fsync, which only a new durable queue pays), so a persistent message
+        // confirmed into it can never outlive the queue's record in a crash.
         if let (Some(p), Some(id)) = (&self.persistence, store_id) {
             p.save_queue(&self.name, id, spec);
         }
+        let q = Arc::new(Queue::new(spec, owner, self, store_id));
+        map.insert(spec.name.clone(), q.clone());
         q
     }
 
