@@ -5,21 +5,22 @@
 //! (temp file, fsync, rename, fsync of the directory).
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use roaring::RoaringTreemap;
 
 use crate::error::{Result, StoreError};
-use crate::format::Cursor;
 use crate::index::{IdMap, Index, Loose, SegStat, Slot};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const CHECKPOINT_TMP: &str = "checkpoint.tmp";
 const MAGIC: &[u8; 8] = b"WARRENCP";
-/// 2: dense per-segment slots and per-queue bitmaps (1: one entry per message).
+/// 2: dense per-segment slots and per-queue bitmaps, length and CRC in a trailer so that the
+/// file is written and read as a stream (1: one entry per message, CRC in the header).
 const VERSION: u32 = 2;
-const HEADER_LEN: usize = 24;
+const HEADER_LEN: usize = 12;
+const TRAILER_LEN: u64 = 12;
 
 /// The log position a checkpoint covers: every record before `(segment, offset)` is reflected
 /// in it; `next_lsn` is the LSN of the first record at that position.
@@ -30,105 +31,183 @@ pub(crate) struct Position {
     pub next_lsn: u64,
 }
 
-/// Serializes the index and the position it covers.
-///
-/// Layout (all little-endian): position (segment, offset, next LSN), next message id; the
-/// segments, each with its size, first id and dense slots (`offset:u32 len:u32 refs:u16`);
-/// the loose messages (`id segment offset:u32 len:u32 refs:u16`); each queue's live ids as a
-/// serialized roaring bitmap; the non-zero delivery counts per queue.
-pub(crate) fn encode(index: &Index, pos: Position) -> Vec<u8> {
-    let slots: usize = index.segs.values().map(|s| s.slots.len()).sum();
-    let mut body = Vec::with_capacity(64 + index.segs.len() * 32 + slots * 10);
-    for v in [pos.segment, pos.offset, pos.next_lsn, index.next_msg_id] {
-        body.extend_from_slice(&v.to_le_bytes());
+/// A writer that counts and checksums what passes through it.
+struct Summing<W> {
+    inner: W,
+    len: u64,
+    crc: u32,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.len += n as u64;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
     }
-    body.extend_from_slice(&(index.segs.len() as u64).to_le_bytes());
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that counts and checksums what passes through it.
+struct Checked<R> {
+    inner: R,
+    len: u64,
+    crc: u32,
+}
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.len += n as u64;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Serializes the index and the position it covers into `out`, as a stream: a checkpoint of
+/// ten million messages is ~100 MB and must not need a second copy in memory.
+///
+/// Layout (all little-endian): header (magic, version); body: position (segment, offset,
+/// next LSN), next message id; the segments, each with its size, first id and dense slots
+/// (`offset:u32 len:u32 refs:u16`); the loose messages (`id segment offset:u32 len:u32
+/// refs:u16`); each queue's live ids as a serialized roaring bitmap; the non-zero delivery
+/// counts per queue; trailer: body length, body CRC32C.
+pub(crate) fn encode(index: &Index, pos: Position, out: impl Write) -> io::Result<()> {
+    let mut out = out;
+    out.write_all(MAGIC)?;
+    out.write_all(&VERSION.to_le_bytes())?;
+    let mut w = Summing {
+        inner: &mut out,
+        len: 0,
+        crc: 0,
+    };
+    for v in [pos.segment, pos.offset, pos.next_lsn, index.next_msg_id] {
+        w.write_all(&v.to_le_bytes())?;
+    }
+    w.write_all(&(index.segs.len() as u64).to_le_bytes())?;
     for (seg, stat) in &index.segs {
         for v in [*seg, stat.size, stat.first_id, stat.slots.len() as u64] {
-            body.extend_from_slice(&v.to_le_bytes());
+            w.write_all(&v.to_le_bytes())?;
         }
         for (slot, refs) in stat.slots.iter().zip(&stat.refs) {
-            body.extend_from_slice(&slot.offset.to_le_bytes());
-            body.extend_from_slice(&slot.len.to_le_bytes());
-            body.extend_from_slice(&refs.to_le_bytes());
+            let mut rec = [0u8; 10];
+            rec[0..4].copy_from_slice(&slot.offset.to_le_bytes());
+            rec[4..8].copy_from_slice(&slot.len.to_le_bytes());
+            rec[8..10].copy_from_slice(&refs.to_le_bytes());
+            w.write_all(&rec)?;
         }
     }
-    body.extend_from_slice(&(index.loose.len() as u64).to_le_bytes());
+    w.write_all(&(index.loose.len() as u64).to_le_bytes())?;
     for (id, l) in &index.loose {
-        body.extend_from_slice(&id.to_le_bytes());
-        body.extend_from_slice(&l.segment.to_le_bytes());
-        body.extend_from_slice(&l.slot.offset.to_le_bytes());
-        body.extend_from_slice(&l.slot.len.to_le_bytes());
-        body.extend_from_slice(&l.refs.to_le_bytes());
+        w.write_all(&id.to_le_bytes())?;
+        w.write_all(&l.segment.to_le_bytes())?;
+        w.write_all(&l.slot.offset.to_le_bytes())?;
+        w.write_all(&l.slot.len.to_le_bytes())?;
+        w.write_all(&l.refs.to_le_bytes())?;
     }
-    body.extend_from_slice(&(index.queues.len() as u64).to_le_bytes());
+    w.write_all(&(index.queues.len() as u64).to_le_bytes())?;
     for (q, ids) in &index.queues {
-        body.extend_from_slice(&q.to_le_bytes());
-        body.extend_from_slice(&(ids.serialized_size() as u64).to_le_bytes());
-        // Writing into a Vec cannot fail.
-        let _ = ids.serialize_into(&mut body);
+        w.write_all(&q.to_le_bytes())?;
+        w.write_all(&(ids.serialized_size() as u64).to_le_bytes())?;
+        ids.serialize_into(&mut w)?;
     }
-    body.extend_from_slice(&(index.delivered.len() as u64).to_le_bytes());
+    w.write_all(&(index.delivered.len() as u64).to_le_bytes())?;
     for (q, counts) in &index.delivered {
-        body.extend_from_slice(&q.to_le_bytes());
-        body.extend_from_slice(&(counts.len() as u64).to_le_bytes());
+        w.write_all(&q.to_le_bytes())?;
+        w.write_all(&(counts.len() as u64).to_le_bytes())?;
         for (id, n) in counts {
-            body.extend_from_slice(&id.to_le_bytes());
-            body.extend_from_slice(&n.to_le_bytes());
+            w.write_all(&id.to_le_bytes())?;
+            w.write_all(&n.to_le_bytes())?;
         }
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    let (len, crc) = (w.len, w.crc);
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&crc.to_le_bytes())?;
+    out.flush()
 }
 
-/// A count read from the file, bounded by what the remaining bytes could hold (a damaged
-/// count must not make us allocate terabytes).
-fn count(r: &mut Cursor<'_>, min_item: usize) -> std::result::Result<usize, String> {
-    let n = r.u64().ok_or("checkpoint body cut short")?;
-    match usize::try_from(n) {
-        Ok(n) if n <= r.remaining() / min_item.max(1) => Ok(n),
-        _ => Err(format!("checkpoint count {n} exceeds its size")),
+fn u16_of(r: &mut impl Read) -> io::Result<u16> {
+    let mut b = [0u8; 2];
+    r.read_exact(&mut b)?;
+    Ok(u16::from_le_bytes(b))
+}
+
+fn u32_of(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn u64_of(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// A count read from the file, bounded by what the rest of the body could hold (a damaged
+/// count must not make us allocate terabytes before the CRC says it is damaged).
+fn count(r: &mut impl Read, room: u64, min_item: u64) -> io::Result<usize> {
+    let n = u64_of(r)?;
+    if n > room / min_item.max(1) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("count {n} exceeds the checkpoint's size"),
+        ));
     }
+    Ok(n as usize)
 }
 
-/// Parses a checkpoint file's bytes back into an index and its position.
-pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<(Index, Position), String> {
-    if bytes.len() < HEADER_LEN || &bytes[0..8] != MAGIC {
+/// Parses a checkpoint (`file_len` bytes) back into an index and its position.
+pub(crate) fn decode(
+    input: impl Read,
+    file_len: u64,
+) -> std::result::Result<(Index, Position), String> {
+    let mut input = input;
+    let mut header = [0u8; HEADER_LEN];
+    input
+        .read_exact(&mut header)
+        .map_err(|_| "bad checkpoint header".to_string())?;
+    if &header[0..8] != MAGIC {
         return Err("bad checkpoint header".into());
     }
-    let mut h = Cursor::new(&bytes[8..HEADER_LEN]);
-    let version = h.u32().unwrap_or(0);
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if version != VERSION {
         return Err(format!("unsupported checkpoint version {version}"));
     }
-    let body_len = h.u64().unwrap_or(u64::MAX);
-    let crc = h.u32().unwrap_or(0);
-    let body = &bytes[HEADER_LEN..];
-    if body.len() as u64 != body_len {
-        return Err("checkpoint length mismatch".into());
+    let room = file_len
+        .checked_sub(HEADER_LEN as u64 + TRAILER_LEN)
+        .ok_or("checkpoint cut short")?;
+    let mut r = Checked {
+        inner: (&mut input).take(room),
+        len: 0,
+        crc: 0,
+    };
+    let parsed = decode_body(&mut r, room).map_err(|e| format!("checkpoint body: {e}"));
+    let (len, crc) = (r.len, r.crc);
+    let stored_len = u64_of(&mut input).map_err(|_| "checkpoint trailer missing")?;
+    let stored_crc = u32_of(&mut input).map_err(|_| "checkpoint trailer missing")?;
+    // The CRC is judged first: a damaged body may also have failed to parse.
+    if stored_len != room || len != room || stored_crc != crc {
+        return Err("checkpoint CRC or length mismatch".into());
     }
-    if crc32c::crc32c(body) != crc {
-        return Err("checkpoint CRC mismatch".into());
-    }
-    let short = || "checkpoint body cut short".to_string();
-    let mut r = Cursor::new(body);
+    parsed
+}
+
+fn decode_body(r: &mut impl Read, room: u64) -> io::Result<(Index, Position)> {
     let pos = Position {
-        segment: r.u64().ok_or_else(short)?,
-        offset: r.u64().ok_or_else(short)?,
-        next_lsn: r.u64().ok_or_else(short)?,
+        segment: u64_of(r)?,
+        offset: u64_of(r)?,
+        next_lsn: u64_of(r)?,
     };
     let mut index = Index::new();
-    index.next_msg_id = r.u64().ok_or_else(short)?.max(1);
-    for _ in 0..count(&mut r, 32)? {
-        let seg = r.u64().ok_or_else(short)?;
-        let size = r.u64().ok_or_else(short)?;
-        let first_id = r.u64().ok_or_else(short)?;
-        let n = count(&mut r, 10)?;
+    index.next_msg_id = u64_of(r)?.max(1);
+    for _ in 0..count(r, room, 32)? {
+        let seg = u64_of(r)?;
+        let size = u64_of(r)?;
+        let first_id = u64_of(r)?;
+        let n = count(r, room, 10)?;
         let mut stat = SegStat {
             size,
             first_id,
@@ -137,67 +216,77 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<(Index, Position), Str
             ..SegStat::default()
         };
         for _ in 0..n {
+            let mut rec = [0u8; 10];
+            r.read_exact(&mut rec)?;
             stat.slots.push(Slot {
-                offset: r.u32().ok_or_else(short)?,
-                len: r.u32().ok_or_else(short)?,
+                offset: u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]),
+                len: u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]),
             });
-            stat.refs.push(r.u16().ok_or_else(short)?);
+            stat.refs.push(u16::from_le_bytes([rec[8], rec[9]]));
         }
         if n > 0 {
             index.by_first_id.insert(first_id, seg);
         }
         index.segs.insert(seg, stat);
     }
-    for _ in 0..count(&mut r, 26)? {
-        let id = r.u64().ok_or_else(short)?;
+    for _ in 0..count(r, room, 26)? {
+        let id = u64_of(r)?;
         let loose = Loose {
-            segment: r.u64().ok_or_else(short)?,
+            segment: u64_of(r)?,
             slot: Slot {
-                offset: r.u32().ok_or_else(short)?,
-                len: r.u32().ok_or_else(short)?,
+                offset: u32_of(r)?,
+                len: u32_of(r)?,
             },
-            refs: r.u16().ok_or_else(short)?,
+            refs: u16_of(r)?,
         };
         index.loose.insert(id, loose);
     }
-    for _ in 0..count(&mut r, 16)? {
-        let q = r.u64().ok_or_else(short)?;
-        let len = count(&mut r, 1)?;
-        let raw = r.bytes(len).ok_or_else(short)?;
-        let ids = RoaringTreemap::deserialize_from(raw)
-            .map_err(|e| format!("checkpoint queue {q}: {e}"))?;
+    for _ in 0..count(r, room, 16)? {
+        let q = u64_of(r)?;
+        let len = count(r, room, 1)? as u64;
+        let ids = RoaringTreemap::deserialize_from(r.take(len))?;
         index.queues.insert(q, ids);
     }
-    for _ in 0..count(&mut r, 16)? {
-        let q = r.u64().ok_or_else(short)?;
-        let n = count(&mut r, 12)?;
+    for _ in 0..count(r, room, 16)? {
+        let q = u64_of(r)?;
+        let n = count(r, room, 12)?;
         let mut counts = IdMap::default();
         counts.reserve(n);
         for _ in 0..n {
-            let id = r.u64().ok_or_else(short)?;
-            counts.insert(id, r.u32().ok_or_else(short)?);
+            let id = u64_of(r)?;
+            counts.insert(id, u32_of(r)?);
         }
         index.delivered.insert(q, counts);
     }
-    if r.remaining() != 0 {
-        return Err("trailing bytes in checkpoint".into());
+    let mut rest = [0u8; 1];
+    if r.read(&mut rest)? != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "trailing bytes"));
     }
     index.recount();
     Ok((index, pos))
 }
 
-/// Writes `bytes` as the directory's checkpoint, atomically.
-pub(crate) fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a checkpoint of `index` to the temporary file (not yet synced); [`install`] makes it
+/// the checkpoint.
+pub(crate) fn write_tmp(dir: &Path, index: &Index, pos: Position) -> Result<File> {
+    let tmp = dir.join(CHECKPOINT_TMP);
+    let f = File::create(&tmp).map_err(|e| StoreError::io("create checkpoint", &tmp, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    encode(index, pos, &mut w).map_err(|e| StoreError::io("write checkpoint", &tmp, e))?;
+    w.into_inner()
+        .map_err(|e| StoreError::io("write checkpoint", &tmp, e.into_error()))
+}
+
+/// Makes the temporary file written by [`write_tmp`] the checkpoint, atomically.
+pub(crate) fn install(dir: &Path, tmp_file: File) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP);
     let dst = dir.join(CHECKPOINT_FILE);
-    let mut f = File::create(&tmp).map_err(|e| StoreError::io("create checkpoint", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| StoreError::io("write checkpoint", &tmp, e))?;
     // Durability: the new checkpoint's bytes must be on disk before the rename makes it the
     // checkpoint, or a crash could leave a name pointing at garbage.
-    f.sync_all()
+    tmp_file
+        .sync_all()
         .map_err(|e| StoreError::io("fsync checkpoint", &tmp, e))?;
-    drop(f);
+    drop(tmp_file);
     fs::rename(&tmp, &dst).map_err(|e| StoreError::io("rename checkpoint", &dst, e))?;
     // Durability: the rename itself lives in the directory.
     sync_dir(dir)
@@ -207,11 +296,16 @@ pub(crate) fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<()> {
 /// is reported as `Err(reason)` in the inner result so that recovery can fall back.
 pub(crate) fn read(dir: &Path) -> Result<Option<std::result::Result<(Index, Position), String>>> {
     let path = dir.join(CHECKPOINT_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(Some(decode(&bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io("read checkpoint", &path, e)),
-    }
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("read checkpoint", &path, e)),
+    };
+    let len = f
+        .metadata()
+        .map_err(|e| StoreError::io("read checkpoint", &path, e))?
+        .len();
+    Ok(Some(decode(BufReader::with_capacity(1 << 20, f), len)))
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
@@ -223,4 +317,85 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 pub(crate) fn path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Op;
+    use crate::Location;
+
+    fn sample() -> Index {
+        let mut ix = Index::new();
+        for id in 1..=1000u64 {
+            let op = Op::Publish {
+                msg_id: id,
+                queues: [id % 3, 7].into_iter().collect(),
+            };
+            let loc = Location {
+                segment: 1 + id / 400,
+                offset: id * 64,
+                len: 30,
+            };
+            ix.apply(&op, loc.segment, loc.offset + 30, Some(loc));
+        }
+        ix.apply(
+            &Op::Ack {
+                queue: 7,
+                ids: (1..=500).collect(),
+            },
+            3,
+            0,
+            None,
+        );
+        ix.apply(
+            &Op::Delivered {
+                queue: 1,
+                ids: vec![700, 703],
+            },
+            3,
+            0,
+            None,
+        );
+        ix
+    }
+
+    fn encoded(ix: &Index) -> Vec<u8> {
+        let pos = Position {
+            segment: 3,
+            offset: 999,
+            next_lsn: 1234,
+        };
+        let mut out = Vec::new();
+        encode(ix, pos, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_checkpoint_streams_back_into_the_same_index() {
+        let ix = sample();
+        let bytes = encoded(&ix);
+        let (back, pos) = decode(&bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!(pos.next_lsn, 1234);
+        assert_eq!(back.live, ix.live);
+        assert_eq!(back.queues, ix.queues);
+        assert_eq!(back.delivered, ix.delivered);
+        assert_eq!(back.next_msg_id, ix.next_msg_id);
+        for id in 1..=1000 {
+            assert_eq!(back.locate(id), ix.locate(id), "id {id}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_or_cut_checkpoint_is_refused() {
+        let bytes = encoded(&sample());
+        for cut in [0, 5, 12, 100, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut], cut as u64).is_err(), "cut at {cut}");
+        }
+        for at in [12, 50, bytes.len() / 2, bytes.len() - 13] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(decode(&bad[..], bad.len() as u64).is_err(), "flip at {at}");
+        }
+    }
 }

@@ -63,7 +63,8 @@ pub(crate) struct WriterSetup {
 }
 
 struct CheckpointJob {
-    bytes: Vec<u8>,
+    /// The checkpoint, written to its temporary file but not yet synced.
+    file: File,
     dead: Vec<u64>,
     reply: Option<Sender<Result<()>>>,
 }
@@ -482,7 +483,11 @@ impl Writer {
         };
         // Dead segments wholly before the checkpoint position: the checkpoint makes their acks
         // and drops unnecessary for recovery, so they can go once it is durable.
-        let (bytes, dead) = {
+        // One temporary file at a time: wait for the previous checkpoint to be installed.
+        while self.ckpt_inflight.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (file, dead) = {
             let mut index = self.shared.index.lock();
             let dead: Vec<u64> = index
                 .segs
@@ -493,13 +498,15 @@ impl Writer {
             for &id in &dead {
                 index.remove_segment(id);
             }
-            (checkpoint::encode(&index, pos), dead)
+            // Written straight to the file (buffered, not synced: the checkpoint thread
+            // syncs and installs it), so no copy of the snapshot is held in memory.
+            (checkpoint::write_tmp(&self.shared.dir, &index, pos)?, dead)
         };
         self.shared
             .counters
             .checkpoint_snapshot_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.ckpt_size = bytes.len() as u64;
+        self.ckpt_size = file.metadata().map_or(0, |m| m.len());
         self.ckpt_lsn = self.last_lsn;
         self.ckpt_at = Instant::now();
         self.bytes_since_ckpt = 0;
@@ -508,7 +515,7 @@ impl Writer {
             return Err(StoreError::Closed);
         };
         self.ckpt_inflight.fetch_add(1, Ordering::AcqRel);
-        tx.send(CheckpointJob { bytes, dead, reply })
+        tx.send(CheckpointJob { file, dead, reply })
             .map_err(|_| StoreError::WriterFailed("checkpoint thread stopped".into()))
     }
 
@@ -558,26 +565,27 @@ fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io:
 
 fn checkpoint_thread(shared: Arc<Shared>, rx: Receiver<CheckpointJob>, inflight: Arc<AtomicUsize>) {
     for job in rx {
-        let result = write_checkpoint(&shared, &job);
+        let CheckpointJob { file, dead, reply } = job;
+        let result = install_checkpoint(&shared, file, &dead);
         if let Err(e) = &result {
             tracing::warn!(error = %e, "writing checkpoint failed");
         }
         inflight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(reply) = job.reply {
+        if let Some(reply) = reply {
             let _ = reply.send(result);
         }
     }
 }
 
-fn write_checkpoint(shared: &Shared, job: &CheckpointJob) -> Result<()> {
-    checkpoint::write_atomically(&shared.dir, &job.bytes)?;
+fn install_checkpoint(shared: &Shared, file: File, dead: &[u64]) -> Result<()> {
+    checkpoint::install(&shared.dir, file)?;
     shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-    if job.dead.is_empty() {
+    if dead.is_empty() {
         return Ok(());
     }
     // Durability: deletion only after the checkpoint that makes these segments unnecessary is
     // durable (the rename and its directory fsync above).
-    for &seg in &job.dead {
+    for &seg in dead {
         shared.delete_segment(seg)?;
         tracing::debug!(segment = seg, "deleted dead segment");
     }
