@@ -133,14 +133,16 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
     let ids: Vec<u64> = segs.range(first_replayed..).map(|(&k, _)| k).collect();
     for (n, &id) in ids.iter().enumerate() {
         let path = segs[&id].clone();
-        let data = fs::read(&path).map_err(|e| StoreError::io("read segment", &path, e))?;
         let resume = match &start {
             Start::Checkpoint(pos) if id == pos.segment => Some(pos.offset),
             _ => None,
         };
+        // Only the part after the checkpoint is read (a segment is up to 64 MiB).
+        let from = resume.unwrap_or(0);
+        let (header, data, file_len) = read_segment(&path, from)?;
         let damage = |offset: u64, reason: String| (offset, reason);
         let outcome: std::result::Result<u64, (u64, String)> = (|| {
-            let first_lsn = format::decode_segment_header(&data).map_err(|r| damage(0, r))?;
+            let first_lsn = format::decode_segment_header(&header).map_err(|r| damage(0, r))?;
             if first_lsn != id {
                 return Err(damage(
                     0,
@@ -169,9 +171,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                 }
             };
             index.extend_segment(id, off);
-            while (off as usize) < data.len() {
-                let d =
-                    format::decode(&data[off as usize..]).map_err(|e| damage(off, e.reason()))?;
+            while off < file_len {
+                let d = format::decode(&data[(off - from) as usize..])
+                    .map_err(|e| damage(off, e.reason()))?;
                 let body = d.body.map(|(b, len)| Location {
                     segment: id,
                     offset: off + b,
@@ -197,7 +199,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
             }
             Err((offset, reason)) => {
                 let later: Vec<u64> = ids[n + 1..].to_vec();
-                let report = cut(dir, &segs, id, offset, data.len() as u64, later, reason)?;
+                let report = cut(dir, &segs, id, offset, file_len, later, reason)?;
                 if offset < SEGMENT_HEADER_LEN {
                     index.drop_segment(id);
                     // The damaged file is gone: the previous segment (if any) stays active.
@@ -229,6 +231,30 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         from_checkpoint,
         replayed_records: replayed,
     })
+}
+
+/// Reads a segment's header (as much of it as exists) and its bytes from `from` on; returns
+/// them with the file's length.
+fn read_segment(path: &Path, from: u64) -> Result<(Vec<u8>, Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path).map_err(|e| StoreError::io("read segment", path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| StoreError::io("read segment", path, e))?
+        .len();
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+    (&mut f)
+        .take(SEGMENT_HEADER_LEN)
+        .read_to_end(&mut header)
+        .map_err(|e| StoreError::io("read segment", path, e))?;
+    let from = from.min(len);
+    f.seek(SeekFrom::Start(from))
+        .map_err(|e| StoreError::io("read segment", path, e))?;
+    let mut data = Vec::with_capacity((len - from) as usize);
+    f.read_to_end(&mut data)
+        .map_err(|e| StoreError::io("read segment", path, e))?;
+    let end = from + data.len() as u64;
+    Ok((header, data, end))
 }
 
 /// A checkpoint is usable only if the log still reaches the position it covers.
