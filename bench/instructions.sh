@@ -37,9 +37,11 @@ fi
 # crate:bench-target pairs; one cargo build per crate keeps a crate that fails on REV from
 # hiding the others.
 benches=("warren-codec:codec" "warren-broker:routing" "warren-store:store")
-# The target dir is shared with the worktree: dependencies are built once, and the worktree's
-# own crates get other hashes (their path differs), so nothing is overwritten.
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
+# REV gets a target dir of its own (kept, so its dependencies are built once): cargo gives a
+# workspace crate the same artifact name whatever its checkout's path, so REV's build would
+# overwrite the working tree's, and cargo could then take REV's binary as up to date.
+rev_target_dir="$target_dir/compare-rev"
 work="$(mktemp -d)"
 worktree=""
 cleanup() {
@@ -50,15 +52,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# build DIR OUT: builds the bench targets of the workspace in DIR; writes `name path` lines.
+# build DIR OUT TARGET: builds the bench targets of the workspace in DIR into the target dir
+# TARGET; writes `name path` lines.
 build() {
-  local dir="$1" out="$2" pair crate name
+  local dir="$1" out="$2" target="$3" pair crate name
   : >"$out"
   for pair in "${benches[@]}"; do
     crate="${pair%%:*}"
     name="${pair##*:}"
     echo "building $name ($crate) in $dir" >&2
-    if ! (cd "$dir" && CARGO_TARGET_DIR="$target_dir" cargo bench --no-run \
+    if ! (cd "$dir" && CARGO_TARGET_DIR="$target" cargo bench --no-run \
       --message-format=json -p "$crate" --bench "$name" 2>"$work/build-$name.log") \
       | python3 -c '
 import json, sys
@@ -138,12 +141,12 @@ if [ -n "$compare" ]; then
     echo "$compare has no micro-benchmarks; measuring it with the current ones" >&2
   fi
   overlay "$worktree"
-  build "$worktree" "$work/bins-old"
+  build "$worktree" "$work/bins-old" "$rev_target_dir"
   echo "measuring $compare ($(git -C "$root" rev-parse --short "$rev"))" >&2
   measure "$work/bins-old" "$work/old"
 fi
 
-build "$root" "$work/bins-new"
+build "$root" "$work/bins-new" "$target_dir"
 echo "measuring the working tree" >&2
 measure "$work/bins-new" "$work/new"
 

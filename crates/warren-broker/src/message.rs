@@ -37,17 +37,41 @@ impl Message {
         body: Bytes,
         properties: &BasicProperties,
     ) -> Self {
+        let expiration = properties
+            .expiration
+            .as_ref()
+            .and_then(|e| parse_expiration(e.as_str()).ok());
+        Self::from_parts(
+            exchange,
+            routing_key,
+            raw_properties,
+            body,
+            properties.delivery_mode,
+            properties.priority,
+            expiration,
+        )
+    }
+
+    /// Builds a message from the only properties the broker reads, `expiration` already
+    /// parsed (ms). The server's publish path gets them from [`BasicProperties::scan`] rather
+    /// than decoding every property.
+    pub fn from_parts(
+        exchange: ShortString,
+        routing_key: ShortString,
+        raw_properties: Bytes,
+        body: Bytes,
+        delivery_mode: Option<u8>,
+        priority: Option<u8>,
+        expiration: Option<u64>,
+    ) -> Self {
         Message {
             exchange,
             routing_key,
             raw_properties,
             body,
-            persistent: properties.delivery_mode == Some(2),
-            priority: properties.priority.unwrap_or(0),
-            expiration: properties
-                .expiration
-                .as_ref()
-                .and_then(|e| parse_expiration(e.as_str()).ok()),
+            persistent: delivery_mode == Some(2),
+            priority: priority.unwrap_or(0),
+            expiration,
             log_id: OnceLock::new(),
         }
     }

@@ -4,9 +4,11 @@
 //! returns `Ok(None)` ("incomplete" is normal, not an error). An oversize frame is rejected from
 //! its 7-byte header, before its payload is buffered.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::CodecError;
+use crate::generated::basic;
+use crate::types::ShortString;
 
 /// What a client sends first: `AMQP` 0 0 9 1. The server answers a wrong one with this too.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -100,7 +102,9 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
         return Err(CodecError::BadFrameEnd(end));
     }
     let mut frame = buf.split_to(total);
-    let _ = frame.split_to(FRAME_HEADER_SIZE);
+    // `advance`, not a second `split_to`: splitting would take (and then drop) another
+    // reference to the shared buffer, two atomic operations per frame.
+    frame.advance(FRAME_HEADER_SIZE);
     frame.truncate(size as usize);
     Ok(Some(Frame {
         kind,
@@ -129,11 +133,25 @@ pub fn finish_frame(buf: &mut BytesMut, start: usize) {
 /// A whole frame around an already-encoded payload.
 pub fn write_frame(buf: &mut BytesMut, kind: FrameType, channel: u16, payload: &[u8]) {
     buf.reserve(payload.len() + FRAME_OVERHEAD);
-    buf.put_u8(kind as u8);
-    buf.put_u16(channel);
-    buf.put_u32(payload.len() as u32);
+    write_frame_header(buf, kind, channel, payload.len() as u32);
     buf.put_slice(payload);
     buf.put_u8(FRAME_END);
+}
+
+/// The header of a frame whose `size` payload bytes (and frame-end octet) the caller writes.
+pub fn write_frame_header(buf: &mut BytesMut, kind: FrameType, channel: u16, size: u32) {
+    buf.put_u8(kind as u8);
+    buf.put_u16(channel);
+    buf.put_u32(size);
+}
+
+/// The largest body slice per body frame for `frame_max` (0 means no limit).
+pub fn body_chunk_size(frame_max: u32) -> usize {
+    if frame_max == 0 {
+        usize::MAX
+    } else {
+        (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
+    }
 }
 
 pub fn write_heartbeat(buf: &mut BytesMut) {
@@ -164,14 +182,36 @@ pub fn write_content_header(
 /// Body frames for `body`, each at most `frame_max` long (0 means one frame). An empty body
 /// gets no body frame at all (spec: the header's body size of 0 says it all).
 pub fn write_body(buf: &mut BytesMut, channel: u16, body: &[u8], frame_max: u32) {
-    let chunk = if frame_max == 0 {
-        body.len().max(1)
-    } else {
-        (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
-    };
-    for part in body.chunks(chunk) {
+    for part in body.chunks(body_chunk_size(frame_max)) {
         write_frame(buf, FrameType::Body, channel, part);
     }
+}
+
+/// The `basic.deliver` method frame, from borrowed fields. The server writes one per delivery;
+/// building a [`crate::Method`] for it would move a large enum and clone the exchange and
+/// routing key, whose reference counts live in the publisher's read buffer, on another core.
+/// The bytes are those of `Method::BasicDeliver` (a test checks it).
+pub fn write_deliver(
+    buf: &mut BytesMut,
+    channel: u16,
+    consumer_tag: &ShortString,
+    delivery_tag: u64,
+    redelivered: bool,
+    exchange: &ShortString,
+    routing_key: &ShortString,
+) {
+    let size = 2 + 2 + consumer_tag.encoded_len() + 8 + 1;
+    let size = size + exchange.encoded_len() + routing_key.encoded_len();
+    buf.reserve(size + FRAME_OVERHEAD);
+    write_frame_header(buf, FrameType::Method, channel, size as u32);
+    buf.put_u16(basic::Deliver::CLASS_ID);
+    buf.put_u16(basic::Deliver::METHOD_ID);
+    consumer_tag.encode(buf);
+    buf.put_u64(delivery_tag);
+    buf.put_u8(u8::from(redelivered));
+    exchange.encode(buf);
+    routing_key.encode(buf);
+    buf.put_u8(FRAME_END);
 }
 
 /// A decoded content header. The properties stay raw; decode them with
@@ -262,6 +302,33 @@ mod tests {
         assert_eq!(decode_protocol_header(&mut bad), ProtocolHeader::Rejected);
         let mut http = BytesMut::from(&b"GET"[..]);
         assert_eq!(decode_protocol_header(&mut http), ProtocolHeader::Rejected);
+    }
+
+    #[test]
+    fn deliver_frame_is_the_generated_encoding() {
+        let s = |v: &str| ShortString::try_from(v).unwrap();
+        for (tag, exchange) in [("amq.ctag-1", "orders"), ("", "")] {
+            let m = crate::basic::Deliver {
+                consumer_tag: s(tag),
+                delivery_tag: 0x0102_0304_0506_0708,
+                redelivered: true,
+                exchange: s(exchange),
+                routing_key: s("orders.eu"),
+            };
+            let mut want = BytesMut::new();
+            crate::write_method_frame(&mut want, 7, &m.clone().into());
+            let mut got = BytesMut::new();
+            write_deliver(
+                &mut got,
+                7,
+                &m.consumer_tag,
+                m.delivery_tag,
+                m.redelivered,
+                &m.exchange,
+                &m.routing_key,
+            );
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -210,41 +210,48 @@ impl ChannelMachine {
                 exchange.name, ctx.access.vhost
             )));
         }
-        let mut props = BasicProperties::decode(raw_properties.clone())?;
-        if let Some(user_id) = &props.user_id {
-            if user_id.as_str() != ctx.access.user {
+        // Checked as a full decode would check them, but only these few are read.
+        let props = BasicProperties::scan(&raw_properties)?;
+        if let Some(user_id) = props.user_id {
+            if user_id != ctx.access.user {
                 return Err(AmqpError::precondition_failed(format!(
                     "user_id property set to '{user_id}' but authenticated user was '{}'",
                     ctx.access.user
                 )));
             }
         }
-        if let Some(expiration) = &props.expiration {
-            parse_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
-        }
-        if props
-            .reply_to
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
+        let expiration = props
+            .expiration
+            .map(parse_expiration)
+            .transpose()
+            .map_err(AmqpError::precondition_failed)?;
+        let (delivery_mode, priority) = (props.delivery_mode, props.priority);
+        let has_headers = props.has_headers;
+        if props.reply_to == Some(REPLY_TO) {
             let Some(q) = &self.reply_queue else {
                 return Err(AmqpError::precondition_failed(
                     "fast reply consumer does not exist",
                 ));
             };
-            props.reply_to = Some(q.clone());
-            raw_properties = props.to_raw();
+            let mut full = BasicProperties::decode(raw_properties.clone())?;
+            full.reply_to = Some(q.clone());
+            raw_properties = full.to_raw();
         }
-        // Only a delayed-message exchange looks at x-delay.
-        let delay = (exchange.kind == ExchangeKind::DelayedMessage)
-            .then(|| delayed::delay_of(props.headers.as_ref()))
-            .flatten();
-        let message = Arc::new(Message::new(
+        // Only a delayed-message exchange looks at x-delay (and decodes the headers for it).
+        let delay = if exchange.kind == ExchangeKind::DelayedMessage && has_headers {
+            let full = BasicProperties::decode(raw_properties.clone())?;
+            delayed::delay_of(full.headers.as_ref())
+        } else {
+            None
+        };
+        let message = Arc::new(Message::from_parts(
             p.exchange,
             p.routing_key,
             raw_properties,
             body,
-            &props,
+            delivery_mode,
+            priority,
+            expiration,
         ));
         ctx.published.set(true);
         let seq = match &mut self.mode {

@@ -130,9 +130,39 @@ impl ChannelMachine {
     /// Handles a method addressed to this open channel (the connection has already taken
     /// care of `channel.close` and `channel.close-ok`).
     pub fn handle_method_frame(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
-        if self.closing {
-            // Spec: after sending channel.close, discard everything until close-ok.
+        if let Method::BasicPublish(p) = method {
+            return self.handle_publish(p);
+        }
+        if !self.takes_methods()? {
             return Ok(());
+        }
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        self.handle_method(ctx, method)
+            .map_err(|e| e.during(class_id, method_id))
+    }
+
+    /// `basic.publish`, whose content frames follow. (The connection calls this directly
+    /// rather than through [`Self::handle_method_frame`], to skip the `Method` enum.)
+    pub fn handle_publish(&mut self, p: basic::Publish) -> AmqpResult {
+        if !self.takes_methods()? {
+            return Ok(());
+        }
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true").during(60, 40));
+        }
+        self.pending = Some(PendingContent {
+            publish: p,
+            header: None,
+            body: Body::Empty,
+        });
+        Ok(())
+    }
+
+    /// Whether a method is to be handled: not once this side has sent `channel.close` (spec:
+    /// discard everything until close-ok), and never in the middle of a message's content.
+    fn takes_methods(&self) -> AmqpResult<bool> {
+        if self.closing {
+            return Ok(false);
         }
         if self.pending.is_some() {
             return Err(AmqpError::unexpected_frame(
@@ -140,20 +170,7 @@ impl ChannelMachine {
             )
             .during(60, 40));
         }
-        if let Method::BasicPublish(p) = method {
-            if p.immediate {
-                return Err(AmqpError::not_implemented("immediate=true").during(60, 40));
-            }
-            self.pending = Some(PendingContent {
-                publish: p,
-                header: None,
-                body: Body::Empty,
-            });
-            return Ok(());
-        }
-        let (class_id, method_id) = (method.class_id(), method.method_id());
-        self.handle_method(ctx, method)
-            .map_err(|e| e.during(class_id, method_id))
+        Ok(true)
     }
 
     /// Handles a content header or body frame addressed to this open channel.

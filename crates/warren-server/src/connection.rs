@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use warren_broker::{Access, Broker, Channel, ConnectionId, VHost};
 use warren_codec::{
-    channel, connection, constants, frame, FieldTable, FieldValue, Frame, FrameType, LongString,
-    Method, Reader, ShortString,
+    basic, channel, connection, constants, frame, FieldTable, FieldValue, Frame, FrameType,
+    LongString, Method, Reader, ShortString,
 };
 
 use crate::alarm::AlarmState;
@@ -226,16 +227,16 @@ fn client_capability(props: &FieldTable, name: &str) -> bool {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve<S>(
-    stream: S,
+pub async fn serve(
+    stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
     signals: Signals,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (rd, mut wr) = tokio::io::split(stream);
+) {
+    // Owned halves, not `tokio::io::split`: that one puts the socket behind a mutex held
+    // during each read and write, so the reader and writer tasks would wait on each other.
+    let (rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, config.frame_max);
 
     // Protocol header, within the handshake timeout.
@@ -729,6 +730,18 @@ impl Connection {
             };
             let r = ch.handle_content_frame(&self.ctx, f);
             self.handle_channel_result(id, r);
+            return Ok(false);
+        }
+        if open
+            && warren_codec::method_ids(&f.payload)
+                == Some((basic::Publish::CLASS_ID, basic::Publish::METHOD_ID))
+        {
+            // The most frequent method, decoded without the `Method` enum.
+            let publish = basic::Publish::decode_payload(f.payload)?;
+            if let Some(Some(ch)) = self.channels.get_mut(idx) {
+                let r = ch.handle_publish(publish);
+                self.handle_channel_result(id, r);
+            }
             return Ok(false);
         }
         let method = Method::decode(f.payload)?;

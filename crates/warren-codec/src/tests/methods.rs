@@ -329,3 +329,26 @@ fn a_method_frame_survives_the_frame_layer() {
     assert_eq!(Method::decode(frame.payload).unwrap(), m);
     assert!(buf.is_empty());
 }
+
+proptest! {
+    /// The publish fast path decodes what `Method::decode` decodes, and fails as it fails.
+    #[test]
+    fn publish_decode_payload_agrees_with_method_decode(
+        p in crate::generated::arbitrary::basic_publish(),
+        cut in any::<prop::sample::Index>(),
+        extra in prop::collection::vec(any::<u8>(), 0..3),
+    ) {
+        let mut buf = bytes::BytesMut::new();
+        Method::from(p).encode(&mut buf);
+        let whole = buf.len();
+        buf.extend_from_slice(&extra);
+        let len = if extra.is_empty() { cut.index(whole + 1) } else { buf.len() };
+        let payload = buf.freeze().slice(..len);
+        let fast = basic::Publish::decode_payload(payload.clone());
+        match Method::decode(payload) {
+            Ok(Method::BasicPublish(m)) => prop_assert_eq!(fast, Ok(m)),
+            Ok(other) => prop_assert!(false, "decoded as {}", other.name()),
+            Err(e) => prop_assert_eq!(fast, Err(e)),
+        }
+    }
+}

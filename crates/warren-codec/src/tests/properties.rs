@@ -120,3 +120,83 @@ fn properties_survive_a_content_header_frame() {
     assert_eq!((header.class_id, header.body_size), (CLASS_BASIC, 42));
     assert_eq!(BasicProperties::decode(header.raw_properties).unwrap(), p);
 }
+
+/// `scan` must accept exactly what `decode` accepts, fail with the same error, and agree on
+/// the properties it reads.
+fn assert_scan_agrees(raw: &[u8]) -> Result<(), TestCaseError> {
+    let scanned = BasicProperties::scan(raw);
+    match BasicProperties::decode(Bytes::copy_from_slice(raw)) {
+        Ok(p) => {
+            let s = scanned.map_err(|e| TestCaseError::fail(format!("scan failed: {e}")))?;
+            prop_assert_eq!(s.delivery_mode, p.delivery_mode);
+            prop_assert_eq!(s.priority, p.priority);
+            prop_assert_eq!(s.reply_to, p.reply_to.as_ref().map(ShortString::as_str));
+            prop_assert_eq!(s.expiration, p.expiration.as_ref().map(ShortString::as_str));
+            prop_assert_eq!(s.user_id, p.user_id.as_ref().map(ShortString::as_str));
+            prop_assert_eq!(s.has_headers, p.headers.is_some());
+        }
+        Err(e) => prop_assert_eq!(scanned, Err(e)),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scan_agrees_with_decode_on_valid_properties(p in arbitrary::basic_properties()) {
+        let raw = p.to_raw();
+        assert_scan_agrees(&raw)?;
+        for len in 0..raw.len() {
+            assert_scan_agrees(&raw[..len])?;
+        }
+    }
+
+    #[test]
+    fn scan_agrees_with_decode_on_corrupted_properties(
+        p in arbitrary::basic_properties(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut raw = p.to_raw().to_vec();
+        for (at, x) in flips {
+            let i = at.index(raw.len());
+            raw[i] ^= x;
+        }
+        assert_scan_agrees(&raw)?;
+    }
+
+    #[test]
+    fn scan_agrees_with_decode_on_random_bytes(
+        raw in prop::collection::vec(any::<u8>(), 0..128),
+    ) {
+        assert_scan_agrees(&raw)?;
+    }
+}
+
+#[test]
+fn scan_reads_what_the_broker_needs() {
+    let raw = all_set().to_raw();
+    let s = BasicProperties::scan(&raw).unwrap();
+    assert_eq!(
+        s,
+        PropertySummary {
+            delivery_mode: Some(2),
+            priority: Some(9),
+            reply_to: Some("amq.rabbitmq.reply-to"),
+            expiration: Some("60000"),
+            user_id: Some("guest"),
+            has_headers: true,
+        }
+    );
+    // Invalid UTF-8 in a property the broker does not read, and in a header key, still fails.
+    let bad_type = [0x80, 0x00, 1, 0xff];
+    assert_eq!(
+        BasicProperties::scan(&bad_type),
+        Err(CodecError::InvalidUtf8)
+    );
+    let bad_key = [0x20, 0x00, 0, 0, 0, 3, 1, 0xff, b'V'];
+    assert_eq!(
+        BasicProperties::scan(&bad_key),
+        Err(CodecError::InvalidUtf8)
+    );
+}
