@@ -281,7 +281,9 @@ impl ChannelMachine {
             }
             return Ok(());
         }
-        let route = ctx.vhost.route(&exchange, &message);
+        let route = ctx
+            .vhost
+            .route_cached(&exchange, &message, &mut self.route_cache);
         if let Mode::Tx(tx) = &mut self.mode {
             tx.publishes.push(crate::tx::TxPublish {
                 route,

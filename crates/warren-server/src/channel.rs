@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use warren_broker::vhost::RouteCache;
 use warren_broker::{Accepted, Channel, Exchange, Message};
 use warren_codec::{
     basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC,
@@ -100,6 +101,8 @@ pub struct ChannelMachine {
     pub(crate) current_queue: Option<ShortString>,
     /// Last exchange published to, so the map lookup is skipped for runs of publishes.
     pub(crate) exchange_cache: Option<Arc<Exchange>>,
+    /// Where the last publish through the default exchange went.
+    pub(crate) route_cache: RouteCache,
     /// The private queue behind `amq.rabbitmq.reply-to`, once the channel consumes from it.
     pub(crate) reply_queue: Option<ShortString>,
     /// Set after this side sent `channel.close`: everything but `close-ok` is discarded.
@@ -120,6 +123,7 @@ impl ChannelMachine {
             mode: Mode::Normal,
             current_queue: None,
             exchange_cache: None,
+            route_cache: RouteCache::default(),
             reply_queue: None,
             closing: false,
             held: VecDeque::new(),

@@ -384,3 +384,34 @@ async fn delivery_reports_exchange_and_routing_key() {
     assert_eq!(d.routing_key, ShortString::from("a.b"));
     assert!(!d.redelivered);
 }
+
+#[tokio::test]
+async fn default_exchange_publishes_reach_a_queue_declared_again_under_the_same_name() {
+    let broker = TestBroker::start().await;
+    let (conn, ch) = broker.channel().await;
+    // Same connection: its frames are handled in order, so each check sees the publishes
+    // before it.
+    let admin = within(conn.create_channel()).await.expect("second channel");
+    named_queue(&ch, "redeclared").await;
+    publish(&ch, "", "redeclared", b"first").await;
+    assert_eq!(queue_counts(&admin, "redeclared").await.0, 1);
+    // Deleted and declared again by another channel: the publishing channel's next message
+    // must go to the new queue, not to the deleted one it published to before.
+    within(admin.queue_delete("redeclared", Default::default()))
+        .await
+        .expect("delete");
+    publish(&ch, "", "redeclared", b"lost: no such queue").await;
+    named_queue(&admin, "redeclared").await;
+    publish(&ch, "", "redeclared", b"second").await;
+    let m = get(&admin, "redeclared", true)
+        .await
+        .expect("the second message");
+    assert_eq!(m.delivery.data, b"second");
+    assert!(get(&admin, "redeclared", true).await.is_none());
+    // And a publish to another queue in between is routed by its own name.
+    named_queue(&admin, "other").await;
+    publish(&ch, "", "other", b"x").await;
+    publish(&ch, "", "redeclared", b"y").await;
+    assert_eq!(queue_counts(&admin, "other").await.0, 1);
+    assert_eq!(queue_counts(&admin, "redeclared").await.0, 1);
+}
