@@ -57,7 +57,8 @@ pub struct StoreConfig {
     /// If set, a background thread runs [`Store::compact`] this often (default: never; the
     /// broker sets it).
     pub compact_interval: Option<Duration>,
-    /// Back-pressure: appends block while this many bytes wait for the writer (default 64 MiB).
+    /// Back-pressure: appends block while this many bytes wait for the writer (default
+    /// 16 MiB: several fsyncs' worth at any rate a disk sustains, and no more RAM than that).
     pub max_queued_bytes: u64,
 }
 
@@ -72,7 +73,7 @@ impl StoreConfig {
             compact_threshold: 0.25,
             compact_max_bytes: 64 << 20,
             compact_interval: None,
-            max_queued_bytes: 64 << 20,
+            max_queued_bytes: 16 << 20,
         }
     }
 }

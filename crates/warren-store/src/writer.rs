@@ -91,7 +91,7 @@ struct Writer {
 }
 
 /// Most bytes gathered into one group write (bounds latency and memory per batch).
-const MAX_BATCH_BYTES: u64 = 16 << 20;
+const MAX_BATCH_BYTES: u64 = 4 << 20;
 /// Bodies up to this size are copied into the batch buffer; larger ones are written from their
 /// own `Bytes` with a vectored write.
 const COPY_LIMIT: usize = 16 << 10;
