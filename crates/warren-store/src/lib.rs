@@ -9,15 +9,16 @@
 //! on-disk format is documented in `docs/store-format.md`.
 //!
 //! Must not know: AMQP, exchanges, queues or consumers as concepts. It stores records for
-//! opaque `u64` ids: a message id, the queue ids it is stored for, its body. The broker decides
-//! what they mean. It does not depend on tokio either: waiting for durability is a
+//! opaque `u64` ids: a message id (which the store assigns), the queue ids it is stored for,
+//! its body. The broker decides what they mean; it reads, acks and recovers messages by id and
+//! never learns where a body is. It does not depend on tokio either: waiting for durability is a
 //! [`WaitDurable`] future driven by std `Waker`s, usable from any executor (or
 //! [`Store::wait_durable_blocking`] from a thread).
 //!
 //! Invariants:
-//! - LSNs are assigned under one short mutex together with the record's file position, and
-//!   records reach the writer in that order, so LSN order = file order and a returned
-//!   [`Location`] is exactly where the body will be.
+//! - LSNs and message ids are assigned under one short mutex together with the record's file
+//!   position, and records reach the writer in that order, so LSN order = file order = id
+//!   order, and a segment's messages have consecutive ids (the index is dense vectors).
 //! - An LSN is reported durable only after the `fdatasync` that covers it (in
 //!   [`SyncMode::Fsync`]), and every earlier LSN is durable too.
 //! - Every record is CRC32C-framed; recovery stops at the first record that fails, truncates
@@ -25,7 +26,8 @@
 //! - A checkpoint never covers log that is not on disk; a segment is deleted only when it holds
 //!   no live message *and* a durable checkpoint covers it (so acks stored in it are never
 //!   needed by recovery).
-//! - The writer thread alone writes segments and owns the index; no lock spans the store.
+//! - The writer thread alone writes segments and updates the index (readers only look bodies
+//!   up in it, one lookup or batch at a time); no lock spans the store.
 
 mod checkpoint;
 mod durable;
