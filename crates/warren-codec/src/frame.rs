@@ -73,17 +73,30 @@ pub fn decode_protocol_header(buf: &mut BytesMut) -> ProtocolHeader {
     ProtocolHeader::Accepted
 }
 
-/// Splits one whole frame off the front of `buf`, or returns `Ok(None)` if more bytes are needed.
+/// The length (header, payload and end octet) of the frame starting at `buf[0]`, from its
+/// header alone; `Ok(None)` while fewer than 7 bytes are buffered. Lets a reader make room for
+/// the rest of a frame, or read a large one into a buffer of its own ([`decode_whole_frame`]).
 ///
-/// `frame_max` bounds the whole frame including header and end octet (0 means no limit). On
-/// error the connection must be closed with 501 FRAME_ERROR; the buffer is left as it was.
-pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
-    if buf.len() < FRAME_HEADER_SIZE {
+/// `frame_max` bounds the whole frame (0 means no limit); the errors are [`decode_frame`]'s.
+pub fn frame_len(buf: &[u8], frame_max: u32) -> Result<Option<usize>, CodecError> {
+    Ok(frame_header(buf, frame_max)?.map(|h| h.total))
+}
+
+/// A checked frame header.
+struct FrameHeader {
+    kind: FrameType,
+    channel: u16,
+    /// Header, payload and end octet.
+    total: usize,
+}
+
+fn frame_header(buf: &[u8], frame_max: u32) -> Result<Option<FrameHeader>, CodecError> {
+    let Some(header) = buf.get(..FRAME_HEADER_SIZE) else {
         return Ok(None);
-    }
-    let kind = FrameType::from_u8(buf[0])?;
-    let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+    };
+    let kind = FrameType::from_u8(header[0])?;
+    let channel = u16::from_be_bytes([header[1], header[2]]);
+    let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]);
     let total = size as u64 + FRAME_OVERHEAD as u64;
     if frame_max != 0 && total > frame_max as u64 {
         return Err(CodecError::FrameTooLarge {
@@ -91,26 +104,64 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
             max: frame_max,
         });
     }
-    let total = total as usize;
-    if buf.len() < total {
-        // Reserve now so the next read can fill the rest of this frame in one go.
-        buf.reserve(total - buf.len());
-        return Ok(None);
-    }
-    let end = buf[total - 1];
-    if end != FRAME_END {
-        return Err(CodecError::BadFrameEnd(end));
-    }
-    let mut frame = buf.split_to(total);
-    // `advance`, not a second `split_to`: splitting would take (and then drop) another
-    // reference to the shared buffer, two atomic operations per frame.
-    frame.advance(FRAME_HEADER_SIZE);
-    frame.truncate(size as usize);
-    Ok(Some(Frame {
+    Ok(Some(FrameHeader {
         kind,
         channel,
-        payload: frame.freeze(),
+        total: total as usize,
     }))
+}
+
+/// Splits one whole frame off the front of `buf`, or returns `Ok(None)` if more bytes are needed
+/// (making room for them is the caller's business; [`frame_len`] tells how much).
+///
+/// `frame_max` bounds the whole frame including header and end octet (0 means no limit). On
+/// error the connection must be closed with 501 FRAME_ERROR; the buffer is left as it was.
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
+    let Some(header) = frame_header(buf, frame_max)? else {
+        return Ok(None);
+    };
+    if buf.len() < header.total {
+        return Ok(None);
+    }
+    check_frame_end(buf[header.total - 1])?;
+    let frame = buf.split_to(header.total);
+    Ok(Some(into_frame(frame, &header)))
+}
+
+/// The frame in `buf`, which holds exactly one whole frame and nothing else: a large frame read
+/// into a buffer of its own. Unlike [`decode_frame`] it does not split the buffer, so the
+/// payload stays its only owner: passing it on (as a message body) and dropping it later, on
+/// another thread, touches no reference count shared with other frames.
+pub fn decode_whole_frame(buf: BytesMut, frame_max: u32) -> Result<Frame, CodecError> {
+    let Some(header) = frame_header(&buf, frame_max)? else {
+        return Err(CodecError::Truncated);
+    };
+    if buf.len() != header.total {
+        return Err(CodecError::Truncated);
+    }
+    check_frame_end(buf[header.total - 1])?;
+    Ok(into_frame(buf, &header))
+}
+
+fn check_frame_end(end: u8) -> Result<(), CodecError> {
+    if end == FRAME_END {
+        Ok(())
+    } else {
+        Err(CodecError::BadFrameEnd(end))
+    }
+}
+
+/// The payload of `frame`, a whole checked frame.
+fn into_frame(mut frame: BytesMut, header: &FrameHeader) -> Frame {
+    // `advance` and `truncate`, not `split_to`: splitting would take (and then drop) another
+    // reference to a shared buffer, two atomic operations per frame.
+    frame.advance(FRAME_HEADER_SIZE);
+    frame.truncate(header.total - FRAME_OVERHEAD);
+    Frame {
+        kind: header.kind,
+        channel: header.channel,
+        payload: frame.freeze(),
+    }
 }
 
 /// Writes a frame header whose size is patched by [`finish_frame`] once the payload is written.
@@ -259,6 +310,35 @@ mod tests {
         assert_eq!(frame.channel, 3);
         assert_eq!(&frame.payload[..], b"hello");
         assert!(partial.is_empty());
+    }
+
+    #[test]
+    fn whole_frame_in_its_own_buffer_decodes_like_a_split_one() {
+        let mut buf = BytesMut::new();
+        write_frame(&mut buf, FrameType::Body, 3, &[7u8; 100]);
+        assert_eq!(frame_len(&buf[..7], 0), Ok(Some(108)));
+        assert_eq!(frame_len(&buf[..6], 0), Ok(None));
+        let frame = decode_whole_frame(buf.clone(), 0).unwrap();
+        assert_eq!((frame.kind, frame.channel), (FrameType::Body, 3));
+        assert_eq!(&frame.payload[..], &[7u8; 100][..]);
+        assert_eq!(
+            decode_whole_frame(buf.split_to(107), 0).unwrap_err(),
+            CodecError::Truncated
+        );
+        let mut bad = BytesMut::new();
+        write_frame(&mut bad, FrameType::Body, 3, b"x");
+        bad[8] = 0;
+        assert_eq!(
+            decode_whole_frame(bad, 0).unwrap_err(),
+            CodecError::BadFrameEnd(0)
+        );
+        assert_eq!(
+            frame_len(&[3u8, 0, 1, 0, 1, 0, 0], 4096).unwrap_err(),
+            CodecError::FrameTooLarge {
+                size: 65536 + 8,
+                max: 4096
+            }
+        );
     }
 
     #[test]

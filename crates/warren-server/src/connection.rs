@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -92,7 +92,14 @@ const CLOSING_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection matters with thousands of them); busy ones grow it so that one read brings in
 /// many frames.
 const MIN_READ: usize = 4 * 1024;
-const MAX_READ: usize = 256 * 1024;
+const MAX_READ: usize = 512 * 1024;
+
+/// Frames at least this long that a read leaves incomplete are finished in a buffer of their
+/// own, of exactly their size. Otherwise the read buffer would have to grow, or be replaced,
+/// to make room, copying the part already read, and the next read would again end inside a
+/// large frame. Read straight into its own buffer, the frame's payload (a message body) is also
+/// owned by that message alone rather than a slice of the shared read buffer.
+const OWN_BUFFER_MIN: usize = 16 * 1024;
 
 /// Reads frames into a reusable buffer.
 struct FrameReader<R> {
@@ -101,6 +108,11 @@ struct FrameReader<R> {
     frame_max: u32,
     /// Bytes asked for per read: doubles when a read fills it, halves when one is small.
     read_size: usize,
+    /// Bytes the incomplete frame at the front of `buf` still needs (0 when unknown).
+    missing: usize,
+    /// A large frame being read into a buffer of its own (see [`OWN_BUFFER_MIN`]), and that
+    /// frame's length. While it is set, `buf` is empty.
+    own: Option<(BytesMut, usize)>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -110,13 +122,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::new(),
             frame_max,
             read_size: MIN_READ,
+            missing: 0,
+            own: None,
         }
     }
 
     /// Reads more bytes; Ok(false) at end of stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
-        if self.buf.capacity() - self.buf.len() < self.read_size {
-            self.buf.reserve(self.read_size);
+        if let Some((own, len)) = &mut self.own {
+            // Only the rest of the frame (never 0: `next` takes a whole one): what follows it
+            // goes to `buf`.
+            let rest = *len - own.len();
+            let n = self.rd.read_buf(&mut own.limit(rest)).await?;
+            return Ok(n > 0);
+        }
+        let want = self.read_size.max(self.missing);
+        if self.buf.capacity() - self.buf.len() < want && !self.buf.try_reclaim(want) {
+            // A new buffer rather than `reserve`: when this one is still shared with messages,
+            // `reserve` would copy into a new one anyway, and when it is not, it would
+            // reallocate and copy the consumed bytes before the frame along with it.
+            let mut fresh = BytesMut::with_capacity(self.buf.len() + want);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
         }
         let n = self.rd.read_buf(&mut self.buf).await?;
         if n >= self.read_size {
@@ -128,7 +155,37 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     fn next(&mut self) -> AmqpResult<Option<Frame>> {
-        Ok(frame::decode_frame(&mut self.buf, self.frame_max)?)
+        if let Some((own, len)) = &self.own {
+            if own.len() < *len {
+                return Ok(None);
+            }
+            if let Some((own, _)) = self.own.take() {
+                return Ok(Some(frame::decode_whole_frame(own, self.frame_max)?));
+            }
+        }
+        if let Some(f) = frame::decode_frame(&mut self.buf, self.frame_max)? {
+            return Ok(Some(f));
+        }
+        self.missing = 0;
+        if let Some(len) = frame::frame_len(&self.buf, self.frame_max)? {
+            if len >= OWN_BUFFER_MIN {
+                // `buf` holds the start of this frame and nothing after it.
+                let mut own = BytesMut::with_capacity(len);
+                own.extend_from_slice(&self.buf);
+                self.buf.clear();
+                self.own = Some((own, len));
+            } else {
+                self.missing = len - self.buf.len();
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops whatever was read and not yet decoded.
+    fn discard(&mut self) {
+        self.buf.clear();
+        self.own = None;
+        self.missing = 0;
     }
 
     /// The next frame, reading as needed; None at end of stream.
@@ -347,7 +404,7 @@ pub async fn serve(
             .map_or(CLOSING_TIMEOUT, |h| h.min(CLOSING_TIMEOUT));
         let _ = tokio::time::timeout(linger, async {
             while let Ok(true) = reader.fill().await {
-                reader.buf.clear();
+                reader.discard();
             }
         })
         .await;
@@ -594,7 +651,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(e) => {
                         self.fail(e);
-                        reader.buf.clear();
+                        reader.discard();
                         break;
                     }
                 }
@@ -994,5 +1051,37 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_frame_is_read_into_its_own_buffer_and_what_follows_is_not_lost() {
+        let mut wire = BytesMut::new();
+        frame::write_frame(&mut wire, FrameType::Body, 1, &[7u8; 40_000]);
+        frame::write_heartbeat(&mut wire);
+        frame::write_frame(&mut wire, FrameType::Body, 2, b"small");
+        let mut reader = FrameReader::new(&wire[..], 0);
+        let big = reader.read_frame().await.unwrap().unwrap();
+        assert_eq!((big.kind, big.channel), (FrameType::Body, 1));
+        assert_eq!(&big.payload[..], &[7u8; 40_000][..]);
+        assert!(reader.own.is_none());
+        let beat = reader.read_frame().await.unwrap().unwrap();
+        assert_eq!(beat.kind, FrameType::Heartbeat);
+        let small = reader.read_frame().await.unwrap().unwrap();
+        assert_eq!(&small.payload[..], b"small");
+        assert!(reader.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversize_frame_is_refused_before_it_is_buffered() {
+        let mut wire = BytesMut::new();
+        frame::write_frame(&mut wire, FrameType::Body, 1, &[7u8; 40_000]);
+        let mut reader = FrameReader::new(&wire[..], 32_768);
+        assert!(reader.read_frame().await.is_err());
+        assert!(reader.own.is_none());
     }
 }
