@@ -320,6 +320,33 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes `parts` after whatever is in [`Connection::wbuf`], without copying them: large
+    /// messages go out from their templates in one `writev`, so the generator does not spend
+    /// a core copying bodies it never changes.
+    pub async fn flush_slices(&mut self, parts: &[&[u8]]) -> Result<(), ClientError> {
+        self.flush().await?;
+        let mut slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            match self.stream.try_write_vectored(bufs) {
+                Ok(0) => return Err(ClientError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let ready = or_stop(
+                        &mut self.stop,
+                        self.stream.ready(Interest::READABLE | Interest::WRITABLE),
+                    )
+                    .await??;
+                    if ready.is_readable() {
+                        self.try_fill()?;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads whatever is available without waiting. Returns whether anything was read.
     pub fn try_fill(&mut self) -> Result<bool, ClientError> {
         self.rbuf.reserve(READ_CHUNK);
