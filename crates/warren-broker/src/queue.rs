@@ -71,6 +71,9 @@ pub struct Queue {
     last_used: AtomicU64,
     /// Some ready message may expire: [`Queue::tick`] has work here.
     has_deadlines: AtomicBool,
+    /// [`Queue::is_backlogged`], as of the last publish or dispatch: publishing connections
+    /// poll it while they wait, which must not take the queue's lock.
+    backlogged: AtomicBool,
 }
 
 /// Consumers of one priority, served round-robin.
@@ -158,6 +161,7 @@ impl Queue {
                 0
             }),
             has_deadlines: AtomicBool::new(false),
+            backlogged: AtomicBool::new(false),
             config,
         }
     }
@@ -220,8 +224,15 @@ impl Queue {
     /// i.e. publishers are faster than the consumers. Publishing connections then pause
     /// briefly (as RabbitMQ's credit flow does) instead of making the queue page to disk.
     pub fn is_backlogged(&self) -> bool {
-        let inner = self.inner.lock();
-        !inner.consumers.is_empty() && inner.ready.under_pressure()
+        self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// Updates [`Queue::is_backlogged`] after the ready messages or the consumers changed.
+    fn note_pressure(&self, inner: &QueueInner) {
+        let backlogged = !inner.consumers.is_empty() && inner.ready.under_pressure();
+        if self.backlogged.load(Ordering::Relaxed) != backlogged {
+            self.backlogged.store(backlogged, Ordering::Relaxed);
+        }
     }
 
     /// Messages delivered and not yet settled.
@@ -449,6 +460,15 @@ impl Queue {
         inner: &mut QueueInner,
         dead: &mut Vec<(Dead, Option<LogRef>)>,
     ) {
+        self.dispatch_ready(inner, dead);
+        self.note_pressure(inner);
+    }
+
+    fn dispatch_ready(
+        self: &Arc<Self>,
+        inner: &mut QueueInner,
+        dead: &mut Vec<(Dead, Option<LogRef>)>,
+    ) {
         if inner.groups.is_empty() {
             return;
         }
@@ -604,6 +624,7 @@ impl Queue {
                 Some(msg) => {
                     self.delivered(&mut inner, &msg, no_ack);
                     let remaining = inner.ready.len() as u32;
+                    self.note_pressure(&inner);
                     let wire = self
                         .redelivery_view(&msg)
                         .unwrap_or_else(|| msg.message.clone());
@@ -809,7 +830,12 @@ impl Queue {
 
     /// Drops every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
-        let (n, logged) = self.inner.lock().ready.clear();
+        let (n, logged) = {
+            let mut inner = self.inner.lock();
+            let cleared = inner.ready.clear();
+            self.note_pressure(&inner);
+            cleared
+        };
         if let (Some(p), false) = (&self.persistence, logged.is_empty()) {
             p.settle_refs(&logged);
         }

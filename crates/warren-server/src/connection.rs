@@ -88,6 +88,12 @@ enum Exit {
 /// (RabbitMQ's `CLOSING_TIMEOUT`).
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest a publishing connection waits for a backlogged queue per batch it read. Long enough
+/// that a hundred publishers cannot outrun one consumer by a batch each every few
+/// milliseconds (with 100 ms they still could, and the queue paged); short enough that a
+/// publisher behind a stuck consumer still makes progress.
+const THROTTLE_MAX: Duration = Duration::from_secs(1);
+
 /// Smallest and largest read size. Idle connections keep a small buffer (memory per
 /// connection matters with thousands of them); busy ones grow it so that one read brings in
 /// many frames.
@@ -934,10 +940,10 @@ impl Connection {
     }
 
     /// Flow control, as RabbitMQ's credit flow: while a queue this connection just published
-    /// to has consumers that are falling behind, wait a little before reading more, so they
-    /// catch up instead of the queue paging to disk. Bounded, so that a stuck consumer cannot
-    /// stall a publisher for long; and skipped for connections that also consume, which could
-    /// otherwise hold back their own acks.
+    /// to has consumers that are falling behind, wait before reading more, so they catch up
+    /// instead of the queue paging to disk. Bounded ([`THROTTLE_MAX`] per batch), so that a
+    /// stuck consumer cannot stall a publisher for long; and skipped for connections that also
+    /// consume, which could otherwise hold back their own acks.
     async fn throttle(&mut self) {
         let queues = std::mem::take(&mut *self.ctx.published_to.borrow_mut());
         if queues.is_empty()
@@ -949,7 +955,7 @@ impl Connection {
         {
             return;
         }
-        let deadline = Instant::now() + Duration::from_millis(100);
+        let deadline = Instant::now() + THROTTLE_MAX;
         while Instant::now() < deadline && queues.iter().any(|q| q.is_backlogged()) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
