@@ -17,6 +17,8 @@ pub enum CodecError {
     UnknownMethod { class_id: u16, method_id: u16 },
     #[error("unknown field table value type {0:#04x}")]
     UnknownFieldType(u8),
+    #[error("field tables and arrays nested deeper than {0} levels")]
+    NestingTooDeep(usize),
     #[error("short string is {0} bytes, longer than 255")]
     ShortStringTooLong(usize),
     #[error("string is not valid UTF-8")]

@@ -7,7 +7,7 @@
 //! with the same [`CodecError`]) and keeps only what the broker uses, borrowed from the input.
 
 use crate::error::CodecError;
-use crate::types::check_utf8;
+use crate::types::{check_utf8, nest};
 use crate::BasicProperties;
 
 /// What the broker reads from a publish's properties. Strings borrow the raw properties.
@@ -45,7 +45,7 @@ impl BasicProperties {
             r.skip_short_str()?; // content-encoding
         }
         if has(0x2000) {
-            r.skip_table()?;
+            r.skip_table(0)?;
             s.has_headers = true;
         }
         if has(0x1000) {
@@ -126,19 +126,19 @@ impl<'a> Cursor<'a> {
         check_utf8(self.take(usize::from(len))?)
     }
 
-    /// As `FieldTable::decode`.
-    fn skip_table(&mut self) -> Result<(), CodecError> {
+    /// As `FieldTable::decode`, inside `depth` enclosing tables or arrays.
+    fn skip_table(&mut self, depth: usize) -> Result<(), CodecError> {
         let len = self.u32()? as usize;
         let mut inner = Cursor(self.take(len)?);
         while !inner.0.is_empty() {
             inner.skip_short_str()?;
-            inner.skip_value()?;
+            inner.skip_value(depth)?;
         }
         Ok(())
     }
 
-    /// As `FieldValue::decode`.
-    fn skip_value(&mut self) -> Result<(), CodecError> {
+    /// As `FieldValue::decode`, inside `depth` enclosing tables or arrays.
+    fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {
         let len = match self.u8()? {
             b't' | b'b' | b'B' => 1,
             b's' | b'u' => 2,
@@ -150,12 +150,13 @@ impl<'a> Cursor<'a> {
             b'A' => {
                 let len = self.u32()? as usize;
                 let mut inner = Cursor(self.take(len)?);
+                let depth = nest(depth)?;
                 while !inner.0.is_empty() {
-                    inner.skip_value()?;
+                    inner.skip_value(depth)?;
                 }
                 return Ok(());
             }
-            b'F' => return self.skip_table(),
+            b'F' => return self.skip_table(nest(depth)?),
             other => return Err(CodecError::UnknownFieldType(other)),
         };
         self.take(len).map(drop)

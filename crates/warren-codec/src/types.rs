@@ -363,6 +363,11 @@ impl FieldValue {
     }
 
     pub fn decode(r: &mut Reader) -> Result<Self, CodecError> {
+        Self::decode_nested(r, 0)
+    }
+
+    /// Decodes a value inside `depth` enclosing tables or arrays.
+    fn decode_nested(r: &mut Reader, depth: usize) -> Result<Self, CodecError> {
         let code = r.get_u8()?;
         Ok(match code {
             b't' => FieldValue::Bool(r.get_u8()? != 0),
@@ -385,12 +390,12 @@ impl FieldValue {
                 let mut inner = Reader::new(r.take(len)?);
                 let mut values = Vec::new();
                 while !inner.is_empty() {
-                    values.push(FieldValue::decode(&mut inner)?);
+                    values.push(FieldValue::decode_nested(&mut inner, nest(depth)?)?);
                 }
                 FieldValue::Array(values)
             }
             b'T' => FieldValue::Timestamp(r.get_u64()?),
-            b'F' => FieldValue::Table(FieldTable::decode(r)?),
+            b'F' => FieldValue::Table(FieldTable::decode_nested(r, nest(depth)?)?),
             b'V' => FieldValue::Void,
             b'x' => {
                 let len = r.get_u32()? as usize;
@@ -399,6 +404,19 @@ impl FieldValue {
             other => return Err(CodecError::UnknownFieldType(other)),
         })
     }
+}
+
+/// Deepest nesting of tables and arrays accepted. Decoding recurses, and a 128 KB frame can
+/// nest ~26,000 arrays (5 bytes a level): enough to overflow a worker thread's stack and abort
+/// the broker. Real headers nest a few levels (`x-death`: table, array, table).
+pub const MAX_NESTING: usize = 64;
+
+/// The depth one level further in, if allowed.
+pub(crate) fn nest(depth: usize) -> Result<usize, CodecError> {
+    if depth >= MAX_NESTING {
+        return Err(CodecError::NestingTooDeep(MAX_NESTING));
+    }
+    Ok(depth + 1)
 }
 
 impl From<&str> for FieldValue {
@@ -484,17 +502,25 @@ impl FieldTable {
     }
 
     pub fn decode(r: &mut Reader) -> Result<Self, CodecError> {
+        Self::decode_nested(r, 0)
+    }
+
+    fn decode_nested(r: &mut Reader, depth: usize) -> Result<Self, CodecError> {
         let len = r.get_u32()? as usize;
         let inner = Reader::new(r.take(len)?);
-        Self::decode_fields(inner)
+        Self::decode_fields_nested(inner, depth)
     }
 
     /// Decodes fields that fill all of `r`, with no length prefix (AMQPLAIN).
-    pub fn decode_fields(mut r: Reader) -> Result<Self, CodecError> {
+    pub fn decode_fields(r: Reader) -> Result<Self, CodecError> {
+        Self::decode_fields_nested(r, 0)
+    }
+
+    fn decode_fields_nested(mut r: Reader, depth: usize) -> Result<Self, CodecError> {
         let mut fields = Vec::new();
         while !r.is_empty() {
             let key = ShortString::decode(&mut r)?;
-            let value = FieldValue::decode(&mut r)?;
+            let value = FieldValue::decode_nested(&mut r, depth)?;
             fields.push((key, value));
         }
         Ok(FieldTable(fields))
@@ -561,6 +587,48 @@ mod tests {
             ),
         ]);
         assert_eq!(round_trip(&t), t);
+    }
+
+    /// A table whose one value nests `levels` tables (alternating with arrays) inside it.
+    fn nested(levels: usize) -> FieldTable {
+        let mut v = FieldValue::Void;
+        for i in 0..levels {
+            v = if i % 2 == 0 {
+                FieldValue::Array(vec![v])
+            } else {
+                FieldValue::Table(FieldTable::from([("k", v)]))
+            };
+        }
+        FieldTable::from([("top", v)])
+    }
+
+    #[test]
+    fn nesting_is_limited_the_same_way_by_decode_and_scan() {
+        for (levels, ok) in [(MAX_NESTING, true), (MAX_NESTING + 1, false)] {
+            let t = nested(levels);
+            let mut buf = BytesMut::new();
+            t.encode(&mut buf);
+            let decoded = FieldTable::decode(&mut Reader::new(buf.clone().freeze()));
+            assert_eq!(decoded.is_ok(), ok, "decode at {levels} levels");
+            if !ok {
+                assert_eq!(decoded, Err(CodecError::NestingTooDeep(MAX_NESTING)));
+            }
+            let props = crate::BasicProperties {
+                headers: Some(t),
+                ..Default::default()
+            };
+            let raw = props.to_raw();
+            assert_eq!(
+                crate::BasicProperties::scan(&raw).is_ok(),
+                ok,
+                "scan at {levels}"
+            );
+            assert_eq!(
+                crate::BasicProperties::decode(raw).is_ok(),
+                ok,
+                "properties at {levels}"
+            );
+        }
     }
 
     #[test]

@@ -113,6 +113,7 @@ impl From<CodecError> for AmqpError {
             CodecError::UnknownMethod { .. } => constants::COMMAND_INVALID,
             CodecError::Truncated
             | CodecError::UnknownFieldType(_)
+            | CodecError::NestingTooDeep(_)
             | CodecError::ShortStringTooLong(_)
             | CodecError::InvalidUtf8
             | CodecError::TrailingBytes(_) => constants::SYNTAX_ERROR,

@@ -352,3 +352,90 @@ async fn frames_after_a_channel_error_are_discarded_until_close_ok() {
     c.send_method(1, channel::CloseOk {}).await;
     c.open_channel(1).await;
 }
+
+/// A header table nested `depth` levels deep through arrays (5 bytes a level: the cheapest
+/// nesting a client can send).
+fn deeply_nested_headers(depth: usize) -> Vec<u8> {
+    let mut value = vec![b'A', 0, 0, 0, 0];
+    for _ in 1..depth {
+        let mut outer = vec![b'A'];
+        outer.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        outer.extend_from_slice(&value);
+        value = outer;
+    }
+    let mut table = vec![1, b'h'];
+    table.extend_from_slice(&value);
+    let mut props = 0x2000u16.to_be_bytes().to_vec(); // headers present
+    props.extend_from_slice(&(table.len() as u32).to_be_bytes());
+    props.extend_from_slice(&table);
+    props
+}
+
+#[tokio::test]
+async fn deeply_nested_header_tables_are_refused_without_crashing_the_broker() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        basic::Publish {
+            exchange: ShortString::from_static(""),
+            routing_key: ShortString::from_static("nowhere"),
+            mandatory: false,
+            immediate: false,
+        },
+    )
+    .await;
+    // ~25,000 levels in one 128 KB frame: decoded by recursion, this would overflow a worker
+    // thread's stack and abort the whole broker.
+    let mut buf = BytesMut::new();
+    frame::write_content_header(&mut buf, 1, 60, 0, &deeply_nested_headers(25_000));
+    c.send_bytes(&buf).await;
+    let (code, _, _) = c.expect_close().await;
+    assert_eq!(code, 502, "a syntax error closes the connection");
+    // The broker is still there for everyone else.
+    let (conn, ch) = broker.channel().await;
+    let q = temp_queue(&ch).await;
+    publish(&ch, "", &q, b"still up").await;
+    assert!(get(&ch, &q, true).await.is_some());
+    drop(conn);
+}
+
+#[tokio::test]
+async fn moderately_nested_header_tables_are_accepted() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        queue::Declare {
+            queue: ShortString::from_static("nested"),
+            ..Default::default()
+        },
+    )
+    .await;
+    let _ = c.read_method().await;
+    c.send_method(
+        1,
+        basic::Publish {
+            exchange: ShortString::from_static(""),
+            routing_key: ShortString::from_static("nested"),
+            mandatory: false,
+            immediate: false,
+        },
+    )
+    .await;
+    let mut buf = BytesMut::new();
+    frame::write_content_header(&mut buf, 1, 60, 0, &deeply_nested_headers(32));
+    c.send_bytes(&buf).await;
+    let (_conn, ch) = broker.channel().await;
+    let mut queued = 0;
+    for _ in 0..200 {
+        queued = queue_counts(&ch, "nested").await.0;
+        if queued == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(queued, 1, "the message with 32 levels of nesting is queued");
+}
