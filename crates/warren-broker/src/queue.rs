@@ -74,6 +74,9 @@ pub struct Queue {
     /// [`Queue::is_backlogged`], as of the last publish or dispatch: publishing connections
     /// poll it while they wait, which must not take the queue's lock.
     backlogged: AtomicBool,
+    /// Messages handed to consumers so far: publishers held back by [`Queue::is_backlogged`]
+    /// watch it to tell a slow consumer (worth waiting for) from a stuck one (not).
+    handed_out: AtomicU64,
 }
 
 /// Consumers of one priority, served round-robin.
@@ -162,6 +165,7 @@ impl Queue {
             }),
             has_deadlines: AtomicBool::new(false),
             backlogged: AtomicBool::new(false),
+            handed_out: AtomicU64::new(0),
             config,
         }
     }
@@ -225,6 +229,11 @@ impl Queue {
     /// briefly (as RabbitMQ's credit flow does) instead of making the queue page to disk.
     pub fn is_backlogged(&self) -> bool {
         self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// How many messages consumers have been handed (deliveries and `basic.get`), ever.
+    pub fn handed_out(&self) -> u64 {
+        self.handed_out.load(Ordering::Relaxed)
     }
 
     /// Updates [`Queue::is_backlogged`] after the ready messages or the consumers changed.
@@ -475,6 +484,7 @@ impl Queue {
         // Messages sent to no-ack consumers are settled as they go; the log hears of them in
         // one call at the end.
         let mut auto_acked: Vec<LogRef> = Vec::new();
+        let mut handed = 0u64;
         let now = if inner.ready.has_deadlines() {
             clock::now_ms()
         } else {
@@ -500,12 +510,16 @@ impl Queue {
                 break;
             };
             if let Some(m) = inner.ready.pop_front() {
+                handed += 1;
                 if !no_ack {
                     inner.unacked += 1;
                 } else if let Some(log) = m.log {
                     auto_acked.push(log);
                 }
             }
+        }
+        if handed > 0 {
+            self.handed_out.fetch_add(handed, Ordering::Relaxed);
         }
         if let (Some(p), false) = (&self.persistence, auto_acked.is_empty()) {
             p.settle_refs(&auto_acked);

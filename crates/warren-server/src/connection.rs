@@ -93,6 +93,8 @@ const CLOSING_TIMEOUT: Duration = Duration::from_secs(30);
 /// milliseconds (with 100 ms they still could, and the queue paged); short enough that a
 /// publisher behind a stuck consumer still makes progress.
 const THROTTLE_MAX: Duration = Duration::from_secs(1);
+/// ... but no longer than this once the backlogged queues' consumers stop taking messages.
+const THROTTLE_STALL: Duration = Duration::from_millis(20);
 
 /// Smallest and largest read size. Idle connections keep a small buffer (memory per
 /// connection matters with thousands of them); busy ones grow it so that one read brings in
@@ -955,9 +957,19 @@ impl Connection {
         {
             return;
         }
+        let handed_out = || queues.iter().map(|q| q.handed_out()).sum::<u64>();
         let deadline = Instant::now() + THROTTLE_MAX;
+        let (mut seen, mut moved_at) = (handed_out(), Instant::now());
         while Instant::now() < deadline && queues.iter().any(|q| q.is_backlogged()) {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            // Waiting helps only while consumers take messages; a stuck one (prefetch full,
+            // never acking) would only slow the publisher down, so stop waiting for it.
+            let now = handed_out();
+            if now != seen {
+                (seen, moved_at) = (now, Instant::now());
+            } else if moved_at.elapsed() >= THROTTLE_STALL {
+                break;
+            }
         }
     }
 

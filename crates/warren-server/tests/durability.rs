@@ -1082,3 +1082,56 @@ async fn vhost_and_durable_queue_from_definitions_survive_restart() {
     let x = vhost.exchange("defs.x").expect("the exchange came back");
     assert!(x.has_bindings(), "the binding did not come back");
 }
+
+/// Flow control waits only for consumers that take messages: one whose prefetch is full (it
+/// never acks) must not hold publishers back, so its queue grows past the memory budget and
+/// pages, as RabbitMQ's would. (Held back, each ~1 MiB read of the publisher would wait up to a
+/// second: most of a minute for what follows.)
+#[tokio::test]
+async fn a_consumer_with_a_full_prefetch_does_not_hold_publishers_back() {
+    let dir = tempfile::tempdir().expect("temporary data directory");
+    let broker = start(&dir).await;
+    let (_c1, consumer_ch) = broker.channel().await;
+    within(consumer_ch.queue_declare(
+        "stuck",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    within(consumer_ch.basic_qos(1, BasicQosOptions::default()))
+        .await
+        .expect("qos");
+    let mut consumer = consume(&consumer_ch, "stuck", false).await;
+    let (_c2, ch) = confirm_channel(&broker).await;
+    publish_with(&ch, "", "stuck", b"first", transient()).await;
+    let _held = next_delivery(&mut consumer).await; // never acked: no credit left
+    let big = vec![7u8; 1 << 20];
+    let started = std::time::Instant::now();
+    let mut confirms = Vec::new();
+    for _ in 0..48 {
+        confirms.push(
+            within(ch.basic_publish(
+                "",
+                "stuck",
+                BasicPublishOptions::default(),
+                &big,
+                transient(),
+            ))
+            .await
+            .expect("publish"),
+        );
+    }
+    for c in confirms {
+        tokio::time::timeout(std::time::Duration::from_secs(30), c)
+            .await
+            .expect("confirmed in time")
+            .expect("confirm");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "48 MiB took {:?}: publishers were held back for a consumer that cannot take more",
+        started.elapsed()
+    );
+    assert_eq!(queue_counts(&ch, "stuck").await.0, 48);
+}
