@@ -255,13 +255,7 @@ impl Index {
 
     /// Removes a message entirely, settling it for every queue it still had.
     pub(crate) fn forget(&mut self, msg_id: u64) {
-        let holders: Vec<u64> = self
-            .queues
-            .iter()
-            .filter(|(_, ids)| ids.contains(msg_id))
-            .map(|(&q, _)| q)
-            .collect();
-        for q in holders {
+        for (q, _) in self.holders(msg_id) {
             self.settle(q, msg_id);
         }
         // A claim no queue records (cannot happen through the API) must not keep it alive.
