@@ -10,11 +10,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use harness::{black_box, Bench};
-use warren_broker::exchange::headers::headers_match;
-use warren_broker::exchange::topic::TopicTrie;
 use warren_broker::{
-    Channel, Exchange, ExchangeKind, ExchangeSpec, Message, Outbound, Outbox, Queue, QueueSpec,
-    VHost,
+    headers_match, Broker, Channel, Exchange, ExchangeKind, ExchangeSpec, Message, Outbound,
+    Outbox, Queue, QueueSpec, TopicTrie, VHost,
 };
 use warren_codec::{BasicProperties, FieldTable, FieldValue, LongString, ShortString};
 
@@ -49,7 +47,7 @@ fn shared(s: &str) -> ShortString {
 }
 
 fn vhost() -> Arc<VHost> {
-    VHost::new("/", None)
+    Broker::new().vhost("/").expect("the default vhost")
 }
 
 fn declare_queue(v: &Arc<VHost>, name: &str) -> Arc<Queue> {
@@ -218,7 +216,14 @@ fn consuming(no_ack: bool, consumers: bool) -> Consuming {
     let channel = Arc::new(Channel::new(1, CONN, outbox));
     if consumers {
         let c = channel
-            .add_consumer(&queue, shared("amq.ctag-bench"), no_ack, false, 0)
+            .add_consumer(
+                &queue,
+                shared("amq.ctag-bench"),
+                no_ack,
+                false,
+                0,
+                FieldTable::new(),
+            )
             .expect("consume");
         c.activate();
     }

@@ -70,12 +70,12 @@ impl PasswordHash {
     }
 
     /// Reads a base64 hash from a definitions file.
-    pub fn from_base64(encoded: &str, algorithm: HashAlgorithm) -> Result<Self, String> {
+    pub fn from_base64(encoded: &str, algorithm: HashAlgorithm) -> Result<Self> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|e| format!("password_hash is not base64: {e}"))?;
+            .map_err(|e| BrokerError::Invalid(format!("password_hash is not base64: {e}")))?;
         if bytes.len() <= 4 {
-            return Err("password_hash is too short".into());
+            return Err(BrokerError::Invalid("password_hash is too short".into()));
         }
         Ok(PasswordHash { algorithm, bytes })
     }
@@ -124,18 +124,18 @@ pub enum AccessKind {
     Read,
 }
 
-fn compile(pattern: &str) -> Result<Option<Regex>, String> {
+fn compile(pattern: &str) -> Result<Option<Regex>> {
     // RabbitMQ: an empty pattern grants nothing (it is not "match the empty name").
     if pattern.is_empty() {
         return Ok(None);
     }
     Regex::new(pattern)
         .map(Some)
-        .map_err(|e| format!("invalid permission regex '{pattern}': {e}"))
+        .map_err(|e| BrokerError::Invalid(format!("invalid permission regex '{pattern}': {e}")))
 }
 
 impl Permission {
-    pub fn new(configure: &str, write: &str, read: &str) -> Result<Self, String> {
+    pub fn new(configure: &str, write: &str, read: &str) -> Result<Self> {
         Ok(Permission {
             configure_re: compile(configure)?,
             write_re: compile(write)?,

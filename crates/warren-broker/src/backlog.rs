@@ -465,6 +465,11 @@ impl Levels {
         self.levels.iter().all(|l| l.len() == 0)
     }
 
+    /// Ready messages whose bodies are in the log rather than in memory.
+    pub fn paged_len(&self) -> usize {
+        self.levels.iter().map(|l| l.paged_len).sum()
+    }
+
     /// Body bytes of all ready messages.
     pub fn body_bytes(&self) -> u64 {
         self.levels.iter().map(|l| l.counts.body_bytes).sum()

@@ -8,15 +8,33 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::auth::{Access, HashAlgorithm, PasswordHash, Permission, User};
-use crate::error::{BrokerError, Result};
+use crate::channel::ChannelSnapshot;
+use crate::consumer::ConsumerSnapshot;
+use crate::durability::Durability;
+use crate::error::{BrokerError, EntityKind, Result};
+use crate::exchange::Exchange;
 use crate::persistence::{Persistence, SharedPersistence};
-use crate::queue::ConnectionId;
+use crate::registry::{Connection, ConnectionControl, ConnectionInfo, Registry};
+use crate::session::Session;
+use crate::spec::ConnectionId;
+use crate::stats::{
+    Churn, ChurnStats, ConnectionCounters, ExchangeStats, MessageStats, SizeHistogram,
+};
 use crate::vhost::VHost;
 
 /// The default user, as in RabbitMQ: guest/guest, administrator, full rights on `/`, and
 /// allowed to log in only from the loopback interface.
 pub const DEFAULT_USER: &str = "guest";
 pub const DEFAULT_VHOST: &str = "/";
+
+/// When a persistent message counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// On disk (fsynced) before it is confirmed.
+    Fsync,
+    /// Written to the OS, as RabbitMQ's classic queues do.
+    PageCache,
+}
 
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
@@ -27,6 +45,17 @@ pub struct Broker {
     loopback_users: RwLock<Vec<String>>,
     next_connection: AtomicU64,
     persistence: SharedPersistence,
+    registry: Registry,
+    churn: Arc<Churn>,
+}
+
+/// Message counts summed over channels (live and closed) and direct publishes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub messages: MessageStats,
+    pub sizes: SizeHistogram,
+    /// Live channels that have published (RabbitMQ's `publishers` gauge).
+    pub publishers: usize,
 }
 
 impl Default for Broker {
@@ -51,7 +80,9 @@ impl Broker {
         // Users and permissions are kept with the topology; the defaults are created only in
         // a new data directory, as RabbitMQ does, so a deleted guest stays deleted.
         if !b.restore_accounts() {
-            b.create_defaults();
+            if let Err(e) = b.create_defaults() {
+                tracing::error!(error = %e, "cannot record the default user and vhost");
+            }
         }
         b.loopback_users.write().push(DEFAULT_USER.into());
         b
@@ -77,22 +108,23 @@ impl Broker {
 
     /// The default vhost, guest/guest and guest's full rights on it; recorded, with the fact
     /// that they were created, when the broker persists.
-    fn create_defaults(&self) {
-        self.add_vhost(DEFAULT_VHOST);
+    fn create_defaults(&self) -> Result<()> {
+        self.add_vhost(DEFAULT_VHOST)?;
         self.add_user(
             DEFAULT_USER,
             Some(PasswordHash::new("guest", HashAlgorithm::Sha256)),
             vec!["administrator".into()],
-        );
-        self.set_permission(DEFAULT_USER, DEFAULT_VHOST, Permission::full());
+        )?;
+        self.set_permission(DEFAULT_USER, DEFAULT_VHOST, Permission::full())?;
         if let Some(p) = &self.persistence {
-            p.mark_defaults_created();
+            p.mark_defaults_created()?;
             tracing::info!(
                 user = DEFAULT_USER,
                 vhost = DEFAULT_VHOST,
                 "new data directory: created the default user and vhost"
             );
         }
+        Ok(())
     }
 
     /// A broker with no vhosts and no users (definitions fill it in).
@@ -104,6 +136,8 @@ impl Broker {
             loopback_users: RwLock::new(Vec::new()),
             next_connection: AtomicU64::new(1),
             persistence: None,
+            registry: Registry::default(),
+            churn: Arc::new(Churn::default()),
         }
     }
 
@@ -111,39 +145,81 @@ impl Broker {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
-        let mut created = false;
-        let v = self
-            .vhosts
-            .write()
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                created = true;
-                VHost::new(name, self.persistence.clone())
-            })
-            .clone();
-        if let (true, Some(p)) = (created, &self.persistence) {
-            p.save_vhost(name);
+    /// Creates a vhost (recorded first when the broker persists); an existing one is
+    /// returned as it is.
+    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>> {
+        let mut vhosts = self.vhosts.write();
+        if let Some(v) = vhosts.get(name) {
+            return Ok(v.clone());
         }
-        v
+        if let Some(p) = &self.persistence {
+            p.save_vhost(name)?;
+        }
+        let v = VHost::new(name, self.persistence.clone(), self.churn.clone());
+        vhosts.insert(name.to_owned(), v.clone());
+        Ok(v)
     }
 
-    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
-        self.persistence.as_ref()
+    /// Deletes a vhost with everything in it: its connections are closed (the clients are
+    /// told), its queues and exchanges deleted with their records and messages, and the
+    /// permissions on it removed. Returns whether it existed.
+    pub fn delete_vhost(&self, name: &str) -> Result<bool> {
+        let Some(v) = self.vhost(name) else {
+            return Ok(false);
+        };
+        if let Some(p) = &self.persistence {
+            p.delete_vhost(name)?;
+        }
+        self.vhosts.write().remove(name);
+        for c in self.registry.all() {
+            if c.info.vhost == name {
+                c.close("vhost deleted");
+            }
+        }
+        v.delete_contents();
+        let users: Vec<String> = self
+            .permissions
+            .read()
+            .keys()
+            .filter(|(_, vh)| vh == name)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in users {
+            self.clear_permission(&u, name)?;
+        }
+        Ok(true)
+    }
+
+    /// Messages the log holds live (None without a disk): stored persistent messages and
+    /// paged-out transient ones.
+    pub fn stored_messages(&self) -> Option<u64> {
+        self.persistence
+            .as_ref()
+            .map(|p| p.store.stats().live_messages)
+    }
+
+    /// How far the log is on disk.
+    pub fn durability(&self) -> Durability {
+        Durability::new(self.persistence.clone())
     }
 
     /// Opens (or creates) the broker's data in `dir` and brings back what it held: durable
     /// vhosts, exchanges, queues and bindings, and the persistent messages of durable queues.
-    pub fn open(dir: &std::path::Path, sync: warren_store::SyncMode) -> Result<Self, String> {
-        let meta = warren_store::MetaStore::open(dir.join("meta"))
-            .map_err(|e| format!("cannot open {}: {e}", dir.join("meta").display()))?;
+    pub fn open(dir: &std::path::Path, sync: SyncMode) -> Result<Self> {
+        let meta = warren_store::MetaStore::open(dir.join("meta")).map_err(|e| {
+            BrokerError::storage(&format!("cannot open {}", dir.join("meta").display()), e)
+        })?;
         let mut config = warren_store::StoreConfig::new(dir.join("log"));
         // Mostly-dead segments (one queue drained, another still long) are rewritten in the
         // background so that the disk is given back.
         config.compact_interval = Some(std::time::Duration::from_secs(30));
-        config.sync = sync;
-        let (store, recovery) = warren_store::Store::open(config)
-            .map_err(|e| format!("cannot open {}: {e}", dir.join("log").display()))?;
+        config.sync = match sync {
+            SyncMode::Fsync => warren_store::SyncMode::Fsync,
+            SyncMode::PageCache => warren_store::SyncMode::PageCache,
+        };
+        let (store, recovery) = warren_store::Store::open(config).map_err(|e| {
+            BrokerError::storage(&format!("cannot open {}", dir.join("log").display()), e)
+        })?;
         if let Some(t) = &recovery.truncated {
             tracing::warn!(segment = t.segment, offset = t.offset, bytes = t.bytes_discarded, reason = %t.reason,
                 "the log had a damaged tail; it was cut at the last good record");
@@ -156,27 +232,29 @@ impl Broker {
         let broker = Broker::with_persistence(Some(p.clone()));
         let topology = p.topology();
         for v in &topology.vhosts {
-            broker.add_vhost(v);
+            broker.add_vhost(v)?;
         }
         for (vhost, spec) in &topology.exchanges {
-            broker.add_vhost(vhost).restore_exchange(spec);
+            broker.add_vhost(vhost)?.restore_exchange(spec);
         }
         let mut by_id = std::collections::HashMap::new();
         for q in &topology.queues {
-            let queue = broker.add_vhost(&q.vhost).restore_queue(q.id, &q.spec);
+            let queue = broker.add_vhost(&q.vhost)?.restore_queue(q.id, &q.spec);
             by_id.insert(q.id, queue);
         }
         for b in &topology.bindings {
-            if let Err(e) = broker.add_vhost(&b.vhost).restore_binding(b) {
+            if let Err(e) = broker.add_vhost(&b.vhost)?.restore_binding(b) {
                 tracing::warn!(error = %e, source = %b.source, destination = %b.destination,
                     "a recorded binding refers to something missing; dropping it");
-                p.delete_binding(b);
+                if let Err(e) = p.delete_binding(b) {
+                    tracing::warn!(error = %e, "cannot drop the binding's record");
+                }
             }
         }
         let mut recovered_queues = recovery.queues;
         for (vhost, id) in &topology.delayed {
             let messages = recovered_queues.remove(id).unwrap_or_default();
-            broker.add_vhost(vhost).restore_delayed(*id, &messages);
+            broker.add_vhost(vhost)?.restore_delayed(*id, &messages);
         }
         let mut restored = 0u64;
         for (id, messages) in recovered_queues {
@@ -219,8 +297,14 @@ impl Broker {
         self.vhosts.read().values().cloned().collect()
     }
 
-    /// Adds or replaces a user, durably when the broker persists.
-    pub fn add_user(&self, name: &str, password: Option<PasswordHash>, tags: Vec<String>) {
+    /// Adds or replaces a user, durably when the broker persists. Returns whether the user
+    /// is new.
+    pub fn add_user(
+        &self,
+        name: &str,
+        password: Option<PasswordHash>,
+        tags: Vec<String>,
+    ) -> Result<bool> {
         let user = User {
             name: name.to_owned(),
             password,
@@ -230,28 +314,72 @@ impl Broker {
         // writer; user changes are rare.
         let mut users = self.users.write();
         if let Some(p) = &self.persistence {
-            p.save_user(&user);
+            p.save_user(&user)?;
         }
-        users.insert(name.to_owned(), user);
+        Ok(users.insert(name.to_owned(), user).is_none())
     }
 
-    /// Sets a user's rights in a vhost, durably when the broker persists.
-    pub fn set_permission(&self, user: &str, vhost: &str, permission: Permission) {
+    /// Sets a user's rights in a vhost, durably when the broker persists. Both must exist.
+    /// Returns whether the user had no rights there before.
+    pub fn set_permission(&self, user: &str, vhost: &str, permission: Permission) -> Result<bool> {
+        if !self.users.read().contains_key(user) {
+            return Err(BrokerError::NotFound {
+                kind: EntityKind::User,
+                name: user.to_owned(),
+                vhost: vhost.to_owned(),
+            });
+        }
+        if self.vhost(vhost).is_none() {
+            return Err(BrokerError::NotFound {
+                kind: EntityKind::VHost,
+                name: vhost.to_owned(),
+                vhost: vhost.to_owned(),
+            });
+        }
         let mut permissions = self.permissions.write();
         if let Some(p) = &self.persistence {
-            p.save_permission(user, vhost, &permission);
+            p.save_permission(user, vhost, &permission)?;
         }
-        permissions.insert((user.to_owned(), vhost.to_owned()), permission);
+        Ok(permissions
+            .insert((user.to_owned(), vhost.to_owned()), permission)
+            .is_none())
     }
 
     pub fn user(&self, name: &str) -> Option<User> {
         self.users.read().get(name).cloned()
     }
 
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<User> {
+        let mut v: Vec<User> = self.users.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every (user, vhost, rights), by user then vhost.
+    pub fn permissions(&self) -> Vec<(String, String, Permission)> {
+        let mut v: Vec<(String, String, Permission)> = self
+            .permissions
+            .read()
+            .iter()
+            .map(|((u, vh), p)| (u.clone(), vh.clone(), p.clone()))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    }
+
+    /// A user's rights in a vhost.
+    pub fn permission(&self, user: &str, vhost: &str) -> Option<Permission> {
+        self.permissions
+            .read()
+            .get(&(user.to_owned(), vhost.to_owned()))
+            .cloned()
+    }
+
     /// Deletes a user and their permissions (`rabbitmqctl delete_user`), durably when the
     /// broker persists; returns whether the user existed. Connections already open keep
     /// running; new logins are refused.
-    pub fn delete_user(&self, name: &str) -> bool {
+    pub fn delete_user(&self, name: &str) -> Result<bool> {
         let mut users = self.users.write();
         let mut permissions = self.permissions.write();
         let vhosts: Vec<String> = permissions
@@ -261,28 +389,28 @@ impl Broker {
             .collect();
         for vhost in vhosts {
             if let Some(p) = &self.persistence {
-                p.delete_permission(name, &vhost);
+                p.delete_permission(name, &vhost)?;
             }
             permissions.remove(&(name.to_owned(), vhost));
         }
         let existed = users.contains_key(name);
         if let Some(p) = &self.persistence {
-            p.delete_user(name);
+            p.delete_user(name)?;
         }
         users.remove(name);
-        existed
+        Ok(existed)
     }
 
     /// Removes a user's rights in a vhost (`rabbitmqctl clear_permissions`), durably when the
     /// broker persists; returns whether there were any.
-    pub fn clear_permission(&self, user: &str, vhost: &str) -> bool {
+    pub fn clear_permission(&self, user: &str, vhost: &str) -> Result<bool> {
         let mut permissions = self.permissions.write();
         if let Some(p) = &self.persistence {
-            p.delete_permission(user, vhost);
+            p.delete_permission(user, vhost)?;
         }
-        permissions
+        Ok(permissions
             .remove(&(user.to_owned(), vhost.to_owned()))
-            .is_some()
+            .is_some())
     }
 
     /// Checks a username and password. `from_loopback` says whether the peer connected over
@@ -319,8 +447,14 @@ impl Broker {
         Ok(user)
     }
 
-    /// `connection.open`: the vhost and the user's rights in it, or 530 NOT_ALLOWED.
-    pub fn open_vhost(&self, user: &User, vhost: &str) -> Result<(Arc<VHost>, Access)> {
+    /// `connection.open`: a session for `user` in `vhost` on connection `conn` (0 for none),
+    /// or 530 NOT_ALLOWED.
+    pub fn open_session(&self, user: &User, vhost: &str, conn: ConnectionId) -> Result<Session> {
+        let (v, access) = self.open_vhost(user, vhost)?;
+        Ok(Session::new(v, access, conn))
+    }
+
+    pub(crate) fn open_vhost(&self, user: &User, vhost: &str) -> Result<(Arc<VHost>, Access)> {
         let v = self
             .vhost(vhost)
             .ok_or_else(|| BrokerError::NotAllowed(format!("vhost {vhost} not found")))?;
@@ -355,10 +489,92 @@ impl Broker {
         }
     }
 
-    /// A connection ended: its exclusive queues go with it.
+    /// Registers an open connection in `session`'s vhost (the management API lists it and
+    /// may close it through `control`); `counters` are the connection's byte counts, which
+    /// its front end keeps.
+    pub fn register_connection(
+        &self,
+        session: &Session,
+        info: ConnectionInfo,
+        counters: Arc<ConnectionCounters>,
+        control: Box<dyn ConnectionControl>,
+    ) -> Arc<Connection> {
+        self.registry.add(
+            session.connection(),
+            info,
+            counters,
+            control,
+            session.vhost().clone(),
+            self.churn.clone(),
+        )
+    }
+
+    /// A connection ended: it leaves the registry, and its exclusive queues go with it.
     pub fn connection_closed(&self, conn: ConnectionId) {
+        self.registry.remove(conn, &self.churn);
         for v in self.vhosts() {
             v.remove_exclusive_queues(conn);
         }
+    }
+
+    /// Live connections, in the order they opened.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.registry.all()
+    }
+
+    pub fn connection(&self, name: &str) -> Result<Arc<Connection>> {
+        self.registry.by_name(name)
+    }
+
+    /// Closes the connection called `name` (RabbitMQ's `peer -> local` name); its client is
+    /// told `reason` (AMQP: 320 CONNECTION_FORCED).
+    pub fn close_connection(&self, name: &str, reason: &str) -> Result<()> {
+        self.registry.by_name(name)?.close(reason);
+        Ok(())
+    }
+
+    pub fn channels(&self) -> Vec<ChannelSnapshot> {
+        self.registry.channels()
+    }
+
+    pub fn consumers(&self) -> Vec<ConsumerSnapshot> {
+        self.registry.consumers()
+    }
+
+    /// Objects opened and closed since the start.
+    pub fn churn(&self) -> ChurnStats {
+        self.churn.snapshot()
+    }
+
+    /// Message counts for one vhost (or all: None), summed over every channel that ever
+    /// published or consumed there.
+    pub fn totals(&self, vhost: Option<&str>) -> Totals {
+        let (mut messages, mut sizes, publishers) = self.registry.live_stats(vhost);
+        for v in self.vhosts() {
+            if vhost.is_some_and(|n| n != &*v.name) {
+                continue;
+            }
+            let (m, s) = v.retired_stats();
+            messages.add(&m);
+            sizes.add(&s);
+        }
+        Totals {
+            messages,
+            sizes,
+            publishers,
+        }
+    }
+
+    /// An exchange's `publish_in` / `publish_out`, over every channel that published to it.
+    pub fn exchange_stats(&self, x: &Arc<Exchange>) -> ExchangeStats {
+        let mut s = x.retired_stats();
+        for c in self.registry.all() {
+            for ch in c.channels() {
+                if let Some(e) = ch.exchange_stats(x) {
+                    s.add(&e);
+                }
+            }
+        }
+        s
     }
 }

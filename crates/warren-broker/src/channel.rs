@@ -6,17 +6,22 @@
 //! to the channel at once. Lock order: queue, then channel.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
-use warren_codec::ShortString;
+use warren_codec::{FieldTable, ShortString};
 
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, ConsumerSnapshot};
 use crate::error::{BrokerError, Result};
+use crate::exchange::Exchange;
 use crate::message::Message;
 use crate::outbox::{Outbound, Outbox};
-use crate::queue::{ConnectionId, Queue, QueuedMessage};
+use crate::queue::{Queue, QueuedMessage};
+use crate::registry::ConnectionInfo;
+use crate::spec::ConnectionId;
+use crate::stats::{ChannelCounters, ExchangeCounters, MessageStats, SizeHistogram};
+use crate::vhost::VHost;
 
 /// A delivered message awaiting its ack.
 #[derive(Debug)]
@@ -44,11 +49,48 @@ pub enum Settlement {
     Reject,
 }
 
+/// Whether a channel confirms publishes or holds them in transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelMode {
+    Normal = 0,
+    Confirm = 1,
+    Tx = 2,
+}
+
 pub struct Channel {
     pub id: u16,
     pub connection: ConnectionId,
     outbox: Arc<dyn Outbox>,
     state: Mutex<ChannelState>,
+    /// Message counts (see [`crate::stats`] for who writes which).
+    pub(crate) counters: ChannelCounters,
+    /// Per exchange published to: this channel's counts there. Locked when the channel
+    /// publishes to an exchange it has not used yet, and when the counts are read.
+    exchanges: Mutex<Vec<(Arc<Exchange>, Arc<ExchangeCounters>)>>,
+    mode: AtomicU8,
+    /// The private queue behind direct reply-to, once this channel consumes from it.
+    reply_queue: OnceLock<ShortString>,
+}
+
+/// A channel's state as the management API shows it.
+#[derive(Debug, Clone)]
+pub struct ChannelSnapshot {
+    /// RabbitMQ's channel name: `<connection name> (<number>)`.
+    pub name: String,
+    pub connection: String,
+    pub number: u16,
+    pub user: String,
+    pub vhost: String,
+    pub mode: ChannelMode,
+    /// `basic.qos` with `global=false` (for consumers created afterwards).
+    pub prefetch_count: u16,
+    /// `basic.qos` with `global=true`.
+    pub global_prefetch_count: u16,
+    pub messages_unacknowledged: usize,
+    /// Publishes not yet confirmed (confirm mode).
+    pub messages_unconfirmed: u64,
+    pub consumer_count: usize,
+    pub stats: MessageStats,
 }
 
 #[derive(Default)]
@@ -88,7 +130,120 @@ impl Channel {
                 next_tag: 1,
                 ..ChannelState::default()
             }),
+            counters: ChannelCounters::default(),
+            exchanges: Mutex::new(Vec::new()),
+            mode: AtomicU8::new(ChannelMode::Normal as u8),
+            reply_queue: OnceLock::new(),
         }
+    }
+
+    pub fn mode(&self) -> ChannelMode {
+        match self.mode.load(Ordering::Relaxed) {
+            1 => ChannelMode::Confirm,
+            2 => ChannelMode::Tx,
+            _ => ChannelMode::Normal,
+        }
+    }
+
+    /// `confirm.select` or `tx.select` (the front end enforces that a channel takes one).
+    pub fn set_mode(&self, mode: ChannelMode) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Counts publisher confirms the front end sent: `acked` acks and `nacked` nacks. Called
+    /// by the channel's own task.
+    pub fn count_confirms(&self, acked: u64, nacked: u64) {
+        self.counters.confirm.add(acked);
+        self.counters.nack.add(nacked);
+    }
+
+    /// The direct reply-to queue this channel consumes from, if any.
+    pub fn reply_queue(&self) -> Option<&ShortString> {
+        self.reply_queue.get()
+    }
+
+    pub(crate) fn set_reply_queue(&self, name: ShortString) -> Result<()> {
+        self.reply_queue
+            .set(name)
+            .map_err(|_| BrokerError::PreconditionFailed("reply consumer already set".into()))
+    }
+
+    /// This channel's counts for exchange `x`, created on first use.
+    pub(crate) fn exchange_counters(&self, x: &Arc<Exchange>) -> Arc<ExchangeCounters> {
+        let mut slots = self.exchanges.lock();
+        if let Some((_, c)) = slots.iter().find(|(e, _)| Arc::ptr_eq(e, x)) {
+            return c.clone();
+        }
+        let c = Arc::new(ExchangeCounters::default());
+        slots.push((x.clone(), c.clone()));
+        c
+    }
+
+    /// This channel's counts for exchange `x`, if it published there.
+    pub(crate) fn exchange_stats(&self, x: &Arc<Exchange>) -> Option<crate::stats::ExchangeStats> {
+        self.exchanges
+            .lock()
+            .iter()
+            .find(|(e, _)| Arc::ptr_eq(e, x))
+            .map(|(_, c)| c.snapshot())
+    }
+
+    /// Message counts so far.
+    pub fn stats(&self) -> MessageStats {
+        self.counters.snapshot()
+    }
+
+    /// Sizes of the messages published on this channel.
+    pub fn sizes(&self) -> SizeHistogram {
+        self.counters.sizes()
+    }
+
+    /// The channel closed: its counts move into its vhost's and its exchanges' totals, so
+    /// that they stay in the sums.
+    pub(crate) fn retire(&self, vhost: &VHost) {
+        vhost.retire_stats(&self.stats(), &self.sizes());
+        for (x, c) in self.exchanges.lock().drain(..) {
+            x.retire_stats(&c.snapshot());
+        }
+    }
+
+    pub fn snapshot(&self, conn: &ConnectionInfo) -> ChannelSnapshot {
+        let (prefetch, global, unacked, consumers) = {
+            let st = self.state.lock();
+            (
+                st.consumer_prefetch,
+                st.channel_prefetch,
+                st.unacked.len(),
+                st.consumers.len(),
+            )
+        };
+        let stats = self.stats();
+        ChannelSnapshot {
+            name: format!("{} ({})", conn.name, self.id),
+            connection: conn.name.clone(),
+            number: self.id,
+            user: conn.user.clone(),
+            vhost: conn.vhost.clone(),
+            mode: self.mode(),
+            prefetch_count: prefetch,
+            global_prefetch_count: global,
+            messages_unacknowledged: unacked,
+            messages_unconfirmed: stats
+                .publish_confirm
+                .saturating_sub(stats.confirm + stats.nack),
+            consumer_count: consumers,
+            stats,
+        }
+    }
+
+    pub fn consumer_snapshots(&self, conn: &ConnectionInfo) -> Vec<ConsumerSnapshot> {
+        let consumers: Vec<Arc<Consumer>> = self.state.lock().consumers.values().cloned().collect();
+        let mut out: Vec<ConsumerSnapshot> = consumers
+            .iter()
+            .map(|c| c.snapshot(conn, self.id))
+            .collect();
+        out.sort_by(|a, b| a.tag.cmp(&b.tag));
+        out
     }
 
     /// `basic.qos`. RabbitMQ's meaning: `global=false` sets the limit for consumers created
@@ -132,6 +287,7 @@ impl Channel {
         no_ack: bool,
         exclusive: bool,
         priority: i64,
+        arguments: FieldTable,
     ) -> Result<Arc<Consumer>> {
         let prefetch = self.consumer_prefetch();
         let consumer = Arc::new(Consumer::new(
@@ -142,6 +298,7 @@ impl Channel {
             exclusive,
             prefetch,
             priority,
+            arguments,
         ));
         {
             let mut st = self.state.lock();
@@ -214,6 +371,15 @@ impl Channel {
         }
         let tag = st.next_tag;
         st.next_tag += 1;
+        // Counted under the channel lock, which every delivery to this channel holds.
+        if consumer.no_ack {
+            self.counters.deliver_no_ack.inc();
+        } else {
+            self.counters.deliver.inc();
+        }
+        if msg.redelivered {
+            self.counters.redeliver.inc();
+        }
         if !consumer.no_ack {
             consumer.unacked.fetch_add(1, Ordering::Relaxed);
             st.unacked.push_back(Unacked {
@@ -238,12 +404,21 @@ impl Channel {
     /// queue was empty (the caller sends `get-empty`). Prefetch does not apply to `basic.get`.
     pub fn get(self: &Arc<Self>, queue: &Arc<Queue>, no_ack: bool) -> bool {
         let Some((msg, message, message_count)) = queue.get(no_ack) else {
+            self.counters.get_empty.inc();
             return false;
         };
         let mut st = self.state.lock();
         let tag = st.next_tag;
         st.next_tag += 1;
         let redelivered = msg.redelivered;
+        if no_ack {
+            self.counters.get_no_ack.inc();
+        } else {
+            self.counters.get.inc();
+        }
+        if redelivered {
+            self.counters.redeliver.inc();
+        }
         if !no_ack {
             st.unacked.push_back(Unacked {
                 tag,
@@ -347,6 +522,10 @@ impl Channel {
     fn settle(self: &Arc<Self>, entries: Vec<Unacked>, how: Settlement) {
         if entries.is_empty() {
             return;
+        }
+        if how == Settlement::Ack {
+            // Acks come from the channel's own task (and the ack counter has no other writer).
+            self.counters.ack.add(entries.len() as u64);
         }
         let mut by_queue: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
         for u in entries {

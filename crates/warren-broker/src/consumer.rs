@@ -3,11 +3,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use warren_codec::ShortString;
+use warren_codec::{FieldTable, ShortString};
 
 use crate::channel::Channel;
 use crate::message::Message;
 use crate::queue::{Queue, QueuedMessage};
+use crate::registry::ConnectionInfo;
 
 pub struct Consumer {
     pub tag: ShortString,
@@ -21,11 +22,32 @@ pub struct Consumer {
     pub prefetch: u16,
     /// `x-priority`: consumers of a higher priority get messages first.
     pub priority: i64,
+    /// The arguments of `basic.consume`, as given.
+    pub arguments: FieldTable,
     /// Delivered to this consumer and not yet settled. Changed only under the channel's lock.
     pub(crate) unacked: AtomicU32,
     /// Deliveries start only once the server has sent `basic.consume-ok`, so that the client
     /// never sees a delivery for a tag it does not know yet.
     active: AtomicBool,
+}
+
+/// A consumer as the management API lists it.
+#[derive(Debug, Clone)]
+pub struct ConsumerSnapshot {
+    pub tag: String,
+    pub queue: String,
+    pub vhost: String,
+    pub channel_name: String,
+    pub channel: u16,
+    pub connection: String,
+    pub user: String,
+    pub ack_required: bool,
+    pub exclusive: bool,
+    pub prefetch_count: u16,
+    /// Whether it receives messages (false for a waiting single-active-consumer).
+    pub active: bool,
+    pub priority: i64,
+    pub arguments: FieldTable,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -46,6 +68,7 @@ impl Consumer {
         exclusive: bool,
         prefetch: u16,
         priority: i64,
+        arguments: FieldTable,
     ) -> Self {
         Consumer {
             tag,
@@ -55,8 +78,28 @@ impl Consumer {
             exclusive,
             prefetch,
             priority,
+            arguments,
             unacked: AtomicU32::new(0),
             active: AtomicBool::new(false),
+        }
+    }
+
+    /// What the management API shows of this consumer.
+    pub fn snapshot(self: &Arc<Self>, conn: &ConnectionInfo, channel: u16) -> ConsumerSnapshot {
+        ConsumerSnapshot {
+            tag: self.tag.to_string(),
+            queue: self.queue.name.to_string(),
+            vhost: self.queue.vhost_name.to_string(),
+            channel_name: format!("{} ({channel})", conn.name),
+            channel,
+            connection: conn.name.clone(),
+            user: conn.user.clone(),
+            ack_required: !self.no_ack,
+            exclusive: self.exclusive,
+            prefetch_count: self.prefetch,
+            active: self.queue.is_active_consumer(self),
+            priority: self.priority,
+            arguments: self.arguments.clone(),
         }
     }
 

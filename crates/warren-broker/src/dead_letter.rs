@@ -278,12 +278,8 @@ pub(crate) fn republish(vhost: &Arc<VHost>, queue: &Queue, dlx: &ShortString, de
         if route.is_empty() {
             continue;
         }
-        if let Err(e) = vhost.log_message(&m, &route) {
+        if let Err(e) = vhost.deliver(&m, &route) {
             tracing::warn!(error = %e, "cannot log a dead-lettered message; dropping it");
-            continue;
-        }
-        for q in &route {
-            q.publish(m.clone());
         }
     }
 }

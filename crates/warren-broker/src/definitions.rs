@@ -6,13 +6,14 @@
 //! a restart without the file. Importing again replaces users and permissions of the same name.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use warren_codec::{FieldTable, FieldValue, LongString, ShortString};
 
 use crate::auth::{HashAlgorithm, PasswordHash, Permission};
 use crate::broker::Broker;
-use crate::exchange::{ExchangeKind, ExchangeSpec};
-use crate::queue::QueueSpec;
+use crate::error::{BrokerError, Result};
+use crate::exchange::Destination;
+use crate::spec::{ExchangeKind, ExchangeSpec, QueueSpec};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -137,57 +138,110 @@ pub fn json_to_field(v: &Value) -> FieldValue {
     }
 }
 
-pub fn json_to_table(o: &serde_json::Map<String, Value>) -> Result<FieldTable, String> {
+pub fn json_to_table(o: &serde_json::Map<String, Value>) -> Result<FieldTable> {
     let mut t = FieldTable::new();
     for (k, v) in o {
-        let key = ShortString::try_from(k.as_str()).map_err(|e| format!("key '{k}': {e}"))?;
+        let key = ShortString::try_from(k.as_str())
+            .map_err(|e| BrokerError::Invalid(format!("key '{k}': {e}")))?;
         t.insert(key, json_to_field(v));
     }
     Ok(t)
 }
 
-fn short(s: &str) -> Result<ShortString, String> {
-    ShortString::try_from(s).map_err(|e| format!("name '{s}': {e}"))
+/// A field value as JSON, the way RabbitMQ's HTTP API shows arguments and headers.
+pub fn field_to_json(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::Void => Value::Null,
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::F32(f) => {
+            serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number)
+        }
+        FieldValue::F64(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        FieldValue::Table(t) => Value::Object(table_to_json(t)),
+        FieldValue::Array(a) => Value::Array(a.iter().map(field_to_json).collect()),
+        FieldValue::LongString(s) => {
+            Value::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        FieldValue::ByteArray(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        other => match other.as_i64() {
+            Some(i) => Value::from(i),
+            None => Value::String(format!("{other:?}")),
+        },
+    }
 }
 
+/// A field table as a JSON object (`{}` when empty, never `[]`).
+pub fn table_to_json(t: &FieldTable) -> serde_json::Map<String, Value> {
+    t.iter()
+        .map(|(k, v)| (k.as_str().to_owned(), field_to_json(v)))
+        .collect()
+}
+
+fn short(s: &str) -> Result<ShortString> {
+    ShortString::try_from(s).map_err(|e| BrokerError::Invalid(format!("name '{s}': {e}")))
+}
+
+/// Prefixes an error with the entry it came from.
+fn about(what: String) -> impl FnOnce(BrokerError) -> BrokerError {
+    move |e| match e {
+        BrokerError::Invalid(m) => BrokerError::Invalid(format!("{what}: {m}")),
+        BrokerError::PreconditionFailed(m) => BrokerError::Invalid(format!("{what}: {m}")),
+        BrokerError::NotFound { .. } | BrokerError::AccessRefused(_) => {
+            BrokerError::Invalid(format!("{what}: {e}"))
+        }
+        other => other,
+    }
+}
+
+/// The RabbitMQ version whose definitions format Warren reads and writes.
+pub const RABBIT_VERSION: &str = "3.10.8";
+
 impl Definitions {
-    pub fn parse(json: &str) -> Result<Self, String> {
-        serde_json::from_str(json).map_err(|e| format!("invalid definitions: {e}"))
+    pub fn parse(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map_err(|e| BrokerError::Invalid(format!("invalid definitions: {e}")))
     }
 
     /// Applies the definitions to `broker`. Errors name the offending entry.
-    pub fn apply(self, broker: &Broker) -> Result<(), String> {
+    pub fn apply(self, broker: &Broker) -> Result<()> {
         for v in &self.vhosts {
-            broker.add_vhost(&v.name);
+            broker.add_vhost(&v.name)?;
         }
         for u in self.users {
             let algorithm = match u.hashing_algorithm.as_deref() {
                 None => HashAlgorithm::Sha256,
                 Some(a) => HashAlgorithm::parse(a).ok_or_else(|| {
-                    format!("user '{}': unsupported hashing_algorithm '{a}'", u.name)
+                    BrokerError::Invalid(format!(
+                        "user '{}': unsupported hashing_algorithm '{a}'",
+                        u.name
+                    ))
                 })?,
             };
             let hash = match (&u.password_hash, &u.password) {
                 (Some(h), _) if !h.is_empty() => Some(
                     PasswordHash::from_base64(h, algorithm)
-                        .map_err(|e| format!("user '{}': {e}", u.name))?,
+                        .map_err(about(format!("user '{}'", u.name)))?,
                 ),
                 (_, Some(p)) => Some(PasswordHash::new(p, algorithm)),
                 _ => None,
             };
-            broker.add_user(&u.name, hash, u.tags.into_vec());
+            broker.add_user(&u.name, hash, u.tags.into_vec())?;
         }
         for p in &self.permissions {
-            let perm = Permission::new(&p.configure, &p.write, &p.read)
-                .map_err(|e| format!("permission for '{}' on '{}': {e}", p.user, p.vhost))?;
-            broker.set_permission(&p.user, &p.vhost, perm);
+            let what = format!("permission for '{}' on '{}'", p.user, p.vhost);
+            let perm =
+                Permission::new(&p.configure, &p.write, &p.read).map_err(about(what.clone()))?;
+            broker
+                .set_permission(&p.user, &p.vhost, perm)
+                .map_err(about(what))?;
         }
         for x in &self.exchanges {
-            let vhost = broker
-                .vhost(&x.vhost)
-                .ok_or_else(|| format!("exchange '{}': no vhost '{}'", x.name, x.vhost))?;
-            let kind = ExchangeKind::parse(&x.kind)
-                .ok_or_else(|| format!("exchange '{}': unknown type '{}'", x.name, x.kind))?;
+            let vhost = broker.vhost(&x.vhost).ok_or_else(|| {
+                BrokerError::Invalid(format!("exchange '{}': no vhost '{}'", x.name, x.vhost))
+            })?;
+            let kind = ExchangeKind::parse(&x.kind).ok_or_else(|| {
+                BrokerError::Invalid(format!("exchange '{}': unknown type '{}'", x.name, x.kind))
+            })?;
             let spec = ExchangeSpec {
                 name: short(&x.name)?,
                 kind,
@@ -198,12 +252,12 @@ impl Definitions {
             };
             vhost
                 .declare_exchange(&spec)
-                .map_err(|e| format!("exchange '{}': {e}", x.name))?;
+                .map_err(about(format!("exchange '{}'", x.name)))?;
         }
         for q in &self.queues {
-            let vhost = broker
-                .vhost(&q.vhost)
-                .ok_or_else(|| format!("queue '{}': no vhost '{}'", q.name, q.vhost))?;
+            let vhost = broker.vhost(&q.vhost).ok_or_else(|| {
+                BrokerError::Invalid(format!("queue '{}': no vhost '{}'", q.name, q.vhost))
+            })?;
             let spec = QueueSpec {
                 name: short(&q.name)?,
                 durable: q.durable,
@@ -213,22 +267,162 @@ impl Definitions {
             };
             vhost
                 .declare_queue(&spec, false, 0)
-                .map_err(|e| format!("queue '{}': {e}", q.name))?;
+                .map_err(about(format!("queue '{}'", q.name)))?;
         }
         for b in &self.bindings {
-            let vhost = broker
-                .vhost(&b.vhost)
-                .ok_or_else(|| format!("binding from '{}': no vhost '{}'", b.source, b.vhost))?;
+            let vhost = broker.vhost(&b.vhost).ok_or_else(|| {
+                BrokerError::Invalid(format!(
+                    "binding from '{}': no vhost '{}'",
+                    b.source, b.vhost
+                ))
+            })?;
             let args = json_to_table(&b.arguments)?;
             let key = short(&b.routing_key)?;
+            let what = format!("binding '{}' → '{}'", b.source, b.destination);
             let r = match b.destination_type.as_str() {
                 "queue" => vhost.bind_queue(&b.destination, &b.source, key, args, 0),
                 "exchange" => vhost.bind_exchange(&b.destination, &b.source, key, args),
-                other => return Err(format!("binding: unknown destination_type '{other}'")),
+                other => {
+                    return Err(BrokerError::Invalid(format!(
+                        "binding: unknown destination_type '{other}'"
+                    )))
+                }
             };
-            r.map_err(|e| format!("binding '{}' → '{}': {e}", b.source, b.destination))?;
+            r.map_err(about(what))?;
         }
         Ok(())
+    }
+
+    /// The broker's definitions (the inverse of [`Definitions::apply`]), in RabbitMQ's
+    /// export format: users with their password hashes, vhosts, permissions, and the durable
+    /// exchanges (but the standard ones), queues (but exclusive ones) and bindings.
+    pub fn export(broker: &Broker, only_vhost: Option<&str>) -> Value {
+        let in_scope = |v: &str| only_vhost.is_none_or(|o| o == v);
+        let mut users = Vec::new();
+        let mut vhosts = Vec::new();
+        let mut permissions = Vec::new();
+        if only_vhost.is_none() {
+            for u in broker.users() {
+                let (hash, algorithm) = match &u.password {
+                    Some(h) => (h.to_base64(), h.algorithm.name()),
+                    None => (String::new(), HashAlgorithm::Sha256.name()),
+                };
+                users.push(json!({
+                    "name": u.name,
+                    "password_hash": hash,
+                    "hashing_algorithm": algorithm,
+                    "tags": u.tags,
+                    "limits": {},
+                }));
+            }
+            let mut names: Vec<String> =
+                broker.vhosts().iter().map(|v| v.name.to_string()).collect();
+            names.sort();
+            for name in names {
+                vhosts.push(json!({
+                    "name": name,
+                    "limits": [],
+                    "metadata": {"description": "", "tags": []},
+                }));
+            }
+            for (user, vhost, p) in broker.permissions() {
+                permissions.push(json!({
+                    "user": user, "vhost": vhost,
+                    "configure": p.configure, "write": p.write, "read": p.read,
+                }));
+            }
+        }
+        let mut exchanges = Vec::new();
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        let mut vs = broker.vhosts();
+        vs.sort_by(|a, b| a.name.cmp(&b.name));
+        for v in vs.iter().filter(|v| in_scope(&v.name)) {
+            let vhost_field = |mut o: serde_json::Map<String, Value>| {
+                if only_vhost.is_none() {
+                    o.insert("vhost".into(), Value::from(v.name.to_string()));
+                }
+                Value::Object(o)
+            };
+            let mut xs = v.exchanges();
+            xs.sort_by(|a, b| a.name.cmp(&b.name));
+            for x in &xs {
+                if !x.durable || x.name.is_empty() || x.name.as_str().starts_with("amq.") {
+                    continue;
+                }
+                let mut o = serde_json::Map::new();
+                o.insert("name".into(), Value::from(x.name.as_str()));
+                o.insert("type".into(), Value::from(x.kind.as_str()));
+                o.insert("durable".into(), Value::from(x.durable));
+                o.insert("auto_delete".into(), Value::from(x.auto_delete));
+                o.insert("internal".into(), Value::from(x.internal));
+                o.insert(
+                    "arguments".into(),
+                    Value::Object(table_to_json(&x.arguments)),
+                );
+                exchanges.push(vhost_field(o));
+            }
+            let mut qs = v.queues();
+            qs.sort_by(|a, b| a.name.cmp(&b.name));
+            for q in qs.iter().filter(|q| q.durable && !q.is_exclusive()) {
+                let mut o = serde_json::Map::new();
+                o.insert("name".into(), Value::from(q.name.as_str()));
+                o.insert("durable".into(), Value::from(q.durable));
+                o.insert("auto_delete".into(), Value::from(q.auto_delete));
+                o.insert(
+                    "arguments".into(),
+                    Value::Object(table_to_json(&q.arguments)),
+                );
+                queues.push(vhost_field(o));
+            }
+            for x in &xs {
+                if !x.durable {
+                    continue;
+                }
+                for b in x.bindings() {
+                    let (destination, kind, durable) = match &b.destination {
+                        Destination::Queue(q) => {
+                            (q.name.to_string(), "queue", q.durable && !q.is_exclusive())
+                        }
+                        Destination::Exchange(d) => (d.name.to_string(), "exchange", d.durable),
+                    };
+                    if !durable {
+                        continue;
+                    }
+                    let mut o = serde_json::Map::new();
+                    o.insert("source".into(), Value::from(x.name.as_str()));
+                    o.insert("destination".into(), Value::from(destination));
+                    o.insert("destination_type".into(), Value::from(kind));
+                    o.insert("routing_key".into(), Value::from(b.routing_key.as_str()));
+                    o.insert(
+                        "arguments".into(),
+                        Value::Object(table_to_json(&b.arguments)),
+                    );
+                    bindings.push(vhost_field(o));
+                }
+            }
+        }
+        let mut out = json!({
+            "rabbit_version": RABBIT_VERSION,
+            "rabbitmq_version": RABBIT_VERSION,
+            "product_name": "Warren",
+            "product_version": env!("CARGO_PKG_VERSION"),
+        });
+        if let Value::Object(o) = &mut out {
+            if only_vhost.is_none() {
+                o.insert("users".into(), Value::Array(users));
+                o.insert("vhosts".into(), Value::Array(vhosts));
+                o.insert("permissions".into(), Value::Array(permissions));
+                o.insert("topic_permissions".into(), Value::Array(vec![]));
+                o.insert("global_parameters".into(), Value::Array(vec![]));
+            }
+            o.insert("parameters".into(), Value::Array(vec![]));
+            o.insert("policies".into(), Value::Array(vec![]));
+            o.insert("queues".into(), Value::Array(queues));
+            o.insert("exchanges".into(), Value::Array(exchanges));
+            o.insert("bindings".into(), Value::Array(bindings));
+        }
+        out
     }
 }
 
@@ -277,6 +471,6 @@ mod tests {
             .unwrap()
             .apply(&broker)
             .unwrap_err();
-        assert!(err.contains("nope"), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 }

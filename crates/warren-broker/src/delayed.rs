@@ -16,17 +16,16 @@
 //! position stays in memory.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use crate::durability::Ticket;
+use crate::error::{BrokerError, Result};
+use crate::message::Message;
+use crate::persistence::{decode_message, encode_message, Persistence};
+use crate::spec::ExchangeKind;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use warren_codec::{FieldTable, FieldValue, ShortString};
-use warren_store::{Lsn, StoreError};
-
-use crate::error::{BrokerError, Result};
-use crate::exchange::{Exchange, ExchangeKind};
-use crate::message::Message;
-use crate::persistence::{decode_message, encode_message, Persistence};
 
 /// Checks a new `x-delayed-message` exchange's arguments as the plugin does.
 pub fn validate(arguments: &FieldTable) -> Result<()> {
@@ -97,8 +96,9 @@ struct Entry {
 pub struct DelayStore {
     waiting: Mutex<Waiting>,
     /// The log id this vhost's delayed messages are kept under (allocated and recorded on
-    /// first use, or recovered).
-    log_id: OnceLock<u64>,
+    /// first use, or recovered). A lock rather than a `OnceLock`: the first use must record
+    /// the id before anyone logs under it.
+    log_id: Mutex<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -139,10 +139,6 @@ impl DelayStore {
         self.waiting.lock().by_due.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn insert(&self, due: u64, entry: Entry) {
         let mut w = self.waiting.lock();
         let seq = w.next;
@@ -157,36 +153,54 @@ impl DelayStore {
         &self,
         persistence: Option<&Arc<Persistence>>,
         vhost: &str,
-        exchange: &Exchange,
+        exchange_durable: bool,
         message: Arc<Message>,
         delay: u64,
         now: u64,
-    ) -> std::result::Result<Option<Lsn>, StoreError> {
+    ) -> Result<Ticket> {
         let due = now.saturating_add(delay);
-        let (held, lsn) = match persistence {
-            Some(p) if exchange.durable && message.persistent => {
-                let log_id = *self.log_id.get_or_init(|| {
-                    let id = p.next_queue_id();
-                    p.save_delayed(vhost, id);
-                    id
-                });
+        let (held, ticket) = match persistence {
+            Some(p) if exchange_durable && message.persistent => {
+                let log_id = self.log_id(p, vhost)?;
                 let published = p.store.publish(&[log_id], encode(due, delay, &message))?;
                 (
                     Held::Logged {
                         id: published.msg_id,
                     },
-                    Some(published.lsn),
+                    Ticket::at(published.lsn),
                 )
             }
-            _ => (Held::Memory(message), None),
+            _ => (Held::Memory(message), Ticket::NONE),
         };
         self.insert(due, Entry { delay, held });
-        Ok(lsn)
+        Ok(ticket)
+    }
+
+    /// The log id of this vhost's delayed messages, allocated and recorded on first use.
+    fn log_id(&self, p: &Persistence, vhost: &str) -> Result<u64> {
+        let mut slot = self.log_id.lock();
+        if let Some(id) = *slot {
+            return Ok(id);
+        }
+        let id = p.next_queue_id();
+        p.save_delayed(vhost, id)?;
+        *slot = Some(id);
+        Ok(id)
+    }
+
+    /// Drops every waiting message, and the log's copies (the vhost is being deleted).
+    pub(crate) fn clear(&self, persistence: Option<&Arc<Persistence>>, vhost: &str) {
+        self.waiting.lock().by_due.clear();
+        if let (Some(p), Some(id)) = (persistence, self.log_id.lock().take()) {
+            if let Err(e) = p.delete_delayed(vhost, id) {
+                tracing::warn!(error = %e, vhost, "cannot forget the delayed messages' record");
+            }
+        }
     }
 
     /// The log id recovered for this vhost's delayed messages.
     pub(crate) fn set_log_id(&self, id: u64) {
-        let _ = self.log_id.set(id);
+        *self.log_id.lock() = Some(id);
     }
 
     /// Puts back a delayed message recovered from the log (reading it once for its due time).
@@ -213,7 +227,7 @@ impl DelayStore {
                 .into_values()
                 .collect()
         };
-        let log_id = self.log_id.get().copied();
+        let log_id = *self.log_id.lock();
         entries
             .into_iter()
             .filter_map(|e| match e.held {

@@ -9,6 +9,8 @@ pub enum EntityKind {
     Exchange,
     Queue,
     VHost,
+    User,
+    Connection,
 }
 
 impl std::fmt::Display for EntityKind {
@@ -17,6 +19,8 @@ impl std::fmt::Display for EntityKind {
             EntityKind::Exchange => "exchange",
             EntityKind::Queue => "queue",
             EntityKind::VHost => "vhost",
+            EntityKind::User => "user",
+            EntityKind::Connection => "connection",
         })
     }
 }
@@ -52,6 +56,30 @@ pub enum BrokerError {
     /// unknown exchange type is a 503 COMMAND_INVALID).
     #[error("{0}")]
     CommandInvalid(String),
+    /// Input that is not well-formed (a definitions file, a permission's regular expression,
+    /// a password hash): the caller's mistake, reported with what was wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// A client's bytes that do not decode (e.g. content header properties): a 502
+    /// SYNTAX_ERROR that closes an AMQP connection.
+    #[error("{0}")]
+    Malformed(String),
+    /// The disk refused a write or read the broker needed (a connection error: 541). Nothing
+    /// was confirmed or declared that depends on it.
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl From<warren_store::StoreError> for BrokerError {
+    fn from(e: warren_store::StoreError) -> Self {
+        BrokerError::Storage(format!("cannot write the message log: {e}"))
+    }
+}
+
+impl BrokerError {
+    pub(crate) fn storage(what: &str, e: impl std::fmt::Display) -> Self {
+        BrokerError::Storage(format!("{what}: {e}"))
+    }
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

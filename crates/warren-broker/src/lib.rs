@@ -1,44 +1,79 @@
-//! `warren-broker`: the messaging model.
+//! `warren-broker`: the messaging model, and the one door every front end uses to reach it.
 //!
 //! Owns: vhosts, users and permissions, exchanges and routing (direct, fanout, topic trie,
-//! headers, exchange-to-exchange, alternate exchanges), queues, bindings, consumers, dispatch
-//! with prefetch credit, acks and requeues.
+//! headers, exchange-to-exchange, alternate exchanges, delayed), queues, bindings, consumers,
+//! dispatch with prefetch credit, acks and requeues, TTL, dead-lettering, limits, priorities;
+//! persistence of all of it through `warren-store`; the registry of connections, channels and
+//! consumers; counters with RabbitMQ's meanings.
 //!
-//! Must not know: sockets, frames or tokio. It takes domain values (names, [`Message`]s) and
-//! hands deliveries to an [`Outbox`] that the server implements for each connection.
+//! Must not know: sockets, frames, HTTP or tokio. Front ends (the AMQP server, the management
+//! API) translate their requests into the operations of this crate and its answers back:
+//!
+//! - [`Broker`]: logins ([`Broker::authenticate`], [`Broker::open_session`]), vhosts, users
+//!   and permissions at run time (persisted), definitions import and export, the registry
+//!   ([`Broker::register_connection`], [`Broker::connections`], [`Broker::close_connection`])
+//!   and the counters ([`Broker::totals`], [`Broker::churn`], [`Queue::snapshot`]).
+//! - [`Session`]: what a user does in a vhost — declare, delete, bind, purge, publish
+//!   ([`Session::prepare`] and [`Session::commit`]), get and consume — each with its own
+//!   validation and permission checks.
+//! - [`Channel`]: acks, nacks, rejects, recover, prefetch, transactions' taken deliveries.
+//!   Deliveries leave through the [`Outbox`] the front end implements per connection.
+//! - [`Durability`] and [`Ticket`]: a publish's confirm waits for its ticket without the
+//!   front end knowing the store.
+//!
+//! Errors are [`BrokerError`]s in the broker's words; each front end maps them to its codes in
+//! one place.
 //!
 //! Invariants:
-//! - Lock order is vhost map → queue → channel; no lock is held across an await (there are
-//!   none here) and none covers the whole broker.
+//! - Lock order is vhost map → queue → channel → outbox; no lock is held across an await
+//!   (there are none here) and none covers the whole broker.
 //! - A delivered, unacked message is owned by exactly one channel's unacked list until it is
 //!   acked, rejected, or requeued to its queue at its original position.
+//! - Durability: a declare, bind or user change returns only once its record is on disk; a
+//!   persistent message for a durable queue is in the log before any queue holds it.
+//! - Counters add nothing shared per message: see [`stats`].
 
 pub mod args;
-pub mod auth;
-pub mod backlog;
-pub mod broker;
-pub mod channel;
+mod auth;
+mod backlog;
+mod broker;
+mod channel;
 pub mod clock;
-pub mod consumer;
-pub mod dead_letter;
+mod consumer;
+mod dead_letter;
 pub mod definitions;
-pub mod delayed;
-pub mod error;
-pub mod exchange;
-pub mod message;
-pub mod outbox;
-pub mod persistence;
-pub mod queue;
+mod delayed;
+mod durability;
+mod error;
+mod exchange;
+mod message;
+mod outbox;
+mod persistence;
+mod queue;
 pub mod queue_args;
-pub mod vhost;
+mod registry;
+mod session;
+mod spec;
+pub mod stats;
+mod vhost;
 
-pub use auth::{Access, AccessKind, Permission, User};
-pub use broker::Broker;
-pub use channel::Channel;
-pub use consumer::Consumer;
-pub use error::{BrokerError, EntityKind};
-pub use exchange::{Exchange, ExchangeKind, ExchangeSpec};
-pub use message::Message;
+pub use auth::{Access, AccessKind, HashAlgorithm, PasswordHash, Permission, User};
+pub use broker::{Broker, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
+pub use channel::{Channel, ChannelMode, ChannelSnapshot, Settlement, Taken};
+pub use consumer::{Consumer, ConsumerSnapshot};
+pub use durability::{Durability, Ticket};
+pub use error::{BrokerError, EntityKind, Result};
+pub use exchange::headers::headers_match;
+pub use exchange::topic::TopicTrie;
+pub use exchange::{Binding, Destination, Exchange};
+pub use message::{parse_expiration, Message};
 pub use outbox::{Outbound, Outbox};
-pub use queue::{Accepted, ConnectionId, Queue, QueueCounts, QueueSpec};
-pub use vhost::VHost;
+pub use queue::{Queue, QueueSnapshot, MEMORY_BUDGET};
+pub use queue_args::QueueType;
+pub use registry::{Connection, ConnectionControl, ConnectionInfo, ConnectionSnapshot};
+pub use session::{
+    Consume, DeclaredQueue, ExchangeDeclare, Prepared, Publish, Published, Publisher, QueueDeclare,
+    Session, REPLY_TO,
+};
+pub use spec::{Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec};
+pub use vhost::{Delivered, Route, VHost};

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use warren_codec::{BasicProperties, ShortString};
 
+use crate::error::BrokerError;
 use crate::queue_args::MAX_EXPIRY;
 
 #[derive(Debug)]
@@ -116,7 +117,7 @@ impl Message {
 
 /// Parses an `expiration` property as RabbitMQ does (`string:to_integer`: an optional sign and
 /// digits, nothing after them), in milliseconds. The error is RabbitMQ's text for the 406.
-pub fn parse_expiration(text: &str) -> Result<u64, String> {
+pub fn parse_expiration(text: &str) -> Result<u64, BrokerError> {
     let reason = match expiration_reason(text) {
         Ok(ms) => return Ok(ms),
         Err(r) => r,
@@ -135,7 +136,7 @@ pub fn parse_expiration(text: &str) -> Result<u64, String> {
         }
         _ => format!("{prefix}{flat}"),
     };
-    Err(text)
+    Err(BrokerError::PreconditionFailed(text))
 }
 
 enum Reason {
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn invalid_expirations_are_worded_as_rabbitmq_words_them() {
-        let e = |s: &str| parse_expiration(s).unwrap_err();
+        let e = |s: &str| parse_expiration(s).unwrap_err().to_string();
         assert_eq!(e("abc"), "invalid expiration 'abc': no_integer");
         assert_eq!(e(""), "invalid expiration '': no_integer");
         assert_eq!(e(" 5"), "invalid expiration ' 5': no_integer");

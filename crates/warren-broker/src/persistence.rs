@@ -15,12 +15,13 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 use warren_codec::{FieldTable, FieldValue, LongString, Reader, ShortString};
-use warren_store::{Lsn, MetaStore, Store, StoreError};
+use warren_store::{MetaStore, Store};
 
 use crate::auth::{HashAlgorithm, PasswordHash, Permission, User};
-use crate::exchange::{ExchangeKind, ExchangeSpec};
+use crate::durability::Ticket;
+use crate::error::BrokerError;
 use crate::message::Message;
-use crate::queue::QueueSpec;
+use crate::spec::{ExchangeKind, ExchangeSpec, QueueSpec};
 
 /// The broker's handle on its disk.
 pub struct Persistence {
@@ -169,26 +170,41 @@ impl Persistence {
         self.next_queue_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn put(&self, key: &str, t: &FieldTable) {
-        if let Err(e) = self.meta.put(key, &encode_table(t)) {
-            warn!(error = %e, key, "cannot persist topology change");
-        }
+    /// Durability: returns once the record is fsynced; an error means it is not on disk and
+    /// the change it describes must not be reported as done.
+    fn put(&self, key: &str, t: &FieldTable) -> Result<(), BrokerError> {
+        self.meta
+            .put(key, &encode_table(t))
+            .map_err(|e| BrokerError::storage("cannot record the change", e))
     }
 
-    fn delete(&self, key: &str) {
-        if let Err(e) = self.meta.delete(key) {
-            warn!(error = %e, key, "cannot persist topology change");
-        }
+    fn delete(&self, key: &str) -> Result<(), BrokerError> {
+        self.meta
+            .delete(key)
+            .map_err(|e| BrokerError::storage("cannot record the change", e))
     }
 
-    pub fn save_vhost(&self, name: &str) {
+    pub fn save_vhost(&self, name: &str) -> Result<(), BrokerError> {
         self.put(
             &key("vhost", &[name]),
             &FieldTable::from([("name", text(name))]),
-        );
+        )
     }
 
-    pub fn save_exchange(&self, vhost: &str, spec: &ExchangeSpec) {
+    pub fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
+        self.delete(&key("vhost", &[name]))
+    }
+
+    /// Forgets a vhost's delayed messages (the vhost is being deleted).
+    pub fn delete_delayed(&self, vhost: &str, id: u64) -> Result<(), BrokerError> {
+        self.delete(&key("delayed", &[vhost]))?;
+        if let Err(e) = self.store.drop_queue(id) {
+            warn!(error = %e, vhost, "cannot drop the delayed messages from the log");
+        }
+        Ok(())
+    }
+
+    pub fn save_exchange(&self, vhost: &str, spec: &ExchangeSpec) -> Result<(), BrokerError> {
         let t = FieldTable::from([
             ("vhost", text(vhost)),
             ("name", text(spec.name.as_str())),
@@ -197,14 +213,14 @@ impl Persistence {
             ("internal", FieldValue::Bool(spec.internal)),
             ("arguments", FieldValue::Table(spec.arguments.clone())),
         ]);
-        self.put(&key("exchange", &[vhost, spec.name.as_str()]), &t);
+        self.put(&key("exchange", &[vhost, spec.name.as_str()]), &t)
     }
 
-    pub fn delete_exchange(&self, vhost: &str, name: &str) {
-        self.delete(&key("exchange", &[vhost, name]));
+    pub fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), BrokerError> {
+        self.delete(&key("exchange", &[vhost, name]))
     }
 
-    pub fn save_queue(&self, vhost: &str, id: u64, spec: &QueueSpec) {
+    pub fn save_queue(&self, vhost: &str, id: u64, spec: &QueueSpec) -> Result<(), BrokerError> {
         let t = FieldTable::from([
             ("vhost", text(vhost)),
             ("name", text(spec.name.as_str())),
@@ -212,21 +228,23 @@ impl Persistence {
             ("auto_delete", FieldValue::Bool(spec.auto_delete)),
             ("arguments", FieldValue::Table(spec.arguments.clone())),
         ]);
-        self.put(&key("queue", &[vhost, spec.name.as_str()]), &t);
+        self.put(&key("queue", &[vhost, spec.name.as_str()]), &t)
     }
 
     /// Forgets a durable queue and drops its messages from the log.
-    pub fn delete_queue(&self, vhost: &str, name: &str, id: u64) {
-        self.delete(&key("queue", &[vhost, name]));
+    pub fn delete_queue(&self, vhost: &str, name: &str, id: u64) -> Result<(), BrokerError> {
+        self.delete(&key("queue", &[vhost, name]))?;
+        // The record is gone, so recovery would drop these messages anyway.
         if let Err(e) = self.store.drop_queue(id) {
             warn!(error = %e, queue = name, "cannot drop the queue's messages from the log");
         }
+        Ok(())
     }
 
     /// Records the log id a vhost keeps its delayed messages under.
-    pub fn save_delayed(&self, vhost: &str, id: u64) {
+    pub fn save_delayed(&self, vhost: &str, id: u64) -> Result<(), BrokerError> {
         let t = FieldTable::from([("vhost", text(vhost)), ("id", FieldValue::I64(id as i64))]);
-        self.put(&key("delayed", &[vhost]), &t);
+        self.put(&key("delayed", &[vhost]), &t)
     }
 
     fn binding_key(b: &BindingRecord) -> String {
@@ -245,7 +263,7 @@ impl Persistence {
         )
     }
 
-    pub fn save_binding(&self, b: &BindingRecord) {
+    pub fn save_binding(&self, b: &BindingRecord) -> Result<(), BrokerError> {
         let t = FieldTable::from([
             ("vhost", text(&b.vhost)),
             ("source", text(&b.source)),
@@ -254,19 +272,19 @@ impl Persistence {
             ("routing_key", text(b.routing_key.as_str())),
             ("arguments", FieldValue::Table(b.arguments.clone())),
         ]);
-        self.put(&Self::binding_key(b), &t);
+        self.put(&Self::binding_key(b), &t)
     }
 
-    pub fn delete_binding(&self, b: &BindingRecord) {
-        self.delete(&Self::binding_key(b));
+    pub fn delete_binding(&self, b: &BindingRecord) -> Result<(), BrokerError> {
+        self.delete(&Self::binding_key(b))
     }
 
     /// Appends a persistent message for the given durable queues, which gives the message its
     /// id; returns the LSN to wait for before confirming it.
-    pub fn publish(&self, message: &Message, queue_ids: &[u64]) -> Result<Lsn, StoreError> {
+    pub fn publish(&self, message: &Message, queue_ids: &[u64]) -> Result<Ticket, BrokerError> {
         let published = self.store.publish(queue_ids, encode_message(message))?;
         message.set_id(published.msg_id);
-        Ok(published.lsn)
+        Ok(Ticket::at(published.lsn))
     }
 
     /// Records that a queue is done with these messages (acked, dropped or purged).
@@ -391,7 +409,7 @@ pub struct Accounts {
 impl Persistence {
     /// Records a user: name, password hash (salt and digest, as RabbitMQ keeps them) and its
     /// algorithm, and tags.
-    pub fn save_user(&self, user: &User) {
+    pub fn save_user(&self, user: &User) -> Result<(), BrokerError> {
         let mut t = FieldTable::from([
             ("name", text(&user.name)),
             (
@@ -409,14 +427,19 @@ impl Persistence {
                 text(h.algorithm.name()),
             );
         }
-        self.put(&key("user", &[&user.name]), &t);
+        self.put(&key("user", &[&user.name]), &t)
     }
 
-    pub fn delete_user(&self, name: &str) {
-        self.delete(&key("user", &[name]));
+    pub fn delete_user(&self, name: &str) -> Result<(), BrokerError> {
+        self.delete(&key("user", &[name]))
     }
 
-    pub fn save_permission(&self, user: &str, vhost: &str, p: &Permission) {
+    pub fn save_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        p: &Permission,
+    ) -> Result<(), BrokerError> {
         let t = FieldTable::from([
             ("user", text(user)),
             ("vhost", text(vhost)),
@@ -424,20 +447,20 @@ impl Persistence {
             ("write", text(&p.write)),
             ("read", text(&p.read)),
         ]);
-        self.put(&key("permission", &[user, vhost]), &t);
+        self.put(&key("permission", &[user, vhost]), &t)
     }
 
-    pub fn delete_permission(&self, user: &str, vhost: &str) {
-        self.delete(&key("permission", &[user, vhost]));
+    pub fn delete_permission(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        self.delete(&key("permission", &[user, vhost]))
     }
 
     /// Records that the defaults exist (or existed: deleting guest later must not bring it
     /// back at the next start).
-    pub fn mark_defaults_created(&self) {
+    pub fn mark_defaults_created(&self) -> Result<(), BrokerError> {
         self.put(
             DEFAULTS_KEY,
             &FieldTable::from([("default_user", FieldValue::Bool(true))]),
-        );
+        )
     }
 
     /// The users and permissions recorded in the meta store.
@@ -483,8 +506,9 @@ impl Persistence {
     }
 }
 
-fn decode_user(rec: &FieldTable) -> Result<User, String> {
-    let name = get_text(rec, "name").ok_or("no name")?;
+fn decode_user(rec: &FieldTable) -> Result<User, BrokerError> {
+    let invalid = |m: &str| BrokerError::Invalid(m.into());
+    let name = get_text(rec, "name").ok_or_else(|| invalid("no name"))?;
     let tags = match rec.get("tags") {
         Some(FieldValue::Array(a)) => a
             .iter()
@@ -497,9 +521,9 @@ fn decode_user(rec: &FieldTable) -> Result<User, String> {
         Some(FieldValue::ByteArray(bytes)) => {
             let algorithm = get_text(rec, "hashing_algorithm")
                 .and_then(|a| HashAlgorithm::parse(&a))
-                .ok_or("unknown hashing algorithm")?;
+                .ok_or_else(|| invalid("unknown hashing algorithm"))?;
             if bytes.len() <= 4 {
-                return Err("password hash too short".into());
+                return Err(invalid("password hash too short"));
             }
             Some(PasswordHash {
                 algorithm,

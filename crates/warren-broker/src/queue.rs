@@ -31,25 +31,15 @@ use crate::error::{BrokerError, Result};
 use crate::message::Message;
 use crate::persistence::{decode_message, SharedPersistence};
 use crate::queue_args::{Overflow, QueueArgs, QueueType};
+use crate::stats::MessageStats;
 use crate::vhost::VHost;
 
-/// Identifies a client connection, for exclusive queues and consumers.
-pub type ConnectionId = u64;
+pub use crate::spec::{Accepted, ConnectionId, QueueCounts, QueueSpec};
 
 pub use crate::backlog::{LogRef, QueuedMessage};
 
 /// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
 pub const MEMORY_BUDGET: usize = 32 << 20;
-
-/// The declared shape of a queue, compared on redeclare.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueSpec {
-    pub name: ShortString,
-    pub durable: bool,
-    pub exclusive: bool,
-    pub auto_delete: bool,
-    pub arguments: FieldTable,
-}
 
 pub struct Queue {
     pub name: ShortString,
@@ -97,21 +87,23 @@ struct QueueInner {
     unacked: u64,
     /// Auto-delete applies only to a queue that has had a consumer.
     had_consumer: bool,
+    /// This queue's message counts (`publish` = enqueued), under the lock they describe.
+    stats: MessageStats,
 }
 
-/// Counts reported by `queue.declare-ok` and `queue.delete-ok`.
+/// A queue's depth and counts at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueCounts {
-    pub messages: u32,
+pub struct QueueSnapshot {
+    pub messages_ready: u64,
+    pub messages_unacknowledged: u64,
+    /// Bytes of the ready messages' bodies.
+    pub message_bytes_ready: u64,
+    /// Ready messages whose bodies are on disk, not in memory.
+    pub messages_paged_out: u64,
     pub consumers: u32,
-}
-
-/// What a queue did with a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accepted {
-    Yes,
-    /// Refused by `x-overflow` = `reject-publish(-dlx)`: a confirming publisher gets a nack.
-    No,
+    /// Consumers that receive messages (with single active consumer, one).
+    pub active_consumers: u32,
+    pub stats: MessageStats,
 }
 
 impl std::fmt::Debug for Queue {
@@ -156,6 +148,7 @@ impl Queue {
                 groups: Vec::new(),
                 unacked: 0,
                 had_consumer: false,
+                stats: MessageStats::default(),
             }),
             deleted: AtomicBool::new(false),
             last_used: AtomicU64::new(if config.expires.is_some() {
@@ -221,6 +214,24 @@ impl Queue {
         QueueCounts {
             messages: inner.ready.len() as u32,
             consumers: inner.consumers.len() as u32,
+        }
+    }
+
+    /// What the management API shows of this queue, read under its lock in one go.
+    pub fn snapshot(&self) -> QueueSnapshot {
+        let inner = self.inner.lock();
+        QueueSnapshot {
+            messages_ready: inner.ready.len() as u64,
+            messages_unacknowledged: inner.unacked,
+            message_bytes_ready: inner.ready.body_bytes(),
+            messages_paged_out: inner.ready.paged_len() as u64,
+            consumers: inner.consumers.len() as u32,
+            active_consumers: if self.config.single_active_consumer {
+                u32::from(!inner.consumers.is_empty())
+            } else {
+                inner.consumers.len() as u32
+            },
+            stats: inner.stats,
         }
     }
 
@@ -348,10 +359,12 @@ impl Queue {
                 consumers, groups, ..
             } = &mut *inner;
             if let Some(no_ack) = self.offer(consumers, groups, &m) {
-                self.delivered(inner, &m, no_ack);
+                inner.stats.publish += 1;
+                self.delivered(inner, &m, no_ack, false);
                 return Accepted::Yes;
             }
         }
+        inner.stats.publish += 1;
         inner.ready.push(m);
         while self.over_limit(inner, 0, 0) {
             let Some(head) = inner.ready.pop_front() else {
@@ -394,11 +407,24 @@ impl Queue {
     }
 
     /// Books a delivery: counts it unacked, or settles it in the log for a no-ack consumer.
-    fn delivered(&self, inner: &mut QueueInner, m: &QueuedMessage, no_ack: bool) {
+    fn delivered(&self, inner: &mut QueueInner, m: &QueuedMessage, no_ack: bool, get: bool) {
+        Self::count_delivery(&mut inner.stats, m.redelivered, no_ack, get);
         if !no_ack {
             inner.unacked += 1;
         } else if let (Some(p), Some(log)) = (&self.persistence, m.log) {
             p.settle_refs(&[log]);
+        }
+    }
+
+    fn count_delivery(stats: &mut MessageStats, redelivered: bool, no_ack: bool, get: bool) {
+        match (get, no_ack) {
+            (false, false) => stats.deliver += 1,
+            (false, true) => stats.deliver_no_ack += 1,
+            (true, false) => stats.get += 1,
+            (true, true) => stats.get_no_ack += 1,
+        }
+        if redelivered {
+            stats.redeliver += 1;
         }
     }
 
@@ -511,6 +537,7 @@ impl Queue {
             };
             if let Some(m) = inner.ready.pop_front() {
                 handed += 1;
+                Self::count_delivery(&mut inner.stats, m.redelivered, no_ack, false);
                 if !no_ack {
                     inner.unacked += 1;
                 } else if let Some(log) = m.log {
@@ -616,7 +643,9 @@ impl Queue {
         };
         if auto_delete_now {
             if let Some(vhost) = self.vhost.upgrade() {
-                vhost.remove_queue(self);
+                if let Err(e) = vhost.remove_queue(self) {
+                    tracing::warn!(error = %e, queue = %self.name, "cannot auto-delete a queue");
+                }
             }
             return false;
         }
@@ -634,9 +663,12 @@ impl Queue {
                 self.expire_head(&mut inner, clock::now_ms(), &mut dead);
             }
             match inner.ready.pop_front() {
-                None => None,
+                None => {
+                    inner.stats.get_empty += 1;
+                    None
+                }
                 Some(msg) => {
-                    self.delivered(&mut inner, &msg, no_ack);
+                    self.delivered(&mut inner, &msg, no_ack, true);
                     let remaining = inner.ready.len() as u32;
                     self.note_pressure(&inner);
                     let wire = self
@@ -709,6 +741,7 @@ impl Queue {
         {
             let mut inner = self.inner.lock();
             inner.unacked = inner.unacked.saturating_sub(messages.len() as u64);
+            inner.stats.ack += messages.len() as u64;
         }
         self.forget(messages.iter().filter_map(|m| m.log));
     }

@@ -14,7 +14,7 @@ use warren_codec::{FieldTable, FieldValue, ShortString};
 
 use crate::args::type_name;
 use crate::error::{BrokerError, Result};
-use crate::queue::QueueSpec;
+use crate::spec::QueueSpec;
 
 /// The longest TTL or expiry RabbitMQ accepts: ten years in milliseconds.
 pub const MAX_EXPIRY: i64 = 315_360_000_000;
@@ -47,6 +47,25 @@ pub enum QueueType {
 }
 
 impl QueueType {
+    /// The type a declare names (`x-queue-type`), if it is one RabbitMQ knows.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "classic" => Some(QueueType::Classic),
+            "quorum" => Some(QueueType::Quorum),
+            "stream" => Some(QueueType::Stream),
+            _ => None,
+        }
+    }
+
+    /// The name the management API shows (`type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+
     fn from_args(args: &FieldTable) -> Self {
         match args.get("x-queue-type").and_then(FieldValue::as_str) {
             Some("quorum") => QueueType::Quorum,
@@ -338,6 +357,49 @@ const CHECKS: &[(&str, Check)] = &[
 
 fn resource(spec: &QueueSpec, vhost: &str) -> String {
     format!("queue '{}' in vhost '{vhost}'", spec.name)
+}
+
+/// RabbitMQ's checks of a declare's queue type and of the properties that type allows, in its
+/// order and words. (Warren runs every type as its own queue for now, so that applications
+/// declaring them work unchanged.)
+pub fn check_type(spec: &QueueSpec, vhost: &str) -> Result<()> {
+    let queue = resource(spec, vhost);
+    let kind = match spec.arguments.get("x-queue-type") {
+        None => QueueType::Classic,
+        Some(FieldValue::LongString(s)) => match s.as_str().and_then(QueueType::parse) {
+            Some(t) => t,
+            None => {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "invalid arg 'x-queue-type' for {queue}: \"unsupported queue type '{}'\"",
+                    String::from_utf8_lossy(s.as_bytes())
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid arg 'x-queue-type' for {queue}: {{unacceptable_type,{}}}",
+                type_name(other)
+            )))
+        }
+    };
+    if kind != QueueType::Classic {
+        // Replicated types live beyond any one connection and must survive restarts.
+        let invalid = if spec.auto_delete {
+            Some("auto-delete")
+        } else if spec.exclusive {
+            Some("exclusive-owner")
+        } else if !spec.durable {
+            Some("non-durable")
+        } else {
+            None
+        };
+        if let Some(property) = invalid {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid property '{property}' for {queue}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a new queue's arguments as RabbitMQ does; a 406 in its words if one is wrong.

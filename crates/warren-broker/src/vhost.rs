@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use smallvec::SmallVec;
 use warren_codec::{FieldTable, ShortString};
@@ -14,11 +14,14 @@ use warren_codec::{FieldTable, ShortString};
 use crate::args;
 use crate::consumer::Consumer;
 use crate::delayed::{self, DelayStore};
+use crate::durability::{Durability, Ticket};
 use crate::error::{BrokerError, EntityKind, Result};
-use crate::exchange::{headers, Binding, Destination, Exchange, ExchangeKind, ExchangeSpec};
+use crate::exchange::{headers, Binding, Destination, Exchange};
 use crate::message::Message;
 use crate::persistence::{BindingRecord, SharedPersistence};
-use crate::queue::{ConnectionId, Queue, QueueCounts, QueueSpec};
+use crate::queue::Queue;
+use crate::spec::{Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec};
+use crate::stats::{Churn, MessageStats, SizeHistogram};
 
 /// The queues a message was routed to (deduplicated).
 pub type Route = SmallVec<[Arc<Queue>; 4]>;
@@ -35,11 +38,24 @@ pub struct RouteCache {
 pub struct VHost {
     pub name: Arc<str>,
     /// Where durable topology and persistent messages go (None: memory only).
-    pub persistence: SharedPersistence,
+    pub(crate) persistence: SharedPersistence,
     exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
     /// Messages waiting on an `x-delayed-message` exchange.
-    pub delayed: DelayStore,
+    delayed: DelayStore,
+    churn: Arc<Churn>,
+    /// Counts of the channels that have closed here, and of publishes made outside any
+    /// channel (the management API's): live channels keep their own.
+    retired: Mutex<(MessageStats, SizeHistogram)>,
+}
+
+/// What became of a message handed to its queues by [`VHost::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Every queue took it (false: one refused it with `x-overflow = reject-publish`).
+    pub accepted: bool,
+    /// What a confirm of it must wait for (the log position of a persistent message).
+    pub ticket: Ticket,
 }
 
 impl std::fmt::Debug for VHost {
@@ -80,13 +96,15 @@ fn inequivalent(
 }
 
 impl VHost {
-    pub fn new(name: &str, persistence: SharedPersistence) -> Arc<Self> {
+    pub(crate) fn new(name: &str, persistence: SharedPersistence, churn: Arc<Churn>) -> Arc<Self> {
         let vhost = Arc::new(VHost {
             name: Arc::from(name),
             persistence,
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             delayed: DelayStore::default(),
+            churn,
+            retired: Mutex::new(Default::default()),
         });
         {
             let mut ex = vhost.exchanges.write();
@@ -103,6 +121,44 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// How far this vhost's log is on disk.
+    pub fn durability(&self) -> Durability {
+        Durability::new(self.persistence.clone())
+    }
+
+    /// Messages waiting on delayed-message exchanges here.
+    pub fn delayed_len(&self) -> usize {
+        self.delayed.len()
+    }
+
+    pub(crate) fn retire_stats(&self, stats: &MessageStats, sizes: &SizeHistogram) {
+        let mut r = self.retired.lock();
+        r.0.add(stats);
+        r.1.add(sizes);
+    }
+
+    /// A publish from outside any channel (the management API).
+    pub(crate) fn count_direct_publish(&self, size: u64) {
+        let mut r = self.retired.lock();
+        r.0.publish += 1;
+        r.1.observe(size);
+    }
+
+    pub(crate) fn count_direct_routed(&self, routed: bool, mandatory: bool) {
+        let mut r = self.retired.lock();
+        match (routed, mandatory) {
+            (true, _) => r.0.routed += 1,
+            (false, true) => r.0.return_unroutable += 1,
+            (false, false) => r.0.drop_unroutable += 1,
+        }
+    }
+
+    /// The counts of closed channels and direct publishes here; the registry adds the live
+    /// channels'.
+    pub(crate) fn retired_stats(&self) -> (MessageStats, SizeHistogram) {
+        *self.retired.lock()
     }
 
     fn not_found(&self, kind: EntityKind, name: &str) -> BrokerError {
@@ -205,7 +261,7 @@ impl VHost {
         // Durability: recorded before it becomes routable (the lock is held through the
         // fsync), so nothing confirmed through it can outlive its record in a crash.
         if let (Some(p), true) = (&self.persistence, spec.durable) {
-            p.save_exchange(&self.name, spec);
+            p.save_exchange(&self.name, spec)?;
         }
         let x = Arc::new(Exchange::new(spec));
         map.insert(spec.name.clone(), x.clone());
@@ -235,36 +291,42 @@ impl VHost {
         })
     }
 
-    fn save_binding(&self, source: &Exchange, b: &Binding) {
-        if let (Some(p), Some(rec)) = (&self.persistence, self.binding_record(source, b)) {
-            p.save_binding(&rec);
-        }
-    }
-
+    /// Forgets the records of bindings that went with something deleted. A record left
+    /// behind by a failed write names something missing, and is dropped at the next start.
     fn forget_bindings(&self, source: &Exchange, removed: &[Binding]) {
         if let Some(p) = &self.persistence {
             for b in removed {
                 if let Some(rec) = self.binding_record(source, b) {
-                    p.delete_binding(&rec);
+                    if let Err(e) = p.delete_binding(&rec) {
+                        tracing::warn!(error = %e, "cannot forget a binding's record");
+                    }
                 }
             }
         }
     }
 
-    /// Adds a binding and records it if durable.
-    fn add_binding(&self, source: &Exchange, b: Binding) {
-        self.save_binding(source, &b);
+    /// Adds a binding, recorded first if durable (`bind-ok` promises it is on disk).
+    fn add_binding(&self, source: &Exchange, b: Binding) -> Result<()> {
+        if let (Some(p), Some(rec)) = (&self.persistence, self.binding_record(source, &b)) {
+            p.save_binding(&rec)?;
+        }
         source.bind(b);
+        Ok(())
     }
 
-    /// Removes a binding (and its record); returns whether it existed.
-    fn remove_binding(&self, source: &Arc<Exchange>, b: &Binding) -> bool {
-        if !source.unbind(b) {
-            return false;
+    /// Removes a binding (its record first); returns whether it existed.
+    fn remove_binding(&self, source: &Arc<Exchange>, b: &Binding) -> Result<bool> {
+        if !source.has_binding(b) {
+            return Ok(false);
         }
-        self.forget_bindings(source, std::slice::from_ref(b));
+        if let (Some(p), Some(rec)) = (&self.persistence, self.binding_record(source, b)) {
+            p.delete_binding(&rec)?;
+        }
+        if !source.unbind(b) {
+            return Ok(false);
+        }
         self.maybe_auto_delete_exchange(source);
-        true
+        Ok(true)
     }
 
     /// Puts back a durable binding recorded before a restart.
@@ -307,6 +369,10 @@ impl VHost {
                     self.name
                 )));
             }
+            // Durability: the record goes first; if it cannot, the exchange stays.
+            if let (Some(p), true) = (&self.persistence, x.durable) {
+                p.delete_exchange(&self.name, x.name.as_str())?;
+            }
             map.remove(name.as_bytes());
             x
         };
@@ -314,10 +380,9 @@ impl VHost {
         Ok(())
     }
 
+    /// Drops an exchange's bindings in both directions, once it is out of the map and its
+    /// record is gone.
     fn unlink_exchange(&self, x: &Arc<Exchange>) {
-        if let (Some(p), true) = (&self.persistence, x.durable) {
-            p.delete_exchange(&self.name, x.name.as_str());
-        }
         let dest = Destination::Exchange(x.clone());
         let others = self.exchanges();
         for other in others {
@@ -351,6 +416,11 @@ impl VHost {
             }
         };
         if removed {
+            if let (Some(p), true) = (&self.persistence, x.durable) {
+                if let Err(e) = p.delete_exchange(&self.name, x.name.as_str()) {
+                    tracing::warn!(error = %e, exchange = %x.name, "cannot forget an auto-deleted exchange's record");
+                }
+            }
             self.unlink_exchange(x);
         }
     }
@@ -387,8 +457,7 @@ impl VHost {
                 routing_key,
                 arguments,
             },
-        );
-        Ok(())
+        )
     }
 
     /// `queue.unbind`. As in RabbitMQ, removing a binding that does not exist succeeds, even
@@ -418,8 +487,7 @@ impl VHost {
             return Ok(());
         }
         q.check_access(conn)?;
-        self.remove_binding(&x, &binding);
-        Ok(())
+        self.remove_binding(&x, &binding).map(drop)
     }
 
     /// `exchange.bind`: messages reaching `source` that match also go through `destination`.
@@ -445,8 +513,7 @@ impl VHost {
                 routing_key,
                 arguments,
             },
-        );
-        Ok(())
+        )
     }
 
     /// `exchange.unbind`. Like `queue.unbind`, it succeeds when there is nothing to remove.
@@ -467,8 +534,8 @@ impl VHost {
                 routing_key,
                 arguments,
             },
-        );
-        Ok(())
+        )
+        .map(drop)
     }
 
     /// A fresh server-chosen queue name, like RabbitMQ's `amq.gen-` names.
@@ -518,6 +585,7 @@ impl VHost {
             drop(map);
             q.touch();
             let counts = q.counts();
+            Churn::bump(&self.churn.queues_declared);
             return Ok((q, counts));
         }
         if reserved_name(spec.name.as_str()) {
@@ -528,7 +596,7 @@ impl VHost {
         }
         // As RabbitMQ: arguments are checked for a new queue only (a redeclare is compared).
         crate::queue_args::validate(spec, &self.name)?;
-        let q = self.create_queue(map, spec, conn);
+        let q = self.create_queue(map, spec, conn)?;
         Ok((
             q,
             QueueCounts {
@@ -544,7 +612,7 @@ impl VHost {
         mut map: parking_lot::RwLockWriteGuard<'_, HashMap<ShortString, Arc<Queue>>>,
         spec: &QueueSpec,
         conn: ConnectionId,
-    ) -> Arc<Queue> {
+    ) -> Result<Arc<Queue>> {
         let owner = spec.exclusive.then_some(conn);
         // Exclusive queues die with their connection, so they are never logged (RabbitMQ
         // deletes them at restart too).
@@ -556,11 +624,13 @@ impl VHost {
         // through the fsync, which only a new durable queue pays), so a persistent message
         // confirmed into it can never outlive the queue's record in a crash.
         if let (Some(p), Some(id)) = (&self.persistence, store_id) {
-            p.save_queue(&self.name, id, spec);
+            p.save_queue(&self.name, id, spec)?;
         }
         let q = Arc::new(Queue::new(spec, owner, self, store_id));
         map.insert(spec.name.clone(), q.clone());
-        q
+        Churn::bump(&self.churn.queues_declared);
+        Churn::bump(&self.churn.queues_created);
+        Ok(q)
     }
 
     /// Creates a queue whose name the caller chose under the reserved `amq.` prefix (server
@@ -570,7 +640,7 @@ impl VHost {
         self: &Arc<Self>,
         spec: &QueueSpec,
         conn: ConnectionId,
-    ) -> Arc<Queue> {
+    ) -> Result<Arc<Queue>> {
         let map = self.queues.write();
         self.create_queue(map, spec, conn)
     }
@@ -586,22 +656,34 @@ impl VHost {
     /// Logs a persistent message for the durable queues of its route, before it is enqueued
     /// anywhere (an ack must never reach the log before its publish). Returns the log position
     /// to wait for before confirming, if anything was logged.
-    pub fn log_message(
-        &self,
-        message: &Message,
-        route: &[Arc<Queue>],
-    ) -> std::result::Result<Option<warren_store::Lsn>, warren_store::StoreError> {
+    fn log_message(&self, message: &Message, route: &[Arc<Queue>]) -> Result<Ticket> {
         let Some(p) = &self.persistence else {
-            return Ok(None);
+            return Ok(Ticket::NONE);
         };
         if !message.persistent {
-            return Ok(None);
+            return Ok(Ticket::NONE);
         }
         let ids: SmallVec<[u64; 4]> = route.iter().filter_map(|q| q.store_id).collect();
         if ids.is_empty() {
-            return Ok(None);
+            return Ok(Ticket::NONE);
         }
-        p.publish(message, &ids).map(Some)
+        p.publish(message, &ids)
+    }
+
+    /// Hands a routed message to its queues: logged first when it is persistent and a
+    /// queue is durable (an ack must never reach the log before its publish), then enqueued
+    /// in each. Every path a message takes into queues comes through here: publishes,
+    /// transactions at commit, delayed messages when due, dead-lettered messages.
+    ///
+    /// Durability: a log that cannot be written is an error and nothing is enqueued; the
+    /// returned ticket is what a confirm must wait for.
+    pub fn deliver(&self, message: &Arc<Message>, route: &[Arc<Queue>]) -> Result<Delivered> {
+        let ticket = self.log_message(message, route)?;
+        let mut accepted = true;
+        for q in route {
+            accepted &= q.publish(message.clone()) == Accepted::Yes;
+        }
+        Ok(Delivered { accepted, ticket })
     }
 
     /// `queue.delete`. Deleting a missing queue succeeds with a count of 0, as in RabbitMQ.
@@ -614,7 +696,10 @@ impl VHost {
     ) -> Result<u32> {
         let q = match self.queue(name) {
             Ok(q) => q,
-            Err(_) => return Ok(0),
+            Err(_) => {
+                Churn::bump(&self.churn.queues_deleted);
+                return Ok(0);
+            }
         };
         q.check_access(conn)?;
         let counts = q.counts();
@@ -630,21 +715,27 @@ impl VHost {
                 self.name
             )));
         }
-        Ok(self.remove_queue(&q))
+        self.remove_queue(&q)
     }
 
-    /// Unlinks and deletes a queue: its bindings go, its consumers are cancelled (the clients
-    /// get `basic.cancel`). Returns the number of ready messages it held.
-    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+    /// Unlinks and deletes a queue: its record first, then its bindings go, its consumers are
+    /// cancelled (the clients get `basic.cancel`). Returns the number of ready messages it
+    /// held.
+    pub(crate) fn remove_queue(&self, q: &Arc<Queue>) -> Result<u32> {
         {
             let mut map = self.queues.write();
             match map.get(&q.name) {
                 Some(cur) if Arc::ptr_eq(cur, q) => {
+                    // Durability: a queue whose record cannot be removed stays.
+                    if let (Some(p), Some(id)) = (&self.persistence, q.store_id) {
+                        p.delete_queue(&self.name, q.name.as_str(), id)?;
+                    }
                     map.remove(&q.name);
                 }
-                _ => return 0,
+                _ => return Ok(0),
             }
         }
+        Churn::bump(&self.churn.queues_deleted);
         let dest = Destination::Queue(q.clone());
         for x in self.exchanges() {
             let removed = x.unbind_destination(&dest);
@@ -653,12 +744,9 @@ impl VHost {
                 self.maybe_auto_delete_exchange(&x);
             }
         }
-        if let (Some(p), Some(id)) = (&self.persistence, q.store_id) {
-            p.delete_queue(&self.name, q.name.as_str(), id);
-        }
         let (consumers, count) = q.mark_deleted();
         cancel_consumers(consumers);
-        count
+        Ok(count)
     }
 
     /// Time-driven work for this vhost's queues: expiring messages, deleting queues unused
@@ -675,7 +763,9 @@ impl VHost {
         for q in due {
             if q.tick(now) {
                 tracing::debug!(queue = %q.name, vhost = %self.name, "queue expired (x-expires)");
-                self.remove_queue(&q);
+                if let Err(e) = self.remove_queue(&q) {
+                    tracing::warn!(error = %e, queue = %q.name, "cannot delete an expired queue");
+                }
             }
         }
     }
@@ -683,16 +773,16 @@ impl VHost {
     /// Holds a message published to the delayed exchange `exchange` for `delay` ms (see
     /// [`crate::delayed`]). Returns the log position to wait for before confirming, if it was
     /// logged.
-    pub fn delay_message(
+    pub(crate) fn delay_message(
         &self,
         exchange: &Exchange,
         message: Arc<Message>,
         delay: u64,
-    ) -> std::result::Result<Option<warren_store::Lsn>, warren_store::StoreError> {
+    ) -> Result<Ticket> {
         self.delayed.delay(
             self.persistence.as_ref(),
             &self.name,
-            exchange,
+            exchange.durable,
             message,
             delay,
             crate::clock::now_ms(),
@@ -709,15 +799,8 @@ impl VHost {
             let m = Arc::new(d.message);
             if let Ok(x) = self.exchange(m.exchange.as_str()) {
                 let route = self.route(&x, &m);
-                match self.log_message(&m, &route) {
-                    Ok(_) => {
-                        for q in &route {
-                            q.publish(m.clone());
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot log a delayed message; dropping it")
-                    }
+                if let Err(e) = self.deliver(&m, &route) {
+                    tracing::warn!(error = %e, "cannot log a delayed message; dropping it");
                 }
             }
             if let (Some(p), Some((queue, id))) = (&self.persistence, d.log) {
@@ -740,6 +823,30 @@ impl VHost {
         }
     }
 
+    /// Deletes everything in this vhost (it is being deleted): queues with their messages,
+    /// exchanges, bindings, delayed messages, and their records. Failures are logged: the
+    /// vhost's own record is gone already, so recovery drops what is left.
+    pub(crate) fn delete_contents(&self) {
+        for q in self.queues() {
+            if let Err(e) = self.remove_queue(&q) {
+                tracing::warn!(error = %e, queue = %q.name, "cannot delete a queue of a deleted vhost");
+            }
+        }
+        for x in self.exchanges() {
+            if x.name.is_empty()
+                || STANDARD_EXCHANGES
+                    .iter()
+                    .any(|(n, _)| *n == x.name.as_str())
+            {
+                continue;
+            }
+            if let Err(e) = self.delete_exchange(x.name.as_str(), false) {
+                tracing::warn!(error = %e, exchange = %x.name, "cannot delete an exchange of a deleted vhost");
+            }
+        }
+        self.delayed.clear(self.persistence.as_ref(), &self.name);
+    }
+
     /// Deletes the exclusive queues a closing connection owned.
     pub fn remove_exclusive_queues(&self, conn: ConnectionId) {
         let owned: Vec<Arc<Queue>> = self
@@ -750,7 +857,9 @@ impl VHost {
             .cloned()
             .collect();
         for q in owned {
-            self.remove_queue(&q);
+            if let Err(e) = self.remove_queue(&q) {
+                tracing::warn!(error = %e, queue = %q.name, "cannot delete an exclusive queue");
+            }
         }
     }
 

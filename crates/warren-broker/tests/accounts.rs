@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use warren_broker::auth::{AccessKind, HashAlgorithm, PasswordHash};
-use warren_broker::broker::{DEFAULT_USER, DEFAULT_VHOST};
 use warren_broker::definitions::Definitions;
-use warren_broker::{Broker, Permission};
-use warren_store::{MetaStore, SyncMode};
+use warren_broker::{
+    AccessKind, Broker, HashAlgorithm, PasswordHash, Permission, SyncMode, DEFAULT_USER,
+    DEFAULT_VHOST,
+};
+use warren_store::MetaStore;
 
 fn open(dir: &Path) -> Broker {
     Broker::open(dir, SyncMode::Fsync).expect("open the data directory")
@@ -35,7 +36,10 @@ fn a_new_directory_gets_the_defaults_and_keeps_them() {
         // Still loopback-only.
         assert!(b.authenticate("guest", "guest", false).is_err());
         let user = b.authenticate("guest", "guest", true).expect("login");
-        let (_, access) = b.open_vhost(&user, DEFAULT_VHOST).expect("rights on /");
+        let session = b
+            .open_session(&user, DEFAULT_VHOST, 0)
+            .expect("rights on /");
+        let access = session.access();
         assert!(access.check(AccessKind::Configure, "queue", "q").is_ok());
     });
 }
@@ -44,8 +48,8 @@ fn a_new_directory_gets_the_defaults_and_keeps_them() {
 fn a_deleted_guest_stays_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
     with_broker(dir.path(), |b| {
-        assert!(b.delete_user(DEFAULT_USER));
-        assert!(!b.delete_user(DEFAULT_USER));
+        assert!(b.delete_user(DEFAULT_USER).expect("recorded"));
+        assert!(!b.delete_user(DEFAULT_USER).expect("recorded"));
     });
     with_broker(dir.path(), |b| {
         assert!(b.user(DEFAULT_USER).is_none());
@@ -59,11 +63,12 @@ fn a_deleted_guest_stays_deleted() {
             DEFAULT_USER,
             Some(PasswordHash::new("new", HashAlgorithm::Sha256)),
             Vec::new(),
-        );
+        )
+        .expect("recorded");
     });
     with_broker(dir.path(), |b| {
         let user = b.authenticate("guest", "new", true).expect("the new guest");
-        assert!(b.open_vhost(&user, DEFAULT_VHOST).is_err());
+        assert!(b.open_session(&user, DEFAULT_VHOST, 0).is_err());
     });
 }
 
@@ -71,7 +76,7 @@ fn a_deleted_guest_stays_deleted() {
 fn a_directory_from_before_users_were_recorded_gets_the_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
     with_broker(dir.path(), |b| {
-        b.add_vhost("kept");
+        b.add_vhost("kept").expect("recorded");
     });
     // Strip what this version records about accounts, as an older Warren left it.
     {
@@ -86,7 +91,7 @@ fn a_directory_from_before_users_were_recorded_gets_the_defaults() {
     with_broker(dir.path(), |b| {
         assert!(b.vhost("kept").is_some());
         let user = b.authenticate("guest", "guest", true).expect("guest");
-        assert!(b.open_vhost(&user, DEFAULT_VHOST).is_ok());
+        assert!(b.open_session(&user, DEFAULT_VHOST, 0).is_ok());
     });
 }
 
@@ -112,9 +117,10 @@ fn users_and_permissions_round_trip_through_the_store() {
             "nopass",
             "v/1",
             Permission::new(".*", "", "").expect("valid"),
-        );
-        assert!(b.clear_permission("nopass", "v/1"));
-        assert!(!b.clear_permission("nopass", "v/1"));
+        )
+        .expect("recorded");
+        assert!(b.clear_permission("nopass", "v/1").expect("recorded"));
+        assert!(!b.clear_permission("nopass", "v/1").expect("recorded"));
     });
     with_broker(dir.path(), |b| {
         assert!(b.vhost("v/1").is_some());
@@ -127,7 +133,8 @@ fn users_and_permissions_round_trip_through_the_store() {
         let hash = u.password.as_ref().expect("a hash");
         assert_eq!(hash.algorithm, HashAlgorithm::Sha512);
         let user = b.authenticate("sha512", "pw", false).expect("login");
-        let (_, access) = b.open_vhost(&user, "v/1").expect("rights on v/1");
+        let session = b.open_session(&user, "v/1", 0).expect("rights on v/1");
+        let access = session.access();
         assert_eq!(access.permission.configure, "");
         assert_eq!(access.permission.write, "^x\\.");
         assert!(access.check(AccessKind::Write, "exchange", "x.y").is_ok());
@@ -135,6 +142,9 @@ fn users_and_permissions_round_trip_through_the_store() {
         assert!(access.check(AccessKind::Configure, "queue", "q").is_err());
 
         let nopass = b.user("nopass").expect("nopass");
-        assert!(b.open_vhost(&nopass, "v/1").is_err(), "cleared for good");
+        assert!(
+            b.open_session(&nopass, "v/1", 0).is_err(),
+            "cleared for good"
+        );
     });
 }

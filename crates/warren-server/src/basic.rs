@@ -1,14 +1,11 @@
-//! The `basic` class: publish, consume, get, acks and prefetch.
+//! The `basic` class: publish, consume, get, acks and prefetch. Each method is one broker
+//! operation; what stays here is AMQP's own: replies, their order, confirms and `basic.return`.
+
+use bytes::Bytes;
+use warren_broker::{Consume, Message, Publish, Settlement};
+use warren_codec::{basic, constants, Method, ShortString};
 
 use std::sync::Arc;
-
-use base64::Engine;
-use bytes::Bytes;
-use rand::RngCore;
-use warren_broker::channel::Settlement;
-use warren_broker::message::parse_expiration;
-use warren_broker::{delayed, queue_args, AccessKind, ExchangeKind, Message, QueueSpec};
-use warren_codec::{basic, constants, BasicProperties, FieldTable, Method, ShortString};
 
 use crate::channel::{ChannelMachine, Mode};
 use crate::connection::ConnCtx;
@@ -16,26 +13,12 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::outbox::OutItem;
 use crate::tx::TxAck;
 
-/// The pseudo-queue of RabbitMQ's direct reply-to.
-pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// A random suffix for server-generated names (consumer tags, reply-to queues).
-pub(crate) fn random_suffix() -> String {
-    let mut raw = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
 fn rejection(requeue: bool) -> Settlement {
     if requeue {
         Settlement::Requeue
     } else {
         Settlement::Reject
     }
-}
-
-fn generated(prefix: &str) -> ShortString {
-    ShortString::try_from(format!("{prefix}{}", random_suffix())).unwrap_or_default()
 }
 
 impl ChannelMachine {
@@ -67,10 +50,10 @@ impl ChannelMachine {
             }
             Method::BasicGet(m) => {
                 let name = self.queue_name(&m.queue)?;
-                ctx.access.check(AccessKind::Read, "queue", name.as_str())?;
-                let q = ctx.vhost.queue(name.as_str())?;
-                q.check_access(ctx.id)?;
-                if !self.broker_channel.get(&q, m.no_ack) {
+                if !ctx
+                    .session
+                    .get(&self.broker_channel, name.as_str(), m.no_ack)?
+                {
                     ctx.outbox.method(self.id, basic::GetEmpty {});
                 }
                 Ok(())
@@ -117,71 +100,32 @@ impl ChannelMachine {
     }
 
     fn consume(&mut self, ctx: &ConnCtx, m: basic::Consume) -> AmqpResult {
-        if m.queue.as_str() == REPLY_TO {
-            return self.consume_reply_to(ctx, m);
-        }
-        let name = self.queue_name(&m.queue)?;
-        ctx.access.check(AccessKind::Read, "queue", name.as_str())?;
-        let q = ctx.vhost.queue(name.as_str())?;
-        q.check_access(ctx.id)?;
-        let priority =
-            queue_args::consumer_priority(&m.arguments, name.as_str(), &ctx.access.vhost)?;
-        let tag = if m.consumer_tag.is_empty() {
-            generated("amq.ctag-")
+        // The empty name means the channel's current queue (but not for direct reply-to).
+        let queue = if m.queue.as_str() == warren_broker::REPLY_TO {
+            m.queue
         } else {
-            m.consumer_tag
+            self.queue_name(&m.queue)?
         };
-        if self.broker_channel.has_consumer(&tag) {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
-        }
-        let consumer =
-            self.broker_channel
-                .add_consumer(&q, tag.clone(), m.no_ack, m.exclusive, priority)?;
+        let consumer = ctx.session.consume(
+            &self.broker_channel,
+            Consume {
+                queue,
+                tag: m.consumer_tag,
+                no_ack: m.no_ack,
+                exclusive: m.exclusive,
+                arguments: m.arguments,
+            },
+        )?;
         if !m.no_wait {
-            ctx.outbox
-                .method(self.id, basic::ConsumeOk { consumer_tag: tag });
+            ctx.outbox.method(
+                self.id,
+                basic::ConsumeOk {
+                    consumer_tag: consumer.tag.clone(),
+                },
+            );
         }
+        // Only now: the client must know the tag before its first delivery.
         consumer.activate();
-        Ok(())
-    }
-
-    /// Direct reply-to: a private, exclusive, auto-delete queue consumed in no-ack mode;
-    /// publishes from this channel with `reply_to = amq.rabbitmq.reply-to` are rewritten to
-    /// name it, so replies sent to that name come straight back here.
-    fn consume_reply_to(&mut self, ctx: &ConnCtx, m: basic::Consume) -> AmqpResult {
-        if !m.no_ack {
-            return Err(AmqpError::precondition_failed(
-                "reply consumer cannot acknowledge",
-            ));
-        }
-        if self.reply_queue.is_some() {
-            return Err(AmqpError::precondition_failed("reply consumer already set"));
-        }
-        let name = generated(&format!("{REPLY_TO}."));
-        let spec = QueueSpec {
-            name: name.clone(),
-            durable: false,
-            exclusive: true,
-            auto_delete: true,
-            arguments: FieldTable::new(),
-        };
-        let q = ctx.vhost.declare_internal_queue(&spec, ctx.id);
-        let tag = if m.consumer_tag.is_empty() {
-            generated("amq.ctag-")
-        } else {
-            m.consumer_tag
-        };
-        let consumer = self
-            .broker_channel
-            .add_consumer(&q, tag.clone(), true, false, 0)?;
-        if !m.no_wait {
-            ctx.outbox
-                .method(self.id, basic::ConsumeOk { consumer_tag: tag });
-        }
-        consumer.activate();
-        self.reply_queue = Some(name);
         Ok(())
     }
 
@@ -191,130 +135,45 @@ impl ChannelMachine {
         &mut self,
         ctx: &ConnCtx,
         p: basic::Publish,
-        mut raw_properties: Bytes,
+        properties: Bytes,
         body: Bytes,
     ) -> AmqpResult {
-        let exchange = match &self.exchange_cache {
-            Some(x) if x.name == p.exchange && !x.is_deleted() => x.clone(),
-            _ => {
-                let x = ctx.vhost.exchange(p.exchange.as_str())?;
-                ctx.access
-                    .check(AccessKind::Write, "exchange", p.exchange.as_str())?;
-                self.exchange_cache = Some(x.clone());
-                x
-            }
-        };
-        if exchange.internal {
-            return Err(AmqpError::access_refused(format!(
-                "cannot publish to internal exchange '{}' in vhost '{}'",
-                exchange.name, ctx.access.vhost
-            )));
-        }
-        // Checked as a full decode would check them, but only these few are read.
-        let props = BasicProperties::scan(&raw_properties)?;
-        if let Some(user_id) = props.user_id {
-            if user_id != ctx.access.user {
-                return Err(AmqpError::precondition_failed(format!(
-                    "user_id property set to '{user_id}' but authenticated user was '{}'",
-                    ctx.access.user
-                )));
-            }
-        }
-        let expiration = props
-            .expiration
-            .map(parse_expiration)
-            .transpose()
-            .map_err(AmqpError::precondition_failed)?;
-        let (delivery_mode, priority) = (props.delivery_mode, props.priority);
-        let has_headers = props.has_headers;
-        if props.reply_to == Some(REPLY_TO) {
-            let Some(q) = &self.reply_queue else {
-                return Err(AmqpError::precondition_failed(
-                    "fast reply consumer does not exist",
-                ));
-            };
-            let mut full = BasicProperties::decode(raw_properties.clone())?;
-            full.reply_to = Some(q.clone());
-            raw_properties = full.to_raw();
-        }
-        // Only a delayed-message exchange looks at x-delay (and decodes the headers for it).
-        let delay = if exchange.kind == ExchangeKind::DelayedMessage && has_headers {
-            let full = BasicProperties::decode(raw_properties.clone())?;
-            delayed::delay_of(full.headers.as_ref())
-        } else {
-            None
-        };
-        let message = Arc::new(Message::from_parts(
-            p.exchange,
-            p.routing_key,
-            raw_properties,
-            body,
-            delivery_mode,
-            priority,
-            expiration,
-        ));
+        let prepared = ctx.session.prepare(
+            &mut self.publisher,
+            Publish {
+                exchange: p.exchange,
+                routing_key: p.routing_key,
+                mandatory: p.mandatory,
+                properties,
+                body,
+            },
+        )?;
         ctx.published.set(true);
         let seq = match &mut self.mode {
             Mode::Confirm(c) => {
                 c.last_seq += 1;
                 Some(c.last_seq)
             }
-            _ => None,
-        };
-        if let Some(delay) = delay {
-            if let Mode::Tx(tx) = &mut self.mode {
-                tx.publishes.push(crate::tx::TxPublish {
-                    route: Default::default(),
-                    message,
-                    mandatory: p.mandatory,
-                    delay: Some((exchange, delay)),
-                });
+            Mode::Tx(tx) => {
+                tx.publishes.push(prepared);
                 return Ok(());
             }
-            let lsn = delay_message(ctx, &exchange, message.clone(), delay)?;
-            // As the plugin: routed to no queue for now, so a mandatory one comes back.
-            if p.mandatory {
-                self.return_unroutable(ctx, message);
-            }
-            if let Some(seq) = seq {
-                self.confirm(seq, lsn);
-            }
-            return Ok(());
-        }
-        let route = ctx
-            .vhost
-            .route_cached(&exchange, &message, &mut self.route_cache);
-        if let Mode::Tx(tx) = &mut self.mode {
-            tx.publishes.push(crate::tx::TxPublish {
-                route,
-                message,
-                mandatory: p.mandatory,
-                delay: None,
-            });
-            return Ok(());
-        }
-        let lsn = log_message(ctx, &message, &route)?;
-        let accepted = Self::enqueue(ctx, &route, &message);
-        if route.is_empty() && p.mandatory {
-            self.return_unroutable(ctx, message);
+            Mode::Normal => None,
+        };
+        let published = ctx.session.commit(&mut self.publisher, prepared)?;
+        ctx.note_published_to(&published.routed);
+        if let Some(m) = published.returned {
+            self.return_unroutable(ctx, m);
         }
         if let Some(seq) = seq {
-            if accepted {
-                self.confirm(seq, lsn);
+            if published.accepted {
+                self.confirm(seq, published.ticket);
             } else {
                 // A queue refused it (x-overflow = reject-publish): the publisher gets a nack.
                 self.reject(ctx, seq);
             }
         }
         Ok(())
-    }
-
-    /// Where the server's copy of this connection's log is, for waiting on durability.
-    pub(crate) fn durable_lsn(ctx: &ConnCtx) -> warren_store::Lsn {
-        ctx.vhost
-            .persistence
-            .as_ref()
-            .map_or(0, |p| p.store.durable_lsn())
     }
 
     pub(crate) fn return_unroutable(&self, ctx: &ConnCtx, message: Arc<Message>) {
@@ -325,36 +184,4 @@ impl ChannelMachine {
             message,
         });
     }
-}
-
-/// Holds a message on a delayed-message exchange (logged first if it must survive a restart).
-pub(crate) fn delay_message(
-    ctx: &ConnCtx,
-    exchange: &warren_broker::Exchange,
-    message: Arc<Message>,
-    delay: u64,
-) -> AmqpResult<Option<warren_store::Lsn>> {
-    ctx.vhost
-        .delay_message(exchange, message, delay)
-        .map_err(|e| {
-            AmqpError::new(
-                constants::INTERNAL_ERROR,
-                format!("cannot write the message log: {e}"),
-            )
-        })
-}
-
-/// Logs a persistent message for its durable queues. A log that cannot be written is an
-/// internal error that closes the connection: nothing may be confirmed that is not stored.
-pub(crate) fn log_message(
-    ctx: &ConnCtx,
-    message: &Message,
-    route: &[Arc<warren_broker::Queue>],
-) -> AmqpResult<Option<warren_store::Lsn>> {
-    ctx.vhost.log_message(message, route).map_err(|e| {
-        AmqpError::new(
-            constants::INTERNAL_ERROR,
-            format!("cannot write the message log: {e}"),
-        )
-    })
 }

@@ -6,13 +6,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use warren_broker::vhost::RouteCache;
-use warren_broker::{Accepted, Channel, Exchange, Message};
+use warren_broker::{Channel, Publisher, Ticket};
 use warren_codec::{
     basic, channel, ContentHeader, Frame, FrameType, Method, ShortString, CLASS_BASIC,
 };
-
-use warren_store::Lsn;
 
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
@@ -99,35 +96,33 @@ pub struct ChannelMachine {
     pub(crate) mode: Mode,
     /// The last queue declared on this channel: an empty queue name in later methods means it.
     pub(crate) current_queue: Option<ShortString>,
-    /// Last exchange published to, so the map lookup is skipped for runs of publishes.
-    pub(crate) exchange_cache: Option<Arc<Exchange>>,
-    /// Where the last publish through the default exchange went.
-    pub(crate) route_cache: RouteCache,
-    /// The private queue behind `amq.rabbitmq.reply-to`, once the channel consumes from it.
-    pub(crate) reply_queue: Option<ShortString>,
+    /// The channel's publishing state in the broker (cached lookups, counters).
+    pub(crate) publisher: Publisher,
     /// Set after this side sent `channel.close`: everything but `close-ok` is discarded.
     pub(crate) closing: bool,
-    /// Replies waiting for the log, in order, each with the position it waits for (0: none,
-    /// only the replies ahead of it).
-    held: VecDeque<(Lsn, Held)>,
-    /// The highest position `held` waits for.
-    held_lsn: Lsn,
+    /// Replies waiting for the log, in order, each with the ticket it waits for (none: only
+    /// the replies ahead of it).
+    held: VecDeque<(Ticket, Held)>,
+    /// The highest ticket `held` waits for.
+    held_ticket: Ticket,
+    /// The highest publish sequence number answered (acked or nacked) so far, for counting
+    /// the confirms a multiple-ack covers.
+    answered: u64,
 }
 
 impl ChannelMachine {
     pub fn new(id: u16, broker_channel: Arc<Channel>) -> Self {
         ChannelMachine {
             id,
+            publisher: Publisher::for_channel(broker_channel.clone()),
             broker_channel,
             pending: None,
             mode: Mode::Normal,
             current_queue: None,
-            exchange_cache: None,
-            route_cache: RouteCache::default(),
-            reply_queue: None,
             closing: false,
             held: VecDeque::new(),
-            held_lsn: 0,
+            held_ticket: Ticket::NONE,
+            answered: 0,
         }
     }
 
@@ -306,63 +301,58 @@ impl ChannelMachine {
             .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
-    /// Delivers a routed message into its queues now (or at commit, in a transaction).
-    /// Returns false if a queue refused it (a length limit with `reject-publish`).
-    pub(crate) fn enqueue(
-        ctx: &ConnCtx,
-        route: &[Arc<warren_broker::Queue>],
-        message: &Arc<Message>,
-    ) -> bool {
-        let mut accepted = true;
-        for q in route {
-            accepted &= q.publish(message.clone()) == Accepted::Yes;
-        }
-        ctx.note_published_to(route);
-        accepted
-    }
-
     /// Queues the confirm for publish `seq`. It goes out at the end of the read batch, or,
-    /// when the message was logged at `lsn`, once that position is durable.
+    /// when the message was logged, once its ticket is durable.
     ///
     /// Durability: a confirm for a persistent message on a durable queue is never sent before
     /// the log says it is on disk.
-    pub(crate) fn confirm(&mut self, seq: u64, lsn: Option<Lsn>) {
-        if lsn.is_none() && self.held.is_empty() {
+    pub(crate) fn confirm(&mut self, seq: u64, ticket: Ticket) {
+        if !ticket.is_some() && self.held.is_empty() {
             if let Mode::Confirm(c) = &mut self.mode {
                 c.ack_pending = Some(seq);
             }
             return;
         }
-        self.hold(lsn.unwrap_or(0), Held::Ack(seq));
+        self.hold(ticket, Held::Ack(seq));
     }
 
     /// Queues the negative confirm for publish `seq` (a queue refused it). It goes out after
     /// every ack for earlier publishes: an ack with `multiple` must never cover it.
     pub(crate) fn reject(&mut self, ctx: &ConnCtx, seq: u64) {
         if self.held.is_empty() {
-            if let Mode::Confirm(c) = &mut self.mode {
-                if let Some(acked) = c.ack_pending.take() {
-                    self.send_ack(ctx, acked);
-                }
+            if let Some(acked) = self.take_ack_pending() {
+                self.send_ack(ctx, acked);
             }
             self.send_nack(ctx, seq);
             return;
         }
-        self.hold(0, Held::Nack(seq));
+        self.hold(Ticket::NONE, Held::Nack(seq));
     }
 
-    /// Holds a reply until `lsn` is durable (and everything held before it has gone out).
-    pub(crate) fn hold(&mut self, lsn: Lsn, item: Held) {
-        self.held_lsn = self.held_lsn.max(lsn);
-        self.held.push_back((lsn, item));
+    fn take_ack_pending(&mut self) -> Option<u64> {
+        match &mut self.mode {
+            Mode::Confirm(c) => c.ack_pending.take(),
+            _ => None,
+        }
     }
 
-    /// The log position this channel's held replies wait for, if any.
-    pub fn waiting_for(&self) -> Option<Lsn> {
-        (!self.held.is_empty()).then_some(self.held_lsn)
+    /// Holds a reply until `ticket` is durable (and everything held before it has gone out).
+    pub(crate) fn hold(&mut self, ticket: Ticket, item: Held) {
+        self.held_ticket = self.held_ticket.max(ticket);
+        self.held.push_back((ticket, item));
     }
 
-    fn send_ack(&self, ctx: &ConnCtx, seq: u64) {
+    /// The ticket this channel's held replies wait for, if any.
+    pub fn waiting_for(&self) -> Option<Ticket> {
+        (!self.held.is_empty()).then_some(self.held_ticket)
+    }
+
+    fn send_ack(&mut self, ctx: &ConnCtx, seq: u64) {
+        // Confirms go out in sequence order, so a multiple-ack covers everything since the
+        // last answer.
+        self.broker_channel
+            .count_confirms(seq.saturating_sub(self.answered), 0);
+        self.answered = seq;
         ctx.outbox.method(
             self.id,
             basic::Ack {
@@ -372,7 +362,9 @@ impl ChannelMachine {
         );
     }
 
-    fn send_nack(&self, ctx: &ConnCtx, seq: u64) {
+    fn send_nack(&mut self, ctx: &ConnCtx, seq: u64) {
+        self.broker_channel.count_confirms(0, 1);
+        self.answered = seq;
         ctx.outbox.method(
             self.id,
             basic::Nack {
@@ -385,14 +377,12 @@ impl ChannelMachine {
 
     /// Sends the confirms gathered during a batch of frames as one multiple-ack, then every
     /// held reply whose log position is now durable.
-    pub fn flush_confirms(&mut self, ctx: &ConnCtx, durable: Lsn) {
-        if let Mode::Confirm(c) = &mut self.mode {
-            if let Some(seq) = c.ack_pending.take() {
-                self.send_ack(ctx, seq);
-            }
+    pub fn flush_confirms(&mut self, ctx: &ConnCtx, durable: Ticket) {
+        if let Some(seq) = self.take_ack_pending() {
+            self.send_ack(ctx, seq);
         }
         let mut ack = None;
-        while self.held.front().is_some_and(|(lsn, _)| *lsn <= durable) {
+        while self.held.front().is_some_and(|(t, _)| *t <= durable) {
             let Some((_, item)) = self.held.pop_front() else {
                 break;
             };
@@ -416,12 +406,13 @@ impl ChannelMachine {
             self.send_ack(ctx, seq);
         }
         if self.held.is_empty() {
-            self.held_lsn = 0;
+            self.held_ticket = Ticket::NONE;
         }
     }
 
-    /// The channel is going away (closed by either side, or the connection ended).
-    pub fn teardown(&mut self) {
+    /// The channel is going away (closed by either side, or the connection ended): its
+    /// consumers are cancelled, its unacked messages returned, and it leaves the registry.
+    pub fn teardown(&mut self, ctx: &ConnCtx) {
         self.pending = None;
         // Unsent confirms are moot: the client treats what it did not see confirmed as lost.
         self.held.clear();
@@ -430,5 +421,6 @@ impl ChannelMachine {
             tx.rollback(&self.broker_channel);
         }
         self.broker_channel.close();
+        ctx.registered.close_channel(&self.broker_channel);
     }
 }

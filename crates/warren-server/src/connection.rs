@@ -8,12 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use warren_broker::{Access, Broker, Channel, ConnectionId, VHost};
+use warren_broker::stats::ConnectionCounters;
+use warren_broker::{
+    Broker, Connection as Registered, ConnectionControl, ConnectionId, ConnectionInfo, Durability,
+    Queue, Session,
+};
 use warren_codec::{
     basic, channel, connection, constants, frame, FieldTable, FieldValue, Frame, FrameType,
     LongString, Method, Reader, ShortString,
@@ -37,38 +42,42 @@ pub struct Signals {
 /// What every channel handler needs from its connection.
 pub struct ConnCtx {
     pub id: ConnectionId,
-    pub broker: Arc<Broker>,
-    pub vhost: Arc<VHost>,
-    pub access: Access,
+    /// The broker's operations for this connection's user in its vhost.
+    pub session: Session,
+    /// This connection in the broker's registry (its channels are opened there).
+    pub registered: Arc<Registered>,
+    pub durability: Durability,
     pub outbox: Arc<ConnOutbox>,
     pub max_message_size: u64,
     /// Set when a message was published since the last batch of frames ended (a raised alarm
     /// blocks only connections that publish).
     pub published: Cell<bool>,
     /// Queues published to since the last batch ended, for flow control.
-    published_to: RefCell<Vec<Arc<warren_broker::Queue>>>,
+    published_to: RefCell<Vec<Arc<Queue>>>,
 }
 
 impl ConnCtx {
-    /// RabbitMQ's rule for (un)binding: write on the destination, read on the source exchange.
-    pub fn check_bind_access(
-        &self,
-        destination_kind: &str,
-        destination: &str,
-        source: &str,
-    ) -> AmqpResult {
-        self.access.check(
-            warren_broker::AccessKind::Write,
-            destination_kind,
-            destination,
-        )?;
-        self.access
-            .check(warren_broker::AccessKind::Read, "exchange", source)?;
-        Ok(())
+    pub fn new(
+        session: Session,
+        registered: Arc<Registered>,
+        durability: Durability,
+        outbox: Arc<ConnOutbox>,
+        max_message_size: u64,
+    ) -> Self {
+        ConnCtx {
+            id: session.connection(),
+            session,
+            registered,
+            durability,
+            outbox,
+            max_message_size,
+            published: Cell::new(false),
+            published_to: RefCell::new(Vec::new()),
+        }
     }
 
     /// Remembers the queues a publish went to (each once).
-    pub fn note_published_to(&self, route: &[Arc<warren_broker::Queue>]) {
+    pub fn note_published_to(&self, route: &[Arc<Queue>]) {
         let mut seen = self.published_to.borrow_mut();
         for q in route {
             if !seen.iter().any(|s| Arc::ptr_eq(s, q)) {
@@ -114,9 +123,28 @@ const SMALL_RUN: u32 = 4096;
 /// owned by that message alone rather than a slice of the shared read buffer.
 const OWN_BUFFER_MIN: usize = 16 * 1024;
 
+/// A request from the broker (the management API) to close this connection.
+#[derive(Default)]
+struct CloseRequest {
+    reason: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+/// The registry's handle on a [`CloseRequest`] the connection task watches.
+struct CloseHandle(Arc<CloseRequest>);
+
+impl ConnectionControl for CloseHandle {
+    fn close(&self, reason: &str) {
+        *self.0.reason.lock() = Some(reason.to_owned());
+        self.0.notify.notify_one();
+    }
+}
+
 /// Reads frames into a reusable buffer.
 struct FrameReader<R> {
     rd: R,
+    /// Bytes and reads, for the registry's `recv_oct` and `recv_cnt`.
+    counters: Arc<ConnectionCounters>,
     buf: BytesMut,
     frame_max: u32,
     /// Bytes asked for per read: doubles when a read fills it, halves when one is small.
@@ -132,9 +160,10 @@ struct FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(rd: R, frame_max: u32) -> Self {
+    fn new(rd: R, frame_max: u32, counters: Arc<ConnectionCounters>) -> Self {
         FrameReader {
             rd,
+            counters,
             buf: BytesMut::new(),
             frame_max,
             read_size: MIN_READ,
@@ -160,6 +189,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // goes to `buf`.
             let rest = *len - own.len();
             let n = self.rd.read_buf(&mut own.limit(rest)).await?;
+            self.counters.recv_oct.add(n as u64);
+            self.counters.recv_cnt.inc();
             return Ok(n > 0);
         }
         let want = self.read_size.max(self.missing);
@@ -172,6 +203,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.buf = fresh;
         }
         let n = self.rd.read_buf(&mut self.buf).await?;
+        self.counters.recv_oct.add(n as u64);
+        self.counters.recv_cnt.inc();
         let max = if self.small_run < SMALL_RUN {
             MAX_READ_LARGE
         } else {
@@ -329,8 +362,10 @@ pub async fn serve(
 ) {
     // Owned halves, not `tokio::io::split`: that one puts the socket behind a mutex held
     // during each read and write, so the reader and writer tasks would wait on each other.
+    let local = stream.local_addr().unwrap_or(peer);
     let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, config.frame_max);
+    let counters = Arc::new(ConnectionCounters::default());
+    let mut reader = FrameReader::new(rd, config.frame_max, counters.clone());
 
     // Protocol header, within the handshake timeout.
     let header_ok = tokio::time::timeout(config.handshake_timeout, async {
@@ -362,12 +397,12 @@ pub async fn serve(
         frame_max: config.frame_max,
         heartbeat: None,
     });
-    let writer = tokio::spawn(run_writer(wr, outbox.clone(), cfg_rx));
+    let writer = tokio::spawn(run_writer(wr, outbox.clone(), cfg_rx, counters.clone()));
 
     let conn_id = broker.next_connection_id();
     let handshake = tokio::time::timeout(
         config.handshake_timeout,
-        handshake(&mut reader, &outbox, &broker, &config, peer),
+        handshake(&mut reader, &outbox, &broker, &config, peer, conn_id),
     )
     .await;
     let opened = match handshake {
@@ -403,18 +438,38 @@ pub async fn serve(
     });
     outbox.set_consumer_cancel_notify(opened.cancel_notify);
     let blocked_notify = opened.blocked_notify;
-    info!(%peer, conn = conn_id, user = %opened.access.user, vhost = %opened.access.vhost, "connection opened");
+    let session = opened.session;
+    info!(%peer, conn = conn_id, user = %session.user(), vhost = %session.vhost().name, "connection opened");
 
-    let ctx = ConnCtx {
-        id: conn_id,
-        broker: broker.clone(),
-        vhost: opened.vhost,
-        access: opened.access,
-        outbox: outbox.clone(),
-        max_message_size: config.max_message_size,
-        published: Cell::new(false),
-        published_to: RefCell::new(Vec::new()),
+    let close_request = Arc::new(CloseRequest::default());
+    let info = ConnectionInfo {
+        name: ConnectionInfo::name_for(peer, local),
+        peer,
+        local,
+        user: session.user().to_owned(),
+        vhost: session.vhost().name.to_string(),
+        client_properties: opened.client_properties,
+        connected_at: warren_broker::clock::now_ms(),
+        protocol: "AMQP 0-9-1",
+        auth_mechanism: opened.mechanism,
+        frame_max: opened.frame_max,
+        channel_max: opened.channel_max,
+        heartbeat: opened.heartbeat.map_or(0, |h| h.as_secs() as u16),
+        tls: false,
     };
+    let registered = broker.register_connection(
+        &session,
+        info,
+        counters,
+        Box::new(CloseHandle(close_request.clone())),
+    );
+    let ctx = ConnCtx::new(
+        session,
+        registered,
+        broker.durability(),
+        outbox.clone(),
+        config.max_message_size,
+    );
     let mut conn = Connection {
         ctx,
         channels: Vec::new(),
@@ -426,6 +481,7 @@ pub async fn serve(
         close_ok_sent: false,
         consumer_timeout: config.consumer_timeout.map(|d| d.as_millis() as u64),
         consumer_timeout_check: config.consumer_timeout_check,
+        close_request,
     };
     let _ = conn.run(&mut reader, signals).await;
     conn.teardown();
@@ -458,8 +514,9 @@ fn close_connection_now(outbox: &ConnOutbox, e: &AmqpError) {
 }
 
 struct Opened {
-    vhost: Arc<VHost>,
-    access: Access,
+    session: Session,
+    client_properties: FieldTable,
+    mechanism: String,
     frame_max: u32,
     channel_max: u16,
     heartbeat: Option<Duration>,
@@ -520,6 +577,7 @@ async fn handshake<R: AsyncRead + Unpin>(
     broker: &Broker,
     config: &ServerConfig,
     peer: SocketAddr,
+    conn_id: ConnectionId,
 ) -> AmqpResult<Option<Opened>> {
     outbox.method(
         0,
@@ -622,13 +680,14 @@ async fn handshake<R: AsyncRead + Unpin>(
         }
         None => return Ok(None),
     };
-    let (vhost, access) = broker
-        .open_vhost(&user, open.virtual_host.as_str())
+    let session = broker
+        .open_session(&user, open.virtual_host.as_str(), conn_id)
         .map_err(|e| AmqpError::from(e).during(10, 40))?;
     outbox.method(0, connection::OpenOk {});
     Ok(Some(Opened {
-        vhost,
-        access,
+        session,
+        client_properties: start_ok.client_properties,
+        mechanism: start_ok.mechanism.to_string(),
         frame_max,
         channel_max,
         heartbeat,
@@ -654,6 +713,8 @@ struct Connection {
     /// The default consumer timeout in ms (None: only queues' `x-consumer-timeout`).
     consumer_timeout: Option<u64>,
     consumer_timeout_check: Duration,
+    /// The broker's requests to close this connection (the management API's).
+    close_request: Arc<CloseRequest>,
 }
 
 impl Connection {
@@ -713,6 +774,7 @@ impl Connection {
                     _ = durability => {}
                     _ = alarms.changed() => {}
                     _ = self.ctx.outbox.resume.notified() => self.resume_channels(),
+                    _ = self.close_request.notify.notified() => self.close_requested(),
                     _ = shutdown.changed() => {}
                     _ = sleep_until_opt(deadline) => return Exit::Done,
                 }
@@ -739,6 +801,7 @@ impl Connection {
                 }
                 _ = self.ctx.outbox.resume.notified() => self.resume_channels(),
                 _ = timeouts.tick() => self.check_consumer_timeouts(),
+                _ = self.close_request.notify.notified() => self.close_requested(),
                 _ = shutdown.changed() => {}
                 _ = sleep_until_opt(deadline) => return Exit::Done,
             }
@@ -853,7 +916,10 @@ impl Connection {
                 if self.channels.len() <= idx {
                     self.channels.resize_with(idx + 1, || None);
                 }
-                let bc = Arc::new(Channel::new(id, self.ctx.id, self.ctx.outbox.clone()));
+                let bc = self
+                    .ctx
+                    .registered
+                    .open_channel(id, self.ctx.outbox.clone());
                 self.channels[idx] = Some(ChannelMachine::new(id, bc));
                 self.ctx.outbox.method(id, channel::OpenOk {});
                 Ok(false)
@@ -882,6 +948,15 @@ impl Connection {
         }
     }
 
+    /// The broker asked for this connection to close: the client hears 320 with the reason.
+    fn close_requested(&mut self) {
+        let reason = self.close_request.reason.lock().take();
+        if let Some(reason) = reason {
+            info!(conn = self.ctx.id, reason = %reason, "closing connection on request");
+            self.fail(AmqpError::new(constants::CONNECTION_FORCED, reason));
+        }
+    }
+
     /// Runs a channel handler; a soft error closes the channel, a hard one the connection.
     fn handle_channel_result(&mut self, id: u16, result: AmqpResult) {
         if let Err(e) = result {
@@ -897,11 +972,11 @@ impl Connection {
     /// messages are released now, and frames are discarded until `close-ok`.
     fn close_channel(&mut self, id: u16, e: AmqpError) {
         debug!(conn = self.ctx.id, channel = id, code = e.code, error = %e.text, "channel error");
-        let durable = ChannelMachine::durable_lsn(&self.ctx);
+        let durable = self.ctx.durability.reached();
         if let Some(Some(ch)) = self.channels.get_mut(usize::from(id)) {
             ch.flush_confirms(&self.ctx, durable);
             ch.closing = true;
-            ch.teardown();
+            ch.teardown(&self.ctx);
             self.ctx.outbox.method(
                 id,
                 channel::Close {
@@ -915,12 +990,12 @@ impl Connection {
     }
 
     fn remove_channel(&mut self, id: u16) {
-        let durable = ChannelMachine::durable_lsn(&self.ctx);
+        let durable = self.ctx.durability.reached();
         if let Some(slot) = self.channels.get_mut(usize::from(id)) {
             if let Some(mut ch) = slot.take() {
                 ch.flush_confirms(&self.ctx, durable);
                 if !ch.closing {
-                    ch.teardown();
+                    ch.teardown(&self.ctx);
                 }
             }
         }
@@ -976,20 +1051,17 @@ impl Connection {
     /// Resolves once the log position some channel's held replies wait for is durable (never,
     /// when nothing waits).
     fn durability(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let lsn = self
+        let ticket = self
             .channels
             .iter()
             .flatten()
             .filter_map(ChannelMachine::waiting_for)
             .max();
-        let wait = match (lsn, &self.ctx.vhost.persistence) {
-            (Some(lsn), Some(p)) => Some(p.store.wait_durable(lsn)),
-            _ => None,
-        };
+        let wait = ticket.and_then(|t| self.ctx.durability.wait(t));
         async move {
             match wait {
                 Some(w) => {
-                    if w.await.is_err() {
+                    if !w.await {
                         // The log is closing (shutdown): do not spin on it.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -1000,7 +1072,7 @@ impl Connection {
     }
 
     fn end_of_batch(&mut self) {
-        let durable = ChannelMachine::durable_lsn(&self.ctx);
+        let durable = self.ctx.durability.reached();
         for ch in self.channels.iter_mut().flatten() {
             ch.flush_confirms(&self.ctx, durable);
         }
@@ -1014,6 +1086,7 @@ impl Connection {
             Some(reason) if self.blocked || self.ctx.published.get() => {
                 if !self.blocked {
                     self.blocked = true;
+                    self.ctx.registered.set_blocked(true);
                     if self.blocked_notify {
                         self.ctx.outbox.method(
                             0,
@@ -1028,6 +1101,7 @@ impl Connection {
             _ => {
                 if self.blocked {
                     self.blocked = false;
+                    self.ctx.registered.set_blocked(false);
                     if self.blocked_notify {
                         self.ctx.outbox.method(0, connection::Unblocked {});
                     }
@@ -1086,7 +1160,10 @@ impl Connection {
         for slot in self.channels.iter_mut() {
             if let Some(mut ch) = slot.take() {
                 if !ch.closing {
-                    ch.teardown();
+                    ch.teardown(&self.ctx);
+                } else {
+                    // Torn down when it started closing; only the registry entry is left.
+                    self.ctx.registered.close_channel(&ch.broker_channel);
                 }
             }
         }
@@ -1110,7 +1187,7 @@ mod tests {
         frame::write_frame(&mut wire, FrameType::Body, 1, &[7u8; 40_000]);
         frame::write_heartbeat(&mut wire);
         frame::write_frame(&mut wire, FrameType::Body, 2, b"small");
-        let mut reader = FrameReader::new(&wire[..], 0);
+        let mut reader = FrameReader::new(&wire[..], 0, Default::default());
         let big = reader.read_frame().await.unwrap().unwrap();
         assert_eq!((big.kind, big.channel), (FrameType::Body, 1));
         assert_eq!(&big.payload[..], &[7u8; 40_000][..]);
@@ -1126,7 +1203,7 @@ mod tests {
     async fn oversize_frame_is_refused_before_it_is_buffered() {
         let mut wire = BytesMut::new();
         frame::write_frame(&mut wire, FrameType::Body, 1, &[7u8; 40_000]);
-        let mut reader = FrameReader::new(&wire[..], 32_768);
+        let mut reader = FrameReader::new(&wire[..], 32_768, Default::default());
         assert!(reader.read_frame().await.is_err());
         assert!(reader.own.is_none());
     }

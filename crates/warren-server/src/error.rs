@@ -98,6 +98,10 @@ impl From<BrokerError> for AmqpError {
             BrokerError::NotAllowed(_) => constants::NOT_ALLOWED,
             BrokerError::NotImplemented(_) => constants::NOT_IMPLEMENTED,
             BrokerError::CommandInvalid(_) => constants::COMMAND_INVALID,
+            BrokerError::Invalid(_) => constants::PRECONDITION_FAILED,
+            BrokerError::Malformed(_) => constants::SYNTAX_ERROR,
+            // Nothing may be confirmed that is not stored: the connection goes.
+            BrokerError::Storage(_) => constants::INTERNAL_ERROR,
         };
         AmqpError::new(code, e.to_string())
     }

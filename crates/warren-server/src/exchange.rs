@@ -1,6 +1,6 @@
-//! The `exchange` class.
+//! The `exchange` class: each method is one broker operation, its reply a method frame.
 
-use warren_broker::{AccessKind, ExchangeKind, ExchangeSpec};
+use warren_broker::ExchangeDeclare;
 use warren_codec::{exchange, Method};
 
 use crate::channel::ChannelMachine;
@@ -11,58 +11,30 @@ impl ChannelMachine {
     pub(crate) fn handle_exchange(&mut self, ctx: &ConnCtx, method: Method) -> AmqpResult {
         match method {
             Method::ExchangeDeclare(m) => {
-                let name = m.exchange.as_str();
-                if m.passive {
-                    // As RabbitMQ: even a passive declare may not name the default exchange.
-                    if name.is_empty() {
-                        return Err(AmqpError::access_refused(
-                            "operation not permitted on the default exchange",
-                        ));
-                    }
-                    ctx.vhost.exchange(name)?;
-                } else {
-                    // RabbitMQ checks the type before anything else, and an unknown type is a
-                    // connection error (503).
-                    let kind = ExchangeKind::parse(m.kind.as_str()).ok_or_else(|| {
-                        AmqpError::command_invalid(format!("unknown exchange type '{}'", m.kind))
-                    })?;
-                    if name.is_empty() {
-                        return Err(AmqpError::access_refused(
-                            "operation not permitted on the default exchange",
-                        ));
-                    }
-                    ctx.access.check(AccessKind::Configure, "exchange", name)?;
-                    ctx.vhost.declare_exchange(&ExchangeSpec {
-                        name: m.exchange.clone(),
-                        kind,
-                        durable: m.durable,
-                        auto_delete: m.auto_delete,
-                        internal: m.internal,
-                        arguments: m.arguments,
-                    })?;
-                }
+                ctx.session.declare_exchange(ExchangeDeclare {
+                    name: m.exchange,
+                    kind: m.kind.to_string(),
+                    passive: m.passive,
+                    durable: m.durable,
+                    auto_delete: m.auto_delete,
+                    internal: m.internal,
+                    arguments: m.arguments,
+                })?;
                 if !m.no_wait {
                     ctx.outbox.method(self.id, exchange::DeclareOk {});
                 }
                 Ok(())
             }
             Method::ExchangeDelete(m) => {
-                let name = m.exchange.as_str();
-                if name.is_empty() {
-                    return Err(AmqpError::access_refused(
-                        "operation not permitted on the default exchange",
-                    ));
-                }
-                ctx.access.check(AccessKind::Configure, "exchange", name)?;
-                ctx.vhost.delete_exchange(name, m.if_unused)?;
+                ctx.session
+                    .delete_exchange(m.exchange.as_str(), m.if_unused)?;
                 if !m.no_wait {
                     ctx.outbox.method(self.id, exchange::DeleteOk {});
                 }
                 Ok(())
             }
             Method::ExchangeBind(m) => {
-                ctx.check_bind_access("exchange", m.destination.as_str(), m.source.as_str())?;
-                ctx.vhost.bind_exchange(
+                ctx.session.bind_exchange(
                     m.destination.as_str(),
                     m.source.as_str(),
                     m.routing_key,
@@ -74,8 +46,7 @@ impl ChannelMachine {
                 Ok(())
             }
             Method::ExchangeUnbind(m) => {
-                ctx.check_bind_access("exchange", m.destination.as_str(), m.source.as_str())?;
-                ctx.vhost.unbind_exchange(
+                ctx.session.unbind_exchange(
                     m.destination.as_str(),
                     m.source.as_str(),
                     m.routing_key,

@@ -18,6 +18,7 @@ use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use warren_broker::stats::ConnectionCounters;
 use warren_broker::{Message, Outbound, Outbox};
 use warren_codec::{
     basic, connection, frame, write_method_frame, FrameType, Method, ShortString, CLASS_BASIC,
@@ -176,6 +177,13 @@ impl Batch {
         self.buf.len() + self.spliced_len
     }
 
+    /// Counts a written batch: its bytes, and one send (RabbitMQ's `send_cnt` counts socket
+    /// writes).
+    fn count(&self, counters: &ConnectionCounters) {
+        counters.send_oct.add(self.len() as u64);
+        counters.send_cnt.inc();
+    }
+
     fn clear(&mut self) {
         self.buf.clear();
         self.spliced.clear();
@@ -321,6 +329,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     mut socket: W,
     outbox: Arc<ConnOutbox>,
     config: tokio::sync::watch::Receiver<WriterConfig>,
+    counters: Arc<ConnectionCounters>,
 ) {
     // Grows with the batches written; dropped again after a large one (see below).
     let mut batch = Batch::default();
@@ -359,6 +368,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 if batch.write_to(&mut socket).await.is_err() {
                     return close(&outbox);
                 }
+                batch.count(&counters);
                 batch.clear();
             }
         }
@@ -366,6 +376,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
             if batch.write_to(&mut socket).await.is_err() {
                 return close(&outbox);
             }
+            batch.count(&counters);
             batch.clear();
             if batch.buf.capacity() > 2 * WRITE_CHUNK {
                 // Do not keep a huge buffer around after one large message.

@@ -1,24 +1,12 @@
 //! The `tx` and `confirm` classes: transactions hold publishes and acks until commit;
 //! confirm mode acknowledges every publish.
 
-use std::sync::Arc;
-
-use warren_broker::channel::{Settlement, Taken};
-use warren_broker::{Channel, Message};
+use warren_broker::{Channel, ChannelMode, Prepared, Settlement, Taken, Ticket};
 use warren_codec::{confirm, tx, Method};
 
 use crate::channel::{ChannelMachine, Confirms, Held, Mode};
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
-
-/// A publish held until commit.
-pub(crate) struct TxPublish {
-    pub route: warren_broker::vhost::Route,
-    pub message: Arc<Message>,
-    pub mandatory: bool,
-    /// For a delayed-message exchange: the exchange and the delay (ms).
-    pub delay: Option<(Arc<warren_broker::Exchange>, u64)>,
-}
 
 /// An ack, nack or reject in a transaction: its deliveries, taken from the channel's unacked
 /// ones, and what commit does with them.
@@ -28,9 +16,10 @@ pub(crate) struct TxAck {
     pub how: Settlement,
 }
 
+/// What a transaction holds until commit: publishes checked and routed, and acks.
 #[derive(Default)]
 pub(crate) struct TxState {
-    pub publishes: Vec<TxPublish>,
+    pub publishes: Vec<Prepared>,
     pub acks: Vec<TxAck>,
 }
 
@@ -54,7 +43,11 @@ impl ChannelMachine {
                             "cannot switch from tx to confirm mode",
                         ))
                     }
-                    Mode::Normal => self.mode = Mode::Confirm(Confirms::default()),
+                    Mode::Normal => {
+                        self.mode = Mode::Confirm(Confirms::default());
+                        self.broker_channel.set_mode(ChannelMode::Confirm);
+                        self.publisher.set_confirm();
+                    }
                     Mode::Confirm(_) => {}
                 }
                 if !m.nowait {
@@ -69,7 +62,10 @@ impl ChannelMachine {
                             "cannot switch from confirm to tx mode",
                         ))
                     }
-                    Mode::Normal => self.mode = Mode::Tx(TxState::default()),
+                    Mode::Normal => {
+                        self.mode = Mode::Tx(TxState::default());
+                        self.broker_channel.set_mode(ChannelMode::Tx);
+                    }
                     Mode::Tx(_) => {}
                 }
                 ctx.outbox.method(self.id, tx::SelectOk {});
@@ -83,32 +79,22 @@ impl ChannelMachine {
                 };
                 let publishes = std::mem::take(&mut state.publishes);
                 let acks = std::mem::take(&mut state.acks);
-                let mut lsn = 0;
+                let mut ticket = Ticket::NONE;
                 for p in publishes {
-                    if let Some((exchange, delay)) = &p.delay {
-                        let logged =
-                            crate::basic::delay_message(ctx, exchange, p.message.clone(), *delay)?;
-                        lsn = lsn.max(logged.unwrap_or(0));
-                        if p.mandatory {
-                            self.return_unroutable(ctx, p.message);
-                        }
-                        continue;
-                    }
-                    if let Some(l) = crate::basic::log_message(ctx, &p.message, &p.route)? {
-                        lsn = lsn.max(l);
-                    }
+                    let published = ctx.session.commit(&mut self.publisher, p)?;
+                    ticket = ticket.max(published.ticket);
+                    ctx.note_published_to(&published.routed);
                     // Refusals by a length limit have no one to tell inside a transaction.
-                    let _ = Self::enqueue(ctx, &p.route, &p.message);
-                    if p.route.is_empty() && p.mandatory {
-                        self.return_unroutable(ctx, p.message);
+                    if let Some(m) = published.returned {
+                        self.return_unroutable(ctx, m);
                     }
                 }
                 for a in acks {
                     self.broker_channel.settle_taken(a.taken, a.how);
                 }
                 // Durability: commit-ok for persistent messages waits until they are on disk.
-                if lsn > Self::durable_lsn(ctx) {
-                    self.hold(lsn, Held::Reply(tx::CommitOk {}.into()));
+                if ticket > ctx.durability.reached() {
+                    self.hold(ticket, Held::Reply(tx::CommitOk {}.into()));
                 } else {
                     ctx.outbox.method(self.id, tx::CommitOk {});
                 }

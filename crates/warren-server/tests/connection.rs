@@ -208,7 +208,7 @@ async fn unknown_vhost_is_refused_through_lapin() {
 #[tokio::test]
 async fn user_without_permission_on_vhost_closes_connection_with_530() {
     let broker = TestBroker::start().await;
-    broker.broker().add_vhost("other");
+    broker.broker().add_vhost("other").expect("add vhost");
     broker.add_user("alice", "secret", Some("other"));
     let mut c = RawClient::connect(broker.addr()).await;
     let r = c
@@ -230,11 +230,14 @@ async fn user_without_permission_on_vhost_closes_connection_with_530() {
 async fn permissions_restrict_what_a_user_may_configure() {
     let broker = TestBroker::start().await;
     broker.add_user("bob", "pw", None);
-    broker.broker().set_permission(
-        "bob",
-        "/",
-        Permission::new("^bob-.*", ".*", ".*").expect("valid patterns"),
-    );
+    broker
+        .broker()
+        .set_permission(
+            "bob",
+            "/",
+            Permission::new("^bob-.*", ".*", ".*").expect("valid patterns"),
+        )
+        .expect("set permission");
     let conn = connect_url(&broker.url_for("bob", "pw", "/"))
         .await
         .expect("connect");

@@ -598,10 +598,10 @@ fn big_index(body: &[u8]) -> usize {
     i
 }
 
-/// More than a queue keeps in memory (`warren_broker::queue::MEMORY_BUDGET`), so the tail of
+/// More than a queue keeps in memory (`warren_broker::MEMORY_BUDGET`), so the tail of
 /// the backlog is paged to the log: persistent messages by position, transient ones as page
 /// copies that must not outlive the broker.
-const BIG: usize = warren_broker::queue::MEMORY_BUDGET / (512 * 1024) + 16;
+const BIG: usize = warren_broker::MEMORY_BUDGET / (512 * 1024) + 16;
 
 #[tokio::test]
 async fn paged_backlog_keeps_persistent_messages_and_drops_transient_ones_across_restart() {
@@ -638,12 +638,8 @@ async fn paged_backlog_keeps_persistent_messages_and_drops_transient_ones_across
             assert!(within(c).await.expect("confirmation").is_ack());
         }
         // The test means something only if transient messages were paged (copied to the log).
-        let store = &broker
-            .broker()
-            .persistence()
-            .expect("a durable broker")
-            .store;
-        eventually(|| store.stats().live_messages as usize > BIG / 2).await;
+        let b = broker.broker();
+        eventually(|| b.stored_messages().expect("a durable broker") as usize > BIG / 2).await;
         let purged = within(ch.queue_purge("deep.purged", QueuePurgeOptions::default()))
             .await
             .expect("queue.purge");
@@ -1068,7 +1064,7 @@ async fn vhost_and_durable_queue_from_definitions_survive_restart() {
         "bindings": [{"source": "defs.x", "vhost": "defs", "destination": "defs.q",
                       "destination_type": "queue", "routing_key": "", "arguments": {}}]
     }"#;
-    let broker = warren_broker::Broker::open(dir.path(), warren_store::SyncMode::Fsync)
+    let broker = warren_broker::Broker::open(dir.path(), warren_broker::SyncMode::Fsync)
         .expect("open the data directory");
     warren_broker::definitions::Definitions::parse(defs)
         .expect("parse definitions")

@@ -234,11 +234,14 @@ async fn consumer_priority_must_be_an_integer() {
 async fn a_dead_letter_exchange_needs_write_access_to_it() {
     let broker = TestBroker::start().await;
     broker.add_user("limited", "pw", None);
-    broker.broker().set_permission(
-        "limited",
-        "/",
-        Permission::new(".*", "^ok", ".*").expect("permission"),
-    );
+    broker
+        .broker()
+        .set_permission(
+            "limited",
+            "/",
+            Permission::new(".*", "^ok", ".*").expect("permission"),
+        )
+        .expect("set permission");
     let conn = connect_url(&broker.url_for("limited", "pw", "/"))
         .await
         .expect("connect");

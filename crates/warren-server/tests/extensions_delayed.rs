@@ -101,7 +101,7 @@ fn ready(broker: &TestBroker, queue: &str) -> u32 {
 }
 
 fn waiting(broker: &TestBroker) -> usize {
-    broker.broker().vhost("/").map_or(0, |v| v.delayed.len())
+    broker.broker().vhost("/").map_or(0, |v| v.delayed_len())
 }
 
 #[tokio::test]

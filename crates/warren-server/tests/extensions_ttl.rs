@@ -257,7 +257,7 @@ async fn fake_time_expires_messages_and_queues_through_the_broker_tick() {
 
 /// A broker on `dir`, as after a (re)start.
 async fn durable_broker(dir: &std::path::Path) -> TestBroker {
-    let b = Broker::open(dir, warren_store::SyncMode::PageCache).expect("open the data dir");
+    let b = Broker::open(dir, warren_broker::SyncMode::PageCache).expect("open the data dir");
     TestBroker::start_with(Arc::new(b), fast()).await
 }
 

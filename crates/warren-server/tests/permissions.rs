@@ -17,11 +17,14 @@ async fn user_channel(
     read: &str,
 ) -> (Connection, Channel) {
     broker.add_user("u", "pw", None);
-    broker.broker().set_permission(
-        "u",
-        "/",
-        Permission::new(configure, write, read).expect("valid patterns"),
-    );
+    broker
+        .broker()
+        .set_permission(
+            "u",
+            "/",
+            Permission::new(configure, write, read).expect("valid patterns"),
+        )
+        .expect("set permission");
     let conn = connect_url(&broker.url_for("u", "pw", "/"))
         .await
         .expect("connect");

@@ -12,10 +12,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOpti
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use tempfile::TempDir;
-use warren_broker::auth::{HashAlgorithm, PasswordHash};
 use warren_broker::definitions::Definitions;
-use warren_broker::{Broker, Permission};
-use warren_store::SyncMode;
+use warren_broker::{Broker, HashAlgorithm, PasswordHash, Permission, SyncMode};
 
 fn data_dir() -> TempDir {
     tempfile::tempdir().expect("temporary data directory")
@@ -154,7 +152,7 @@ async fn a_deleted_guest_is_not_recreated_at_restart() {
     let dir = data_dir();
     let broker = TestBroker::start_durable(dir.path()).await;
     broker.add_user("admin", "admin-pw", Some("/"));
-    assert!(broker.broker().delete_user("guest"));
+    assert!(broker.broker().delete_user("guest").expect("recorded"));
     let broker = broker.restart().await;
 
     let err = connect_url(&broker.amqp_url())
@@ -174,14 +172,20 @@ async fn a_deleted_guest_is_not_recreated_at_restart() {
 async fn permissions_changed_at_run_time_are_enforced_after_restart() {
     let dir = data_dir();
     let broker = TestBroker::start_durable(dir.path()).await;
-    broker.broker().add_vhost("staging");
+    broker.broker().add_vhost("staging").expect("add vhost");
     broker.add_user("carol", "pw", Some("staging"));
-    broker.broker().set_permission(
-        "carol",
-        "/",
-        Permission::new("^carol-", ".*", ".*").expect("valid patterns"),
-    );
-    assert!(broker.broker().clear_permission("carol", "staging"));
+    broker
+        .broker()
+        .set_permission(
+            "carol",
+            "/",
+            Permission::new("^carol-", ".*", ".*").expect("valid patterns"),
+        )
+        .expect("set permission");
+    assert!(broker
+        .broker()
+        .clear_permission("carol", "staging")
+        .expect("recorded"));
     let broker = broker.restart().await;
 
     let err = connect_url(&broker.url_for("carol", "pw", "staging"))

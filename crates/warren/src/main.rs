@@ -17,10 +17,9 @@ use clap::Parser;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use warren_broker::definitions::Definitions;
-use warren_broker::Broker;
+use warren_broker::{Broker, SyncMode};
 use warren_server::alarm::Watermark;
 use warren_server::{Server, ServerConfig};
-use warren_store::SyncMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,11 +67,11 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
 }
 
 fn build_broker(data_dir: &Path, sync: SyncMode, definitions: Option<&Path>) -> Result<Broker> {
-    let broker = Broker::open(data_dir, sync).map_err(anyhow::Error::msg)?;
+    let broker = Broker::open(data_dir, sync)?;
     if let Some(path) = definitions {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read definitions file {}", path.display()))?;
-        let defs = Definitions::parse(&text).map_err(anyhow::Error::msg)?;
+        let defs = Definitions::parse(&text)?;
         defs.apply(&broker)
             .map_err(|e| anyhow::anyhow!("definitions file {}: {e}", path.display()))?;
         info!(file = %path.display(), "definitions loaded");

@@ -8,46 +8,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use warren_codec::{FieldTable, ShortString};
 
 use crate::queue::Queue;
+pub use crate::spec::{ExchangeKind, ExchangeSpec};
+use crate::stats::ExchangeStats;
 use topic::TopicTrie;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExchangeKind {
-    Direct,
-    Fanout,
-    Topic,
-    Headers,
-    /// The delayed-message plugin's type: messages with an `x-delay` header wait that long,
-    /// then are routed as the `x-delayed-type` argument's type routes (see [`crate::delayed`]).
-    DelayedMessage,
-}
-
-impl ExchangeKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "direct" => ExchangeKind::Direct,
-            "fanout" => ExchangeKind::Fanout,
-            "topic" => ExchangeKind::Topic,
-            "headers" => ExchangeKind::Headers,
-            "x-delayed-message" => ExchangeKind::DelayedMessage,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Topic => "topic",
-            ExchangeKind::Headers => "headers",
-            ExchangeKind::DelayedMessage => "x-delayed-message",
-        }
-    }
-}
 
 /// Where a binding leads.
 #[derive(Debug, Clone)]
@@ -90,17 +58,6 @@ struct Bindings {
     topic: TopicTrie<Destination>,
 }
 
-/// The declared shape of an exchange, compared on redeclare.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExchangeSpec {
-    pub name: ShortString,
-    pub kind: ExchangeKind,
-    pub durable: bool,
-    pub auto_delete: bool,
-    pub internal: bool,
-    pub arguments: FieldTable,
-}
-
 pub struct Exchange {
     pub name: ShortString,
     /// The declared type.
@@ -116,6 +73,9 @@ pub struct Exchange {
     pub alternate: Option<String>,
     bindings: RwLock<Bindings>,
     deleted: AtomicBool,
+    /// Counts of channels that have closed (live channels keep their own; see
+    /// [`crate::stats`]), and of publishes from outside any channel.
+    retired: Mutex<ExchangeStats>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -155,7 +115,17 @@ impl Exchange {
             alternate,
             bindings: RwLock::new(Bindings::default()),
             deleted: AtomicBool::new(false),
+            retired: Mutex::new(ExchangeStats::default()),
         }
+    }
+
+    pub(crate) fn retire_stats(&self, s: &ExchangeStats) {
+        self.retired.lock().add(s);
+    }
+
+    /// The counts of closed channels and direct publishes; the registry adds the live ones.
+    pub(crate) fn retired_stats(&self) -> ExchangeStats {
+        *self.retired.lock()
     }
 
     pub fn spec(&self) -> ExchangeSpec {

@@ -309,6 +309,7 @@ impl<F> Walk<'_, '_, F> {
 ///
 /// It backtracks over every way each `#` can split the key, so its cost grows exponentially with
 /// the number of `#` in the pattern; do not use it for routing.
+#[cfg(test)]
 pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
     fn go(pattern: &[&str], key: &[&str]) -> bool {
         match pattern.split_first() {

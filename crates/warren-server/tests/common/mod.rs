@@ -17,10 +17,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use warren_broker::auth::{HashAlgorithm, PasswordHash};
-use warren_broker::{Broker, Permission};
+use warren_broker::{Broker, HashAlgorithm, PasswordHash, Permission, SyncMode};
 use warren_server::{Server, ServerConfig};
-use warren_store::SyncMode;
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -130,13 +128,17 @@ impl TestBroker {
 
     /// Adds a user with a password (and, if `vhost` is given, full rights there).
     pub fn add_user(&self, name: &str, password: &str, vhost: Option<&str>) {
-        self.broker.add_user(
-            name,
-            Some(PasswordHash::new(password, HashAlgorithm::Sha256)),
-            Vec::new(),
-        );
+        self.broker
+            .add_user(
+                name,
+                Some(PasswordHash::new(password, HashAlgorithm::Sha256)),
+                Vec::new(),
+            )
+            .expect("add user");
         if let Some(v) = vhost {
-            self.broker.set_permission(name, v, Permission::full());
+            self.broker
+                .set_permission(name, v, Permission::full())
+                .expect("set permission");
         }
     }
 
