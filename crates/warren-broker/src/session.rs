@@ -569,13 +569,9 @@ impl Session {
         // As the delayed-message plugin: a delayed message is routed to no queue for now, so
         // a mandatory one comes back.
         let returned = (routed.is_empty() && mandatory).then(|| message.clone());
-        self.count_routed(
-            publisher,
-            &exchange,
-            counters.as_deref(),
-            !routed.is_empty() || delayed,
-            mandatory,
-        );
+        // A held delayed message counts as routed once.
+        let queues = if delayed { 1 } else { routed.len() as u64 };
+        self.count_routed(publisher, &exchange, counters.as_deref(), queues, mandatory);
         Ok(Published {
             routed,
             accepted,
@@ -625,15 +621,16 @@ impl Session {
         publisher: &Publisher,
         exchange: &Exchange,
         counters: Option<&ExchangeCounters>,
-        routed: bool,
+        queues: u64,
         mandatory: bool,
     ) {
+        let routed = queues > 0;
         match &publisher.channel {
             Some(ch) => {
                 let c = &ch.counters;
                 match (routed, mandatory) {
                     (true, _) => {
-                        c.routed.inc();
+                        c.routed.add(queues);
                         if let Some(x) = counters {
                             x.publish_out.inc();
                         }
@@ -643,7 +640,7 @@ impl Session {
                 }
             }
             None => {
-                self.vhost.count_direct_routed(routed, mandatory);
+                self.vhost.count_direct_routed(queues, mandatory);
                 if routed {
                     exchange.retire_stats(&ExchangeStats {
                         publish_in: 0,

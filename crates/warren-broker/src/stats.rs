@@ -44,7 +44,8 @@ pub struct MessageStats {
     pub publish: u64,
     /// ... of which on a channel in confirm mode (`messages_received_confirm_total`).
     pub publish_confirm: u64,
-    /// Published messages routed to at least one queue (`messages_routed_total`).
+    /// Queues published messages were routed to: a message routed to three queues counts
+    /// three, as RabbitMQ's `messages_routed_total` does.
     pub routed: u64,
     /// Publisher confirms (acks) sent (`confirm`; `messages_confirmed_total`).
     pub confirm: u64,

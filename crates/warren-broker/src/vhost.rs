@@ -146,10 +146,10 @@ impl VHost {
         r.1.observe(size);
     }
 
-    pub(crate) fn count_direct_routed(&self, routed: bool, mandatory: bool) {
+    pub(crate) fn count_direct_routed(&self, queues: u64, mandatory: bool) {
         let mut r = self.retired.lock();
-        match (routed, mandatory) {
-            (true, _) => r.0.routed += 1,
+        match (queues > 0, mandatory) {
+            (true, _) => r.0.routed += queues,
             (false, true) => r.0.return_unroutable += 1,
             (false, false) => r.0.drop_unroutable += 1,
         }
