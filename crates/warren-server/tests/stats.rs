@@ -166,7 +166,10 @@ async fn counters_gauges_and_registry_match_what_clients_did() {
         }
     );
     let auto_q = vhost.queue("s.auto").expect("s.auto").snapshot();
-    assert_eq!((auto_q.messages_ready, auto_q.messages_unacknowledged), (0, 0));
+    assert_eq!(
+        (auto_q.messages_ready, auto_q.messages_unacknowledged),
+        (0, 0)
+    );
     assert_eq!(auto_q.stats.publish, 2);
     assert_eq!(auto_q.stats.deliver_no_ack, 2);
     assert_eq!(
@@ -223,11 +226,17 @@ async fn counters_gauges_and_registry_match_what_clients_did() {
     assert_eq!(mch.mode, ChannelMode::Normal);
     assert_eq!(mch.messages_unacknowledged, 3);
     assert_eq!(mch.consumer_count, 1);
-    assert_eq!((mch.stats.deliver, mch.stats.redeliver, mch.stats.ack), (6, 1, 2));
+    assert_eq!(
+        (mch.stats.deliver, mch.stats.redeliver, mch.stats.ack),
+        (6, 1, 2)
+    );
 
     let consumers = b.consumers();
     assert_eq!(consumers.len(), 2);
-    let manual_c = consumers.iter().find(|c| c.tag == "manual").expect("manual");
+    let manual_c = consumers
+        .iter()
+        .find(|c| c.tag == "manual")
+        .expect("manual");
     assert_eq!(manual_c.queue, "s.q");
     assert!(manual_c.ack_required);
     assert_eq!(manual_c.prefetch_count, 3);
