@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use warren_codec::{FieldTable, ShortString};
 
-use crate::consumer::{Consumer, ConsumerSnapshot};
+use crate::consumer::{Consumer, ConsumerSnapshot, Subscription};
 use crate::error::{BrokerError, Result};
 use crate::exchange::Exchange;
 use crate::message::Message;
@@ -291,14 +291,16 @@ impl Channel {
     ) -> Result<Arc<Consumer>> {
         let prefetch = self.consumer_prefetch();
         let consumer = Arc::new(Consumer::new(
-            tag.clone(),
             self.clone(),
             queue.clone(),
-            no_ack,
-            exclusive,
             prefetch,
-            priority,
-            arguments,
+            Subscription {
+                tag: tag.clone(),
+                no_ack,
+                exclusive,
+                priority,
+                arguments,
+            },
         ));
         {
             let mut st = self.state.lock();

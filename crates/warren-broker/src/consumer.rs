@@ -59,26 +59,31 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// What `basic.consume` asked for, checked.
+pub(crate) struct Subscription {
+    pub tag: ShortString,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub priority: i64,
+    pub arguments: FieldTable,
+}
+
 impl Consumer {
-    pub fn new(
-        tag: ShortString,
+    pub(crate) fn new(
         channel: Arc<Channel>,
         queue: Arc<Queue>,
-        no_ack: bool,
-        exclusive: bool,
         prefetch: u16,
-        priority: i64,
-        arguments: FieldTable,
+        s: Subscription,
     ) -> Self {
         Consumer {
-            tag,
+            tag: s.tag,
             channel,
             queue,
-            no_ack,
-            exclusive,
+            no_ack: s.no_ack,
+            exclusive: s.exclusive,
             prefetch,
-            priority,
-            arguments,
+            priority: s.priority,
+            arguments: s.arguments,
             unacked: AtomicU32::new(0),
             active: AtomicBool::new(false),
         }

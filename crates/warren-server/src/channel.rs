@@ -424,3 +424,243 @@ impl ChannelMachine {
         ctx.registered.close_channel(&self.broker_channel);
     }
 }
+
+/// The channel state machine driven without a socket: AMQP methods and content frames in,
+/// what it queues for the client out.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{ConnOutbox, OutItem};
+    use bytes::BytesMut;
+    use warren_broker::stats::ConnectionCounters;
+    use warren_broker::{Broker, ConnectionControl, ConnectionInfo, Outbound};
+    use warren_codec::{confirm, frame, queue, tx, FieldTable, Method};
+
+    struct NoControl;
+    impl ConnectionControl for NoControl {
+        fn close(&self, _reason: &str) {}
+    }
+
+    struct Harness {
+        ctx: ConnCtx,
+        machine: ChannelMachine,
+        outbox: Arc<ConnOutbox>,
+    }
+
+    fn harness() -> Harness {
+        let broker = Arc::new(Broker::new());
+        let user = broker.authenticate("guest", "guest", true).expect("guest");
+        let session = broker.open_session(&user, "/", 1).expect("session");
+        let peer = "127.0.0.1:1000".parse().expect("addr");
+        let local = "127.0.0.1:5672".parse().expect("addr");
+        let info = ConnectionInfo {
+            name: ConnectionInfo::name_for(peer, local),
+            peer,
+            local,
+            user: "guest".into(),
+            vhost: "/".into(),
+            client_properties: FieldTable::new(),
+            connected_at: 0,
+            protocol: "AMQP 0-9-1",
+            auth_mechanism: "PLAIN".into(),
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 0,
+            tls: false,
+        };
+        let registered = broker.register_connection(
+            &session,
+            info,
+            Arc::new(ConnectionCounters::default()),
+            Box::new(NoControl),
+        );
+        let outbox = Arc::new(ConnOutbox::new());
+        let channel = registered.open_channel(1, outbox.clone());
+        let ctx = ConnCtx::new(
+            session,
+            registered,
+            broker.durability(),
+            outbox.clone(),
+            16 << 20,
+        );
+        Harness {
+            ctx,
+            machine: ChannelMachine::new(1, channel),
+            outbox,
+        }
+    }
+
+    impl Harness {
+        fn method(&mut self, m: impl Into<Method>) -> AmqpResult {
+            self.machine.handle_method_frame(&self.ctx, m.into())
+        }
+
+        /// `basic.publish` with its header and one body frame.
+        fn publish(
+            &mut self,
+            exchange: &str,
+            key: &str,
+            mandatory: bool,
+            body: &[u8],
+        ) -> AmqpResult {
+            self.machine.handle_publish(basic::Publish {
+                exchange: ShortString::try_from(exchange).expect("name"),
+                routing_key: ShortString::try_from(key).expect("key"),
+                mandatory,
+                ..Default::default()
+            })?;
+            let mut wire = BytesMut::new();
+            frame::write_content_header(&mut wire, 1, CLASS_BASIC, body.len() as u64, &[0, 0]);
+            frame::write_frame(&mut wire, FrameType::Body, 1, body);
+            while let Some(f) = frame::decode_frame(&mut wire, 0).expect("frame") {
+                self.machine.handle_content_frame(&self.ctx, f)?;
+            }
+            Ok(())
+        }
+
+        fn end_of_batch(&mut self) {
+            let reached = self.ctx.durability.reached();
+            self.machine.flush_confirms(&self.ctx, reached);
+        }
+
+        /// What went to the client since the last call, as method names (and deliveries).
+        fn sent(&self) -> Vec<String> {
+            self.outbox
+                .take()
+                .into_iter()
+                .map(|i| match i {
+                    OutItem::Method(_, m) => m.name().to_owned(),
+                    OutItem::Return { .. } => "basic.return".into(),
+                    OutItem::Broker(Outbound::Deliver { .. }) => "basic.deliver".into(),
+                    OutItem::Broker(Outbound::GetOk { .. }) => "basic.get-ok".into(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        }
+
+        fn ready(&self, queue: &str) -> u64 {
+            self.ctx
+                .session
+                .vhost()
+                .queue(queue)
+                .expect("queue")
+                .snapshot()
+                .messages_ready
+        }
+    }
+
+    fn declare(name: &str) -> queue::Declare {
+        queue::Declare {
+            queue: ShortString::try_from(name).expect("name"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn declare_answers_and_the_empty_name_means_the_last_queue() {
+        let mut h = harness();
+        h.method(declare("work")).expect("declare");
+        assert_eq!(h.sent(), ["queue.declare-ok"]);
+        h.publish("", "work", false, b"one").expect("publish");
+        h.method(queue::Purge::default())
+            .expect("purge the current queue");
+        assert_eq!(h.sent(), ["queue.purge-ok"]);
+        assert_eq!(h.ready("work"), 0);
+    }
+
+    #[test]
+    fn confirms_go_out_at_the_end_of_a_batch_after_returns() {
+        let mut h = harness();
+        h.method(confirm::Select::default()).expect("select");
+        assert_eq!(h.sent(), ["confirm.select-ok"]);
+        h.method(declare("q")).expect("declare");
+        h.sent();
+        h.publish("", "q", false, b"a").expect("routed");
+        h.publish("amq.direct", "nowhere", true, b"b")
+            .expect("returned");
+        assert_eq!(
+            h.sent(),
+            ["basic.return"],
+            "the ack waits for the batch end"
+        );
+        h.end_of_batch();
+        assert_eq!(h.sent(), ["basic.ack"]);
+        let stats = h.machine.broker_channel.stats();
+        assert_eq!(
+            (stats.publish, stats.confirm, stats.return_unroutable),
+            (2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_publish_to_a_missing_exchange_is_a_404_on_basic_publish() {
+        let mut h = harness();
+        let e = h
+            .publish("nope", "k", false, b"x")
+            .expect_err("no such exchange");
+        assert_eq!((e.code, e.class_id, e.method_id), (404, 60, 40));
+        assert!(!e.closes_connection());
+    }
+
+    #[test]
+    fn a_transaction_holds_publishes_until_commit() {
+        let mut h = harness();
+        h.method(declare("t")).expect("declare");
+        h.method(tx::Select::default()).expect("select");
+        h.sent();
+        h.publish("", "t", false, b"held").expect("publish");
+        assert_eq!(h.ready("t"), 0);
+        h.method(tx::Commit::default()).expect("commit");
+        assert_eq!(h.sent(), ["tx.commit-ok"]);
+        assert_eq!(h.ready("t"), 1);
+        h.publish("", "t", false, b"dropped").expect("publish");
+        h.method(tx::Rollback::default()).expect("rollback");
+        assert_eq!(h.ready("t"), 1);
+        let e = h
+            .method(confirm::Select::default())
+            .expect_err("no confirms in a transaction");
+        assert_eq!(e.code, 406);
+    }
+
+    #[test]
+    fn content_without_a_publish_is_an_unexpected_frame() {
+        let mut h = harness();
+        let f = Frame {
+            kind: FrameType::Body,
+            channel: 1,
+            payload: Bytes::from_static(b"stray"),
+        };
+        let e = h
+            .machine
+            .handle_content_frame(&h.ctx, f)
+            .expect_err("no publish");
+        assert_eq!(e.code, 505);
+        assert!(e.closes_connection());
+    }
+
+    #[test]
+    fn get_and_consume_go_through_the_broker() {
+        let mut h = harness();
+        h.method(declare("g")).expect("declare");
+        h.publish("", "g", false, b"m").expect("publish");
+        h.sent();
+        h.method(basic::Get {
+            queue: ShortString::from_static("g"),
+            no_ack: true,
+        })
+        .expect("get");
+        h.method(basic::Get {
+            queue: ShortString::from_static("g"),
+            no_ack: true,
+        })
+        .expect("get");
+        assert_eq!(h.sent(), ["basic.get-ok", "basic.get-empty"]);
+        h.method(basic::Consume {
+            queue: ShortString::from_static("g"),
+            ..Default::default()
+        })
+        .expect("consume");
+        h.publish("", "g", false, b"n").expect("publish");
+        assert_eq!(h.sent(), ["basic.consume-ok", "basic.deliver"]);
+    }
+}

@@ -120,7 +120,7 @@ impl ConnOutbox {
         self.send(OutItem::Method(channel, Box::new(method.into())));
     }
 
-    fn take(&self) -> Vec<OutItem> {
+    pub(crate) fn take(&self) -> Vec<OutItem> {
         std::mem::take(&mut *self.items.lock())
     }
 

@@ -45,10 +45,6 @@ fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
-
 /// Bodies of the messages waiting in `queue`, in order.
 async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -12,21 +12,9 @@ use common::*;
 use lapin::options::{
     BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use warren_server::ServerConfig;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
 
 async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, durable: bool) {
     within(ch.exchange_declare(

@@ -5,21 +5,9 @@ mod common;
 
 use common::*;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
 use warren_broker::Permission;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
 
 fn int(v: i32) -> AMQPValue {
     AMQPValue::LongInt(v)

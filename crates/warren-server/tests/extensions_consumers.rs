@@ -8,21 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use warren_server::ServerConfig;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
 
 fn int(v: i32) -> AMQPValue {
     AMQPValue::LongInt(v)

@@ -12,22 +12,10 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use warren_broker::clock;
 use warren_server::ServerConfig;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
 
 fn delayed_kind() -> ExchangeKind {
     ExchangeKind::Custom("x-delayed-message".into())

@@ -11,22 +11,10 @@ use lapin::options::{
     BasicAckOptions, BasicNackOptions, BasicRejectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use warren_codec::FieldValue;
 use warren_server::ServerConfig;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
 
 fn fast() -> ServerConfig {
     ServerConfig {

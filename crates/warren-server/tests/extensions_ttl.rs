@@ -9,18 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use lapin::options::{BasicNackOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use warren_broker::{clock, Broker};
 use warren_server::ServerConfig;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
 
 fn ttl(ms: i32) -> FieldTable {
     args(&[("x-message-ttl", AMQPValue::LongInt(ms))])

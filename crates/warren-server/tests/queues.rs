@@ -8,20 +8,8 @@ use lapin::options::{
     BasicCancelOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     QueuePurgeOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn text(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
 
 async fn declare(
     ch: &Channel,

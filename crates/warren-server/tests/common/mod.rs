@@ -13,12 +13,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_broker::{Broker, HashAlgorithm, PasswordHash, Permission, SyncMode};
 use warren_server::{Server, ServerConfig};
+
+/// A field table (queue, consumer or binding arguments) from key-value pairs.
+pub fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+/// A long-string field value.
+pub fn text(v: &str) -> AMQPValue {
+    AMQPValue::LongString(v.into())
+}
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(5);
