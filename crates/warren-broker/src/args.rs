@@ -3,7 +3,7 @@
 //! difference in its own way ("received '2000' but current is '1000'", "received none but
 //! current is the value '1000' of type 'signedint'").
 
-use warren_codec::{FieldTable, FieldValue};
+use warren_codec::{FieldTable, FieldValue, ShortString};
 
 /// The exchange arguments RabbitMQ compares (`rabbit_exchange:assert_equivalence`).
 pub const EXCHANGE_ARGS: &[&str] = &["alternate-exchange"];
@@ -121,6 +121,16 @@ pub fn type_name(v: &FieldValue) -> &'static str {
         FieldValue::Void => "void",
         FieldValue::ByteArray(_) => "binary",
     }
+}
+
+/// RabbitMQ's `rabbit_misc:set_table_value`: replace or append, then sort by key.
+pub fn set_table_value(t: &mut FieldTable, k: ShortString, v: FieldValue) {
+    t.insert(k, v);
+    sort_table(t);
+}
+
+pub fn sort_table(t: &mut FieldTable) {
+    t.0.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
 }
 
 #[cfg(test)]

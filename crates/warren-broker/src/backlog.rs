@@ -23,18 +23,9 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use crate::message::Message;
+use crate::message::{Message, QueuedMessage, NEVER};
+use crate::spec::LogRef;
 use crate::persistence::{decode_message, encode_message, Persistence};
-
-/// Where a message is in the log, for one queue: settling it means acking this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogRef {
-    pub queue: u64,
-    pub id: u64,
-}
-
-/// No deadline: the message does not expire.
-pub const NEVER: u64 = u64::MAX;
 
 /// A message recovered from the log, as a queue puts it back.
 pub(crate) struct Restored {
@@ -43,22 +34,6 @@ pub(crate) struct Restored {
     pub expires_at: u64,
     pub delivery_count: u32,
     pub stored_len: u64,
-}
-
-/// A message waiting in a queue. `seq` is its position in publish order; a requeued message
-/// goes back to where its `seq` says, as RabbitMQ does.
-#[derive(Debug, Clone)]
-pub struct QueuedMessage {
-    pub seq: u64,
-    pub message: Arc<Message>,
-    pub redelivered: bool,
-    /// Set when the message is in the log for this queue.
-    pub log: Option<LogRef>,
-    /// When it expires in this queue (ms since the Unix epoch), or [`NEVER`].
-    pub expires_at: u64,
-    /// How many times it was delivered from this queue and came back (quorum queues'
-    /// `x-delivery-count`).
-    pub delivery_count: u32,
 }
 
 /// What a paged message carries besides its id, when it is not the default (never delivered,

@@ -14,7 +14,8 @@ use crate::durability::Durability;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::Exchange;
 use crate::persistence::{Persistence, SharedPersistence};
-use crate::registry::{Connection, ConnectionControl, ConnectionInfo, Registry};
+use crate::registry::{Connection, ConnectionControl, Registry};
+use crate::spec::ConnectionInfo;
 use crate::session::Session;
 use crate::spec::ConnectionId;
 use crate::stats::{
@@ -200,7 +201,7 @@ impl Broker {
 
     /// How far the log is on disk.
     pub fn durability(&self) -> Durability {
-        Durability::new(self.persistence.clone())
+        Durability::new(self.persistence.as_ref().map(|p| p.store.clone()))
     }
 
     /// Opens (or creates) the broker's data in `dir` and brings back what it held: durable

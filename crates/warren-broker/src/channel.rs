@@ -18,7 +18,7 @@ use crate::exchange::Exchange;
 use crate::message::Message;
 use crate::outbox::{Outbound, Outbox};
 use crate::queue::{Queue, QueuedMessage};
-use crate::registry::ConnectionInfo;
+use crate::spec::ConnectionInfo;
 use crate::spec::ConnectionId;
 use crate::stats::{ChannelCounters, ExchangeCounters, MessageStats, SizeHistogram};
 use crate::vhost::VHost;

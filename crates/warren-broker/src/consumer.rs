@@ -8,7 +8,7 @@ use warren_codec::{FieldTable, ShortString};
 use crate::channel::Channel;
 use crate::message::Message;
 use crate::queue::{Queue, QueuedMessage};
-use crate::registry::ConnectionInfo;
+use crate::spec::ConnectionInfo;
 
 pub struct Consumer {
     pub tag: ShortString,

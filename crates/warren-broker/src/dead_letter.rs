@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tracing::debug;
 use warren_codec::{FieldTable, FieldValue, LongString, ShortString};
 
+use crate::args::{set_table_value, sort_table};
 use crate::clock;
 use crate::message::Message;
 use crate::queue::Queue;
@@ -68,15 +69,6 @@ fn longstr(b: &[u8]) -> FieldValue {
     FieldValue::LongString(LongString(bytes::Bytes::copy_from_slice(b)))
 }
 
-/// RabbitMQ's `rabbit_misc:set_table_value`: replace or append, then sort by key.
-pub(crate) fn set_table_value(t: &mut FieldTable, k: ShortString, v: FieldValue) {
-    t.insert(k, v);
-    sort_table(t);
-}
-
-fn sort_table(t: &mut FieldTable) {
-    t.0.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-}
 
 /// The (queue, reason) an `x-death` entry is about.
 fn event_key(t: &FieldTable) -> (Option<FieldValue>, Option<FieldValue>) {

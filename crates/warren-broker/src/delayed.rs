@@ -68,7 +68,7 @@ fn released(message: &Message, delay: u64) -> Message {
     let mut headers = props.headers.take().unwrap_or_default();
     let negated = -(delay as i64);
     let value = i32::try_from(negated).map_or(FieldValue::I64(negated), FieldValue::I32);
-    crate::dead_letter::set_table_value(&mut headers, ShortString::from_static("x-delay"), value);
+    crate::args::set_table_value(&mut headers, ShortString::from_static("x-delay"), value);
     props.headers = Some(headers);
     message.with_properties(
         message.exchange.clone(),

@@ -3,9 +3,8 @@
 //! that position is on disk. Many tickets are released by one fsync (group commit).
 
 use std::future::Future;
-use std::sync::Arc;
 
-use crate::persistence::Persistence;
+use warren_store::Store;
 
 /// A log position to wait for before a confirm or `tx.commit-ok` may go out. Tickets are
 /// ordered: waiting for the highest covers every lower one. `Ticket::NONE` waits for nothing.
@@ -27,7 +26,7 @@ impl Ticket {
 
 /// The broker's view of how far its log is on disk.
 #[derive(Clone, Default)]
-pub struct Durability(Option<Arc<Persistence>>);
+pub struct Durability(Option<Store>);
 
 impl std::fmt::Debug for Durability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,14 +37,14 @@ impl std::fmt::Debug for Durability {
 }
 
 impl Durability {
-    pub(crate) fn new(p: Option<Arc<Persistence>>) -> Self {
-        Durability(p)
+    pub(crate) fn new(store: Option<Store>) -> Self {
+        Durability(store)
     }
 
     /// Every ticket up to this one is on disk (all of them, for a broker without a disk).
     pub fn reached(&self) -> Ticket {
         match &self.0 {
-            Some(p) => Ticket(p.store.durable_lsn()),
+            Some(store) => Ticket(store.durable_lsn()),
             None => Ticket(u64::MAX),
         }
     }
@@ -53,7 +52,7 @@ impl Durability {
     /// Resolves once `ticket` is on disk: `true`, or `false` if the log is closing (the broker
     /// is shutting down; nothing more will become durable). None when there is no disk.
     pub fn wait(&self, ticket: Ticket) -> Option<impl Future<Output = bool> + Send + 'static> {
-        let wait = self.0.as_ref()?.store.wait_durable(ticket.0);
+        let wait = self.0.as_ref()?.wait_durable(ticket.0);
         Some(async move { wait.await.is_ok() })
     }
 }

@@ -70,10 +70,13 @@ pub use message::{parse_expiration, Message};
 pub use outbox::{Outbound, Outbox};
 pub use queue::{Queue, QueueSnapshot, MEMORY_BUDGET};
 pub use queue_args::QueueType;
-pub use registry::{Connection, ConnectionControl, ConnectionInfo, ConnectionSnapshot};
+pub use registry::{Connection, ConnectionControl, ConnectionSnapshot};
 pub use session::{
     Consume, DeclaredQueue, ExchangeDeclare, Prepared, Publish, Published, Publisher, QueueDeclare,
     Session, REPLY_TO,
 };
-pub use spec::{Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec};
+pub use spec::{
+    Accepted, ConnectionId, ConnectionInfo, ExchangeKind, ExchangeSpec, LogRef, QueueCounts,
+    QueueSpec,
+};
 pub use vhost::{Delivered, Route, VHost};

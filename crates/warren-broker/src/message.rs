@@ -1,13 +1,14 @@
 //! A published message as the broker keeps it: routing facts, the publisher's raw properties
 //! and the body, shared by every queue it was routed to.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use warren_codec::{BasicProperties, ShortString};
 
 use crate::error::BrokerError;
 use crate::queue_args::MAX_EXPIRY;
+use crate::spec::LogRef;
 
 #[derive(Debug)]
 pub struct Message {
@@ -113,6 +114,25 @@ impl Message {
             properties,
         )
     }
+}
+
+/// No deadline: the message does not expire.
+pub const NEVER: u64 = u64::MAX;
+
+/// A message waiting in a queue. `seq` is its position in publish order; a requeued message
+/// goes back to where its `seq` says, as RabbitMQ does.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub seq: u64,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+    /// Set when the message is in the log for this queue.
+    pub log: Option<LogRef>,
+    /// When it expires in this queue (ms since the Unix epoch), or [`NEVER`].
+    pub expires_at: u64,
+    /// How many times it was delivered from this queue and came back (quorum queues'
+    /// `x-delivery-count`).
+    pub delivery_count: u32,
 }
 
 /// Parses an `expiration` property as RabbitMQ does (`string:to_integer`: an optional sign and

@@ -299,7 +299,7 @@ impl Persistence {
     }
 
     /// Settles log entries that may belong to different queue ids.
-    pub fn settle_refs(&self, refs: &[crate::backlog::LogRef]) {
+    pub fn settle_refs(&self, refs: &[crate::spec::LogRef]) {
         let mut by_queue: Vec<(u64, Vec<u64>)> = Vec::new();
         for r in refs {
             match by_queue.iter_mut().find(|(q, _)| *q == r.queue) {

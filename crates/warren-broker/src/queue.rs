@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use warren_codec::{FieldTable, FieldValue, ShortString};
 
 use crate::args;
-use crate::backlog::{Levels, Pager, Restored, NEVER};
+use crate::backlog::{Levels, Pager, Restored};
 use crate::clock;
 use crate::consumer::Consumer;
 use crate::dead_letter::{self, Dead, Reason};
@@ -36,7 +36,8 @@ use crate::vhost::VHost;
 
 pub use crate::spec::{Accepted, ConnectionId, QueueCounts, QueueSpec};
 
-pub use crate::backlog::{LogRef, QueuedMessage};
+pub use crate::message::{QueuedMessage, NEVER};
+pub use crate::spec::LogRef;
 
 /// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
 pub const MEMORY_BUDGET: usize = 32 << 20;
@@ -436,7 +437,7 @@ impl Queue {
         }
         let mut props = m.message.properties();
         let mut headers = props.headers.take().unwrap_or_default();
-        dead_letter::set_table_value(
+        args::set_table_value(
             &mut headers,
             ShortString::from_static("x-delivery-count"),
             FieldValue::I64(i64::from(m.delivery_count)),

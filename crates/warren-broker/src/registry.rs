@@ -3,50 +3,18 @@
 //! path: entries change when a connection or channel opens or closes, never per message.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use warren_codec::FieldTable;
 
 use crate::channel::{Channel, ChannelSnapshot};
 use crate::consumer::ConsumerSnapshot;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::outbox::Outbox;
-use crate::spec::ConnectionId;
+use crate::spec::{ConnectionId, ConnectionInfo};
 use crate::stats::{Churn, ConnectionCounters, MessageStats, SizeHistogram};
 use crate::vhost::VHost;
-
-/// What a connection is, fixed once it is open.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// RabbitMQ's name for it: `peer:port -> local:port`.
-    pub name: String,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub user: String,
-    pub vhost: String,
-    /// What the client said about itself in `connection.start-ok`.
-    pub client_properties: FieldTable,
-    /// When it opened, in ms since the Unix epoch.
-    pub connected_at: u64,
-    /// "AMQP 0-9-1".
-    pub protocol: &'static str,
-    pub auth_mechanism: String,
-    pub frame_max: u32,
-    pub channel_max: u16,
-    /// Negotiated heartbeat in seconds (0: none).
-    pub heartbeat: u16,
-    pub tls: bool,
-}
-
-impl ConnectionInfo {
-    /// RabbitMQ's connection name for a socket.
-    pub fn name_for(peer: SocketAddr, local: SocketAddr) -> String {
-        format!("{peer} -> {local}")
-    }
-}
 
 /// How the broker asks a front end to close one of its connections (the management API's
 /// "close connection"). The front end tells the client (AMQP: 320 CONNECTION_FORCED with

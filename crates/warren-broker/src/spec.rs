@@ -1,6 +1,8 @@
 //! The broker's plain value types: what a client declares and what an operation reports.
 //! A leaf module: it imports nothing else of the crate, so every other file can use it.
 
+use std::net::SocketAddr;
+
 use warren_codec::{FieldTable, ShortString};
 
 /// Identifies a client connection, for exclusive queues and consumers.
@@ -74,4 +76,41 @@ pub struct ExchangeSpec {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+}
+
+/// Where a message is in the log, for one queue: settling it means acking this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRef {
+    pub queue: u64,
+    pub id: u64,
+}
+
+/// What a connection is, fixed once it is open.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// RabbitMQ's name for it: `peer:port -> local:port`.
+    pub name: String,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub user: String,
+    pub vhost: String,
+    /// What the client said about itself in `connection.start-ok`.
+    pub client_properties: FieldTable,
+    /// When it opened, in ms since the Unix epoch.
+    pub connected_at: u64,
+    /// "AMQP 0-9-1".
+    pub protocol: &'static str,
+    pub auth_mechanism: String,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    /// Negotiated heartbeat in seconds (0: none).
+    pub heartbeat: u16,
+    pub tls: bool,
+}
+
+impl ConnectionInfo {
+    /// RabbitMQ's connection name for a socket.
+    pub fn name_for(peer: SocketAddr, local: SocketAddr) -> String {
+        format!("{peer} -> {local}")
+    }
 }

@@ -125,7 +125,7 @@ impl VHost {
 
     /// How far this vhost's log is on disk.
     pub fn durability(&self) -> Durability {
-        Durability::new(self.persistence.clone())
+        Durability::new(self.persistence.as_ref().map(|p| p.store.clone()))
     }
 
     /// Messages waiting on delayed-message exchanges here.
