@@ -24,8 +24,8 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::message::{Message, QueuedMessage, NEVER};
-use crate::spec::LogRef;
 use crate::persistence::{decode_message, encode_message, Persistence};
+use crate::spec::LogRef;
 
 /// A message recovered from the log, as a queue puts it back.
 pub(crate) struct Restored {

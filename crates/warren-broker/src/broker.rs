@@ -15,9 +15,9 @@ use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::Exchange;
 use crate::persistence::{Persistence, SharedPersistence};
 use crate::registry::{Connection, ConnectionControl, Registry};
-use crate::spec::ConnectionInfo;
 use crate::session::Session;
 use crate::spec::ConnectionId;
+use crate::spec::ConnectionInfo;
 use crate::stats::{
     Churn, ChurnStats, ConnectionCounters, ExchangeStats, MessageStats, SizeHistogram,
 };

@@ -18,8 +18,8 @@ use crate::exchange::Exchange;
 use crate::message::Message;
 use crate::outbox::{Outbound, Outbox};
 use crate::queue::{Queue, QueuedMessage};
-use crate::spec::ConnectionInfo;
 use crate::spec::ConnectionId;
+use crate::spec::ConnectionInfo;
 use crate::stats::{ChannelCounters, ExchangeCounters, MessageStats, SizeHistogram};
 use crate::vhost::VHost;
 

@@ -69,7 +69,6 @@ fn longstr(b: &[u8]) -> FieldValue {
     FieldValue::LongString(LongString(bytes::Bytes::copy_from_slice(b)))
 }
 
-
 /// The (queue, reason) an `x-death` entry is about.
 fn event_key(t: &FieldTable) -> (Option<FieldValue>, Option<FieldValue>) {
     (t.get("queue").cloned(), t.get("reason").cloned())

@@ -95,17 +95,26 @@ impl MessageStats {
     }
 }
 
-/// Upper bounds (bytes) of the message size histogram, as RabbitMQ's
+/// Upper bounds (bytes, inclusive) of the message size histogram, as RabbitMQ's
 /// `rabbitmq_message_size_bytes` buckets; a last, unbounded bucket follows.
-pub const SIZE_BUCKETS: [u64; 12] = [
-    64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456,
+pub const SIZE_BUCKETS: [u64; 8] = [
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
 ];
 
-/// Which bucket a body of `size` bytes falls in: the bounds are 64·4ⁱ, so the index follows
-/// from the size's bit length without a search.
+/// Which bucket a body of `size` bytes falls in (at most eight comparisons; most messages
+/// stop at the first or second).
 fn bucket_of(size: u64) -> usize {
-    let bits = 64 - size.saturating_sub(1).leading_zeros() as usize;
-    (bits.saturating_sub(5) / 2).min(SIZE_BUCKETS.len())
+    SIZE_BUCKETS
+        .iter()
+        .position(|b| size <= *b)
+        .unwrap_or(SIZE_BUCKETS.len())
 }
 
 /// Counts of published message sizes, per bucket (not cumulative), and their sum.
@@ -283,16 +292,9 @@ mod tests {
     #[test]
     fn sizes_fall_in_rabbitmq_buckets() {
         assert_eq!(bucket_of(0), 0);
-        assert_eq!(bucket_of(1), 0);
-        assert_eq!(bucket_of(64), 0);
-        assert_eq!(bucket_of(65), 1);
-        assert_eq!(bucket_of(256), 1);
-        assert_eq!(bucket_of(257), 2);
-        assert_eq!(bucket_of(1024), 2);
-        assert_eq!(bucket_of(1025), 3);
-        assert_eq!(bucket_of(268435456), 11);
-        assert_eq!(bucket_of(268435457), 12);
-        assert_eq!(bucket_of(u64::MAX), 12);
+        assert_eq!(bucket_of(100), 0);
+        assert_eq!(bucket_of(101), 1);
+        assert_eq!(bucket_of(u64::MAX), SIZE_BUCKETS.len());
         for (i, bound) in SIZE_BUCKETS.iter().enumerate() {
             assert_eq!(bucket_of(*bound), i, "bound {bound}");
             assert_eq!(bucket_of(bound + 1), i + 1, "bound {bound} + 1");
@@ -309,7 +311,7 @@ mod tests {
         assert_eq!(h.count(), 3);
         assert_eq!(h.sum, 2010);
         assert_eq!(h.buckets[0], 1);
-        assert_eq!(h.buckets[2], 2);
+        assert_eq!(h.buckets[1], 2);
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
+    alarms: (
+        watch::Sender<alarm::AlarmState>,
+        watch::Receiver<alarm::AlarmState>,
+    ),
 }
 
 impl Server {
@@ -97,7 +101,18 @@ impl Server {
             listeners,
             broker,
             config: Arc::new(config),
+            alarms: watch::channel(alarm::AlarmState::default()),
         })
+    }
+
+    /// The resource alarms as they change (the management API reports them).
+    pub fn alarms(&self) -> watch::Receiver<alarm::AlarmState> {
+        self.alarms.1.clone()
+    }
+
+    /// The memory limit the alarm enforces, in bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.config.alarms.memory_limit()
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -113,7 +128,7 @@ impl Server {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut accept_tasks = JoinSet::new();
         let (conn_shutdown_tx, conn_shutdown_rx) = watch::channel(false);
-        let (alarm_tx, alarm_rx) = watch::channel(alarm::AlarmState::default());
+        let (alarm_tx, alarm_rx) = self.alarms;
         let monitor = tokio::spawn(alarm::monitor(self.config.alarms.clone(), alarm_tx));
         let ticker = tokio::spawn(tick(self.broker.clone(), self.config.tick_interval));
         for listener in self.listeners {
@@ -151,7 +166,7 @@ async fn tick(broker: Arc<Broker>, every: Duration) {
 
 /// A listening socket. IPv6 sockets are v6-only so that `0.0.0.0:P` and `[::]:P` can both be
 /// bound, whatever the system's `bindv6only` default.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if addr.is_ipv6() {

@@ -140,11 +140,11 @@ async fn counters_gauges_and_registry_match_what_clients_did() {
     assert_eq!(b.totals(None).messages, want);
     assert_eq!(totals.messages.deliver_get(), 10);
     assert_eq!(totals.publishers, 1);
-    // Every body was 100 bytes: one bucket, (64, 256].
+    // Every body was 100 bytes: the first bucket, up to 100 inclusive.
     assert_eq!(totals.sizes.count(), 15);
     assert_eq!(totals.sizes.sum, 1500);
-    assert_eq!(totals.sizes.buckets[1], 15);
-    assert_eq!(SIZE_BUCKETS[1], 256);
+    assert_eq!(totals.sizes.buckets[0], 15);
+    assert_eq!(SIZE_BUCKETS[0], 100);
 
     // Queues: depth and their own counts.
     let vhost = b.vhost("/").expect("vhost");

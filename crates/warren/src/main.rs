@@ -14,10 +14,12 @@ use anyhow::{bail, Context, Result};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use warren_broker::definitions::Definitions;
 use warren_broker::{Broker, SyncMode};
+use warren_http::{Http, NodeInfo};
 use warren_server::alarm::Watermark;
 use warren_server::{Server, ServerConfig};
 
@@ -53,6 +55,65 @@ struct Cli {
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, value_name = "BYTES", default_value_t = 50_000_000)]
     disk_free_limit: u64,
+
+    /// Where the management HTTP API listens (repeatable), or `none`. Default: 0.0.0.0:15672
+    /// and [::]:15672.
+    #[arg(long = "management-listen", value_name = "ADDR:PORT|none")]
+    management_listen: Vec<String>,
+
+    /// Where Prometheus metrics are served (repeatable), or `none`. Default: 0.0.0.0:15692
+    /// and [::]:15692.
+    #[arg(long = "prometheus-listen", value_name = "ADDR:PORT|none")]
+    prometheus_listen: Vec<String>,
+}
+
+/// The addresses an HTTP listener flag names: the defaults on port `port` when not given,
+/// none for `none`.
+fn http_addrs(given: &[String], port: u16) -> Result<Vec<SocketAddr>> {
+    if given.iter().any(|g| g == "none") {
+        if given.len() > 1 {
+            bail!("`none` cannot be combined with addresses");
+        }
+        return Ok(Vec::new());
+    }
+    if given.is_empty() {
+        return Ok(vec![
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        ]);
+    }
+    given
+        .iter()
+        .map(|g| {
+            g.parse()
+                .with_context(|| format!("'{g}' is not an ADDR:PORT (or none)"))
+        })
+        .collect()
+}
+
+/// Binds HTTP listeners; with the default addresses, a machine without IPv6 keeps IPv4.
+async fn bind_http(addrs: &[SocketAddr], what: &str, defaults: bool) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        match warren_server::listen(*a) {
+            Ok(l) => out.push(l),
+            Err(e) if defaults && a.is_ipv6() && e.kind() != std::io::ErrorKind::AddrInUse => {
+                warn!(error = %e, "IPv6 {what} listener unavailable");
+            }
+            Err(e) => bail!("cannot listen for {what} on {a}: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// The server's alarm state, as the management API reads it.
+struct AlarmView(watch::Receiver<warren_server::alarm::AlarmState>);
+
+impl warren_http::Alarms for AlarmView {
+    fn raised(&self) -> (bool, bool) {
+        let s = *self.0.borrow();
+        (s.memory, s.disk)
+    }
 }
 
 /// Creates the data directory if needed and proves it is writable.
@@ -99,6 +160,20 @@ async fn run(cli: Cli) -> Result<()> {
     };
     config.alarms.disk_free_limit = cli.disk_free_limit;
     config.alarms.data_dir = Some(cli.data_dir.clone());
+    let management_addrs = http_addrs(&cli.management_listen, 15672)?;
+    let prometheus_addrs = http_addrs(&cli.prometheus_listen, 15692)?;
+    let management = bind_http(
+        &management_addrs,
+        "management",
+        cli.management_listen.is_empty(),
+    )
+    .await?;
+    let prometheus = bind_http(
+        &prometheus_addrs,
+        "Prometheus",
+        cli.prometheus_listen.is_empty(),
+    )
+    .await?;
     let server = if cli.amqp_listen.is_empty() {
         // Both families by default; a machine without IPv6 still gets IPv4.
         let v4: SocketAddr = "0.0.0.0:5672".parse()?;
@@ -118,11 +193,48 @@ async fn run(cli: Cli) -> Result<()> {
         info!(%addr, "listening for AMQP 0-9-1");
     }
     let (tx, rx) = watch::channel(false);
+    let mut node = NodeInfo::new(&ServerConfig::default().cluster_name);
+    node.amqp_listeners = server.local_addrs();
+    node.management_listener = management.first().and_then(|l| l.local_addr().ok());
+    node.prometheus_listener = prometheus.first().and_then(|l| l.local_addr().ok());
+    node.memory_limit = server.memory_limit();
+    node.disk_free_limit = cli.disk_free_limit;
+    node.data_dir = Some(cli.data_dir.clone());
+    let http = Http::with_alarms(broker.clone(), node, Box::new(AlarmView(server.alarms())));
+    let mut http_tasks = Vec::new();
+    for l in management {
+        if let Ok(addr) = l.local_addr() {
+            info!(%addr, "management API listening");
+        }
+        http_tasks.push(tokio::spawn(warren_http::serve(
+            l,
+            http.management_router(),
+            rx.clone(),
+        )));
+    }
+    for l in prometheus {
+        if let Ok(addr) = l.local_addr() {
+            info!(%addr, "Prometheus metrics listening");
+        }
+        http_tasks.push(tokio::spawn(warren_http::serve(
+            l,
+            http.prometheus_router(),
+            rx.clone(),
+        )));
+    }
+    http_tasks.push(tokio::spawn(warren_http::run_sampler(
+        http.clone(),
+        warren_http::SAMPLE_INTERVAL,
+        rx.clone(),
+    )));
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = tx.send(true);
     });
     server.run(rx).await;
+    for t in http_tasks {
+        let _ = t.await;
+    }
     broker.close();
     info!("stopped");
     Ok(())

@@ -1,0 +1,151 @@
+//! `warren-http`: RabbitMQ's management HTTP API (`/api`, port 15672 by default) and its
+//! Prometheus metrics (port 15692), so that rabbitmqadmin, KEDA, Terraform and the
+//! RabbitMQ-Overview dashboard work against Warren unchanged.
+//!
+//! Owns: HTTP listeners, authentication and the management tags, RabbitMQ's JSON shapes,
+//! list sorting and paging, rates sampled from the broker's counters, the Prometheus text.
+//! Must not know: AMQP framing, the store. Every read goes through the broker's registry,
+//! snapshots and counters; every change through its operations (`Broker`, `Session`), which
+//! carry their own validation and permission checks. Broker errors become HTTP answers in one
+//! place ([`error`]).
+
+mod api;
+mod auth;
+mod error;
+mod list;
+mod metrics;
+mod rates;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warren_broker::Broker;
+
+pub use error::ApiError;
+
+/// Facts about this node that the API reports and the broker does not hold.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// RabbitMQ-style node name, `warren@<host>`.
+    pub name: String,
+    pub cluster_name: String,
+    /// Where AMQP clients connect.
+    pub amqp_listeners: Vec<SocketAddr>,
+    pub management_listener: Option<SocketAddr>,
+    pub prometheus_listener: Option<SocketAddr>,
+    /// Memory use above which publishers are blocked, in bytes.
+    pub memory_limit: u64,
+    /// Free disk below which publishers are blocked, in bytes.
+    pub disk_free_limit: u64,
+    /// The data directory (for free disk space).
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl NodeInfo {
+    pub fn new(cluster_name: &str) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        NodeInfo {
+            name: format!("warren@{host}"),
+            cluster_name: cluster_name.to_owned(),
+            amqp_listeners: Vec::new(),
+            management_listener: None,
+            prometheus_listener: None,
+            memory_limit: 0,
+            disk_free_limit: 0,
+            data_dir: None,
+        }
+    }
+}
+
+/// Resource alarms as the front end that watches them sees them.
+pub trait Alarms: Send + Sync {
+    /// (memory alarm raised, disk alarm raised)
+    fn raised(&self) -> (bool, bool);
+}
+
+/// No alarm source: nothing is ever raised.
+struct NoAlarms;
+
+impl Alarms for NoAlarms {
+    fn raised(&self) -> (bool, bool) {
+        (false, false)
+    }
+}
+
+/// What every handler shares.
+pub struct Http {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) node: NodeInfo,
+    pub(crate) rates: rates::Rates,
+    pub(crate) started: Instant,
+    pub(crate) alarms: Box<dyn Alarms>,
+}
+
+impl Http {
+    pub fn new(broker: Arc<Broker>, node: NodeInfo) -> Arc<Self> {
+        Self::with_alarms(broker, node, Box::new(NoAlarms))
+    }
+
+    pub fn with_alarms(broker: Arc<Broker>, node: NodeInfo, alarms: Box<dyn Alarms>) -> Arc<Self> {
+        Arc::new(Http {
+            broker,
+            node,
+            rates: rates::Rates::default(),
+            started: Instant::now(),
+            alarms,
+        })
+    }
+
+    /// The management API's routes.
+    pub fn management_router(self: &Arc<Self>) -> Router {
+        api::router().with_state(self.clone())
+    }
+
+    /// The Prometheus endpoints.
+    pub fn prometheus_router(self: &Arc<Self>) -> Router {
+        metrics::router().with_state(self.clone())
+    }
+}
+
+/// How often rates are sampled (RabbitMQ's `collect_statistics_interval`).
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Samples the broker's counters for the rates until `shutdown`.
+pub async fn run_sampler(http: Arc<Http>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => api::sample(&http),
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
+}
