@@ -1242,8 +1242,10 @@ fn properties_key(routing_key: &str, args: &FieldTable) -> String {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.to_be_bytes()[..5]);
-    format!("{key}~{}", &hash[..6.min(hash.len())])
+    // 32 bits, as RabbitMQ's `phash2`: six base64url characters.
+    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(((h >> 32) as u32 ^ h as u32).to_be_bytes());
+    format!("{key}~{hash}")
 }
 
 fn binding_json(vhost: &str, source: &str, b: &Binding) -> Value {
@@ -1420,7 +1422,11 @@ async fn post_binding(
     } else {
         session.bind_exchange(&destination, source, short(key)?, args.clone())?;
     }
-    let location = percent_encode(&properties_key(key, &args));
+    let location = format!(
+        "{}/{}",
+        percent_encode(&destination),
+        percent_encode(&properties_key(key, &args))
+    );
     let mut headers = HeaderMap::new();
     if let Ok(v) = location.parse() {
         headers.insert(header::LOCATION, v);

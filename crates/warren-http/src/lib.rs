@@ -132,6 +132,11 @@ pub async fn run_sampler(http: Arc<Http>, every: Duration, mut shutdown: watch::
     }
 }
 
+/// One sampling pass now (the sampler runs one every [`SAMPLE_INTERVAL`]).
+pub fn sample_now(http: &Http) {
+    api::sample(http);
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();

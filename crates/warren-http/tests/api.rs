@@ -1,0 +1,696 @@
+//! The management API over real sockets: a broker with its AMQP server and HTTP listeners on
+//! ephemeral ports, driven with reqwest (HTTP) and lapin (AMQP), checked against the answers
+//! RabbitMQ 3.10 gives (docs/dev/management-api.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warren_broker::{Broker, HashAlgorithm, PasswordHash, Permission};
+use warren_http::{Http, NodeInfo};
+use warren_server::{Server, ServerConfig};
+
+struct Node {
+    broker: Arc<Broker>,
+    http: Arc<Http>,
+    amqp: SocketAddr,
+    api: SocketAddr,
+    metrics: SocketAddr,
+    _shutdown: watch::Sender<bool>,
+}
+
+async fn start() -> Node {
+    let broker = Arc::new(Broker::new());
+    let server = Server::bind(
+        &["127.0.0.1:0".parse().unwrap()],
+        broker.clone(),
+        ServerConfig::default(),
+    )
+    .await
+    .expect("bind AMQP");
+    let amqp = server.local_addrs()[0];
+    let api_l = TcpListener::bind("127.0.0.1:0").await.expect("bind API");
+    let metrics_l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind metrics");
+    let (api, metrics) = (api_l.local_addr().unwrap(), metrics_l.local_addr().unwrap());
+    let mut node = NodeInfo::new("test-cluster");
+    node.amqp_listeners = vec![amqp];
+    node.management_listener = Some(api);
+    node.prometheus_listener = Some(metrics);
+    let http = Http::new(broker.clone(), node);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(warren_http::serve(
+        api_l,
+        http.management_router(),
+        rx.clone(),
+    ));
+    tokio::spawn(warren_http::serve(
+        metrics_l,
+        http.prometheus_router(),
+        rx.clone(),
+    ));
+    tokio::spawn(server.run(rx));
+    Node {
+        broker,
+        http,
+        amqp,
+        api,
+        metrics,
+        _shutdown: tx,
+    }
+}
+
+impl Node {
+    fn add_user(&self, name: &str, tags: &[&str]) {
+        self.broker
+            .add_user(
+                name,
+                Some(PasswordHash::new("pw", HashAlgorithm::Sha256)),
+                tags.iter().map(|t| t.to_string()).collect(),
+            )
+            .expect("user");
+        self.broker
+            .set_permission(name, "/", Permission::full())
+            .expect("permission");
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<(&str, &str)>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut r = reqwest::Client::new().request(method, format!("http://{}{path}", self.api));
+        if let Some((u, p)) = user {
+            r = r.basic_auth(u, Some(p));
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.expect("body"))
+    }
+
+    async fn guest(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
+        let (s, _, b) = self
+            .call(method, path, Some(("guest", "guest")), body)
+            .await;
+        (s, b)
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let (s, b) = self.guest(Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {b}");
+        serde_json::from_str(&b).expect("json")
+    }
+}
+
+fn parse(b: &str) -> Value {
+    serde_json::from_str(b).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn logins_and_tags_are_refused_with_rabbitmq_answers() {
+    let n = start().await;
+    let (s, h, b) = n.call(Method::GET, "/api/overview", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(b.is_empty());
+    assert_eq!(h["www-authenticate"], "Basic realm=\"RabbitMQ Management\"");
+
+    let (s, h, b) = n
+        .call(Method::GET, "/api/overview", Some(("guest", "wrong")), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(h.contains_key("www-authenticate"));
+    assert_eq!(
+        parse(&b),
+        json!({"error": "not_authorized", "reason": "Login failed"})
+    );
+
+    n.add_user("plain", &[]);
+    let (s, h, b) = n
+        .call(Method::GET, "/api/overview", Some(("plain", "pw")), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(!h.contains_key("www-authenticate"));
+    assert_eq!(
+        parse(&b),
+        json!({"error": "not_authorised", "reason": "Not management user"})
+    );
+
+    n.add_user("mgmt", &["management"]);
+    let (s, _, b) = n
+        .call(Method::GET, "/api/users", Some(("mgmt", "pw")), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(parse(&b)["reason"], "Not administrator user");
+    let (s, _, b) = n
+        .call(Method::GET, "/api/whoami", Some(("mgmt", "pw")), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(parse(&b), json!({"name": "mgmt", "tags": ["management"]}));
+    // A management user does not see a vhost it has no rights in.
+    n.broker.add_vhost("hidden").unwrap();
+    let (s, _, b) = n
+        .call(
+            Method::GET,
+            "/api/queues/hidden",
+            Some(("mgmt", "pw")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        parse(&b)["reason"],
+        "User not authorised to access virtual host"
+    );
+
+    let (s, _, b) = n
+        .call(Method::GET, "/api/nope", Some(("guest", "guest")), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        parse(&b),
+        json!({"error": "Object Not Found", "reason": "Not Found"})
+    );
+}
+
+#[tokio::test]
+async fn queues_exchanges_and_bindings_are_declared_listed_and_deleted() {
+    let n = start().await;
+    let put = |path: &'static str, body: Value| {
+        let n = &n;
+        async move { n.guest(Method::PUT, path, Some(body)).await }
+    };
+    let (s, b) = put(
+        "/api/queues/%2F/orders",
+        json!({"durable": true, "arguments": {"x-max-length": 5}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, _) = put(
+        "/api/queues/%2F/orders",
+        json!({"durable": true, "arguments": {"x-max-length": 5}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = put("/api/queues/%2F/orders", json!({"durable": false})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse(&b)["reason"],
+        "inequivalent arg 'durable' for queue 'orders' in vhost '/': received 'false' but current is 'true'"
+    );
+    let (s, b) = put("/api/queues/%2F/amq.mine", json!({})).await;
+    assert_eq!(
+        (s, parse(&b)["reason"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("Access refused."))
+    );
+    let (s, b) = put("/api/queues/nowhere/q", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        parse(&b),
+        json!({"error": "not_found", "reason": "vhost_not_found"})
+    );
+
+    let (s, _) = put(
+        "/api/exchanges/%2F/events",
+        json!({"type": "topic", "durable": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b) = put("/api/exchanges/%2F/events", json!({"type": "direct"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    let (s, h, b) = n
+        .call(
+            Method::POST,
+            "/api/bindings/%2F/e/events/q/orders",
+            Some(("guest", "guest")),
+            Some(json!({"routing_key": "order.*", "arguments": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // The binding's URL relative to the request: destination, then its properties_key.
+    assert_eq!(h["location"], "orders/order.%252A");
+
+    let q = n.get_json("/api/queues/%2F/orders").await;
+    for key in [
+        "name",
+        "vhost",
+        "type",
+        "durable",
+        "auto_delete",
+        "exclusive",
+        "arguments",
+    ] {
+        assert!(q.get(key).is_some(), "queue lacks {key}: {q}");
+    }
+    assert_eq!(q["type"], "classic");
+    assert_eq!(q["arguments"], json!({"x-max-length": 5}));
+    assert_eq!(q["effective_policy_definition"], json!({}));
+
+    let bs = n.get_json("/api/queues/%2F/orders/bindings").await;
+    let keys: Vec<&str> = bs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["properties_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["orders", "order.%2A"],
+        "the default exchange's binding comes first"
+    );
+    let b = n
+        .get_json("/api/bindings/%2F/e/events/q/orders/order.%252A")
+        .await;
+    assert_eq!(b["routing_key"], "order.*");
+
+    // Publish through the exchange, read it back with get (requeued), then purge.
+    let (s, b) = n
+        .guest(
+            Method::POST,
+            "/api/exchanges/%2F/events/publish",
+            Some(json!({"properties": {"delivery_mode": 2, "headers": {"h": 1}}, "routing_key": "order.new",
+                        "payload": "hello", "payload_encoding": "string"})),
+        )
+        .await;
+    assert_eq!((s, parse(&b)), (StatusCode::OK, json!({"routed": true})));
+    let (s, b) = n
+        .guest(
+            Method::POST,
+            "/api/exchanges/%2F/nope/publish",
+            Some(json!({"properties": {}, "routing_key": "", "payload": ""})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse(&b)["reason"],
+        "404 NOT_FOUND - no exchange 'nope' in vhost '/'"
+    );
+    let (s, b) = n
+        .guest(
+            Method::POST,
+            "/api/queues/%2F/orders/get",
+            Some(json!({"count": "5", "ackmode": "ack_requeue_true", "encoding": "auto"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let got = parse(&b);
+    assert_eq!(got.as_array().unwrap().len(), 1);
+    assert_eq!(got[0]["payload"], "hello");
+    assert_eq!(got[0]["routing_key"], "order.new");
+    assert_eq!(got[0]["properties"]["delivery_mode"], 2);
+    assert_eq!(got[0]["properties"]["headers"]["h"], 1);
+    let q = n.get_json("/api/queues/%2F/orders").await;
+    assert_eq!(q["messages_ready"], 1, "ack_requeue_true puts it back");
+    let (s, _) = n
+        .guest(Method::DELETE, "/api/queues/%2F/orders/contents", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(n.get_json("/api/queues/%2F/orders").await["messages"], 0);
+
+    let (s, _) = n
+        .guest(
+            Method::DELETE,
+            "/api/bindings/%2F/e/events/q/orders/order.%252A",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n
+        .guest(Method::DELETE, "/api/exchanges/%2F/events", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n
+        .guest(Method::DELETE, "/api/queues/%2F/orders", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n.guest(Method::GET, "/api/queues/%2F/orders", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn queue_lists_page_sort_and_filter_on_the_server() {
+    let n = start().await;
+    for i in 0..12 {
+        let (s, _) = n
+            .guest(
+                Method::PUT,
+                &format!("/api/queues/%2F/page.{i:02}"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let v = n
+        .get_json("/api/queues?page=2&page_size=5&name=page&sort=name&sort_reverse=true&columns=name,messages")
+        .await;
+    assert_eq!(v["total_count"], 12);
+    assert_eq!(v["filtered_count"], 12);
+    assert_eq!(v["page_count"], 3);
+    assert_eq!(v["item_count"], 5);
+    assert_eq!(v["items"][0], json!({"name": "page.06", "messages": 0}));
+    let (s, b) = n
+        .guest(Method::GET, "/api/queues?page=4&page_size=5", None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(parse(&b)["error"], "page_out_of_range");
+    let plain = n.get_json("/api/queues?columns=name").await;
+    assert_eq!(plain.as_array().unwrap().len(), 12);
+}
+
+#[tokio::test]
+async fn users_vhosts_permissions_and_definitions_round_trip() {
+    let n = start().await;
+    let (s, _) = n
+        .guest(Method::PUT, "/api/vhosts/tenant", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = n
+        .guest(Method::PUT, "/api/vhosts/tenant", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/users/ann",
+            Some(json!({"password": "pw"})),
+        )
+        .await;
+    assert_eq!(
+        (s, parse(&b)["reason"].clone()),
+        (StatusCode::BAD_REQUEST, json!("tags_not_present"))
+    );
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/users/ann",
+            Some(json!({"password": "pw", "tags": "management,monitoring"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let u = n.get_json("/api/users/ann").await;
+    assert_eq!(u["tags"], json!(["management", "monitoring"]));
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/permissions/tenant/nobody",
+            Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await;
+    assert_eq!(
+        (s, parse(&b)["reason"].clone()),
+        (StatusCode::BAD_REQUEST, json!("vhost_or_user_not_found"))
+    );
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/permissions/tenant/ann",
+            Some(json!({"configure": "^ann", "write": ".*", "read": ".*"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = n
+        .call(
+            Method::PUT,
+            "/api/queues/tenant/ann.q",
+            Some(("ann", "pw")),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "ann may configure ann.*");
+    let (s, _, b) = n
+        .call(
+            Method::PUT,
+            "/api/queues/tenant/other",
+            Some(("ann", "pw")),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (s, parse(&b)["reason"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("Access refused."))
+    );
+
+    let defs = n.get_json("/api/definitions").await;
+    assert!(defs["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "ann.q"));
+    assert!(defs["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["name"] == "ann"));
+    // Into a fresh node: it comes back equal, and ann logs in with the same password.
+    let m = start().await;
+    let (s, b) = m
+        .guest(Method::POST, "/api/definitions", Some(defs.clone()))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    assert_eq!(m.get_json("/api/definitions").await, defs);
+    let (s, _, _) = m
+        .call(Method::GET, "/api/whoami", Some(("ann", "pw")), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let (s, _) = n
+        .guest(Method::DELETE, "/api/permissions/tenant/ann", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n.guest(Method::DELETE, "/api/vhosts/tenant", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n.guest(Method::DELETE, "/api/users/ann", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n.guest(Method::DELETE, "/api/users/ann", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn connections_channels_and_consumers_are_listed_and_a_connection_closed() {
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    let n = start().await;
+    let conn = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{}/%2F", n.amqp),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare("live", QueueDeclareOptions::default(), Default::default())
+        .await
+        .expect("declare");
+    // Kept alive: lapin cancels a consumer it drops.
+    let _consumer = ch
+        .basic_consume(
+            "live",
+            "tag-1",
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    let conns = n.get_json("/api/connections").await;
+    assert_eq!(conns.as_array().unwrap().len(), 1);
+    let c = &conns[0];
+    let name = c["name"].as_str().unwrap().to_owned();
+    assert_eq!(
+        name,
+        format!(
+            "{} -> {}",
+            c["peer_host"].as_str().unwrap().to_owned() + ":" + &c["peer_port"].to_string(),
+            n.amqp
+        )
+    );
+    assert_eq!(c["user"], "guest");
+    assert_eq!(c["protocol"], "AMQP 0-9-1");
+    assert_eq!(c["channels"], 1);
+    assert!(c["client_properties"]["product"].is_string());
+    let chans = n.get_json("/api/channels").await;
+    assert_eq!(chans[0]["number"], 1, "{chans}");
+    assert_eq!(chans[0]["consumer_count"], 1, "{chans}");
+    assert_eq!(chans[0]["connection_details"]["name"], name.as_str());
+    let cons = n.get_json("/api/consumers").await;
+    assert_eq!(cons[0]["consumer_tag"], "tag-1", "{cons} {chans}");
+    assert_eq!(cons[0]["queue"], json!({"name": "live", "vhost": "/"}));
+    assert!(cons[0]["consumer_timeout"].is_u64());
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    conn.on_error(move |e| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(e.to_string());
+        }
+    });
+    let path = format!("/api/connections/{}", urlencode(&name));
+    let (s, _, _) = n
+        .call(Method::DELETE, &path, Some(("guest", "guest")), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let err = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(
+        err.contains("CONNECTION_FORCED") || err.contains("320"),
+        "{err}"
+    );
+    assert!(err.contains("Closed via management plugin"), "{err}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn overview_and_rates_follow_the_counters() {
+    let n = start().await;
+    let (s, _) = n
+        .guest(Method::PUT, "/api/queues/%2F/r", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    n.sample();
+    for _ in 0..4 {
+        n.guest(
+            Method::POST,
+            "/api/exchanges/%2F/amq.default/publish",
+            Some(json!({"properties": {}, "routing_key": "r", "payload": "x"})),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n.sample();
+    let o = n.get_json("/api/overview").await;
+    for key in [
+        "cluster_name",
+        "node",
+        "rabbitmq_version",
+        "product_name",
+        "listeners",
+        "object_totals",
+        "queue_totals",
+        "churn_rates",
+    ] {
+        assert!(o.get(key).is_some(), "overview lacks {key}");
+    }
+    assert_eq!(o["cluster_name"], "test-cluster");
+    assert_eq!(o["queue_totals"]["messages_ready"], 4);
+    assert_eq!(o["message_stats"]["publish"], 4);
+    assert!(
+        o["message_stats"]["publish_details"]["rate"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(o["object_totals"]["queues"], 1);
+    let q = n.get_json("/api/queues/%2F/r").await;
+    assert_eq!(q["message_stats"]["publish"], 4);
+    assert!(q["messages_details"]["rate"].as_f64().unwrap() > 0.0);
+    let nodes = n.get_json("/api/nodes").await;
+    for key in [
+        "name",
+        "uptime",
+        "run_queue",
+        "processors",
+        "os_pid",
+        "fd_total",
+        "proc_total",
+        "mem_limit",
+        "mem_alarm",
+        "disk_free_limit",
+        "disk_free_alarm",
+        "rates_mode",
+        "enabled_plugins",
+        "being_drained",
+    ] {
+        assert!(nodes[0].get(key).is_some(), "node lacks {key}");
+    }
+}
+
+impl Node {
+    /// The sampler's pass, run now rather than every 5 s.
+    fn sample(&self) {
+        warren_http::sample_now(&self.http);
+    }
+}
+
+#[tokio::test]
+async fn metrics_speak_rabbitmq_prometheus() {
+    let n = start().await;
+    n.guest(Method::PUT, "/api/queues/%2F/m%22q", Some(json!({})))
+        .await;
+    n.guest(
+        Method::POST,
+        "/api/exchanges/%2F/amq.default/publish",
+        Some(json!({"properties": {}, "routing_key": "m\"q", "payload": "12345"})),
+    )
+    .await;
+    let text = reqwest::get(format!("http://{}/metrics", n.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "rabbitmq_identity_info{rabbitmq_node=",
+        "rabbitmq_build_info{",
+        "rabbitmq_global_messages_received_total{protocol=\"amqp091\"} 1",
+        "rabbitmq_global_messages_routed_total{protocol=\"amqp091\"} 1",
+        "rabbitmq_global_messages_delivered_total{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"} 0",
+        "rabbitmq_queue_messages_ready 1",
+        "rabbitmq_queues 1",
+        "rabbitmq_queues_created_total 1",
+        "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"100\"} 1",
+        "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"+Inf\"} 1",
+        "rabbitmq_message_size_bytes_sum{protocol=\"amqp091\"} 5",
+        "# TYPE rabbitmq_connections gauge",
+    ] {
+        assert!(text.contains(family), "missing {family}");
+    }
+    assert!(text.ends_with("\n\n"));
+    let per = reqwest::get(format!("http://{}/metrics/per-object", n.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The quote in the queue's name is escaped.
+    assert!(
+        per.contains("rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"} 1"),
+        "{per}"
+    );
+    let detailed = reqwest::get(format!(
+        "http://{}/metrics/detailed?family=queue_coarse_metrics&family=queue_metrics",
+        n.metrics
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(
+        detailed
+            .matches("# TYPE rabbitmq_queue_messages_ready gauge")
+            .count(),
+        1
+    );
+    assert!(detailed.contains("rabbitmq_endpoint=\"detailed\""));
+}
