@@ -88,7 +88,8 @@ class Warren(Broker):
     def launch(self):
         self.log = open(os.path.join(self.dir, "warren.log"), "a")
         self.proc = subprocess.Popen(
-            [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}", "--data-dir",
+            [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}",
+             "--management-listen", "none", "--prometheus-listen", "none", "--data-dir",
              os.path.join(self.dir, "data")],
             stdout=subprocess.DEVNULL, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
         if not wait_port(self.port, timeout=300):

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests, then the pika and amqplib tutorial
-# suites and a short warren-perf run against a freshly started `warren`.
-# Installs what the interop suites need (pika from PyPI, amqplib from npm) on first use.
+# suites, the operators' tools against the management API and metrics (rabbitmqadmin classic
+# and v2, promtool, a real Prometheus), and a short warren-perf run against a freshly started
+# `warren`. Installs what the suites need on first use (pika from PyPI, amqplib from npm,
+# Debian's rabbitmq-server and prometheus packages for their tools, rabbitmqadmin v2 with
+# cargo install, cached in ~/.cache/warren-tools).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,10 +15,14 @@ cargo test --workspace --all-targets
 echo "== building warren and warren-perf"
 cargo build --workspace --bins
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+mgmt_port="$(free_port)"
+metrics_port="$(free_port)"
 data="$(mktemp -d)"
 log="$data/warren.log"
-target/debug/warren --amqp-listen "127.0.0.1:$port" --data-dir "$data/data" 2>"$log" &
+target/debug/warren --amqp-listen "127.0.0.1:$port" --management-listen "127.0.0.1:$mgmt_port" \
+  --prometheus-listen "127.0.0.1:$metrics_port" --data-dir "$data/data" 2>"$log" &
 warren_pid=$!
 cleanup() {
   kill "$warren_pid" 2>/dev/null || true
@@ -47,8 +54,9 @@ r = json.loads(sys.argv[1].strip().splitlines()[-1])
 assert r["sent"] > 0 and r["received"] > 0 and r["confirmed"] > 0, r
 PY
 
-echo "== interop suites (pika, amqplib)"
-AMQP_URL="$url" tests/interop/run.sh
+echo "== interop suites (pika, amqplib; rabbitmqadmin, promtool, Prometheus)"
+AMQP_URL="$url" MGMT_URL="http://127.0.0.1:$mgmt_port" METRICS_URL="http://127.0.0.1:$metrics_port" \
+  tests/interop/run.sh pika amqplib http
 
 echo "== clean shutdown on SIGTERM"
 kill -TERM "$warren_pid"

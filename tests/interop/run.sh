@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs the RabbitMQ tutorials with pika and with amqplib against the broker at $AMQP_URL.
 #
-#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F tests/interop/run.sh [pika] [amqplib]
+#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F tests/interop/run.sh [pika] [amqplib] [http]
+#
+# The http suite (rabbitmqadmin classic and v2, promtool, a real Prometheus and the
+# RabbitMQ-Overview dashboard) also needs MGMT_URL and METRICS_URL, and installs its tools
+# with setup_tools.sh.
 #
 # Prints one PASS/FAIL line per test and ends with "N passed, M failed" alone on a line.
 # Exits non-zero if any test failed (or none ran). Each suite runs under a hard time limit.
@@ -49,8 +53,18 @@ for suite in "${suites[@]}"; do
   case "$suite" in
     pika) run_suite pika "$here/.venv/bin/python" "$here/pika_tutorials.py" ;;
     amqplib) run_suite amqplib node "$here/amqplib_tutorials.js" ;;
+    http)
+      if ! v2="$("$here/setup_tools.sh")"; then
+        echo "FAIL http setup: tests/interop/setup_tools.sh failed"
+        failed=$((failed + 1))
+        continue
+      fi
+      # A real Prometheus needs a minute of samples for the dashboard's rate()s.
+      suite_seconds="${INTEROP_HTTP_SECONDS:-300}" RABBITMQADMIN_V2="$v2" \
+        run_suite http "$here/.venv/bin/python" "$here/http_tools.py"
+      ;;
     *)
-      echo "FAIL $suite: no such suite (pika, amqplib)"
+      echo "FAIL $suite: no such suite (pika, amqplib, http)"
       failed=$((failed + 1))
       ;;
   esac

@@ -505,6 +505,13 @@ fn global(page: &mut Page, r: &Reading) {
     sizes(page, &r.sizes);
 }
 
+/// The bucket bounds as the RabbitMQ-Overview dashboard selects them: Prometheus 3 stores
+/// RabbitMQ's integer `le` values in this float form, and Prometheus 2 keeps what it is given,
+/// so giving this form makes the dashboard's size panels work with both.
+const LE: [&str; SIZE_BUCKETS.len()] = [
+    "100.0", "1000.0", "10000.0", "100000.0", "1e+06", "1e+07", "5e+07", "1e+08",
+];
+
 fn sizes(page: &mut Page, h: &warren_broker::stats::SizeHistogram) {
     let name = "rabbitmq_message_size_bytes";
     page.family(
@@ -513,12 +520,11 @@ fn sizes(page: &mut Page, h: &warren_broker::stats::SizeHistogram) {
         "Size of messages received from publishers",
     );
     let mut cumulative = 0;
-    for (i, bound) in SIZE_BUCKETS.iter().enumerate() {
+    for (i, le) in LE.iter().enumerate() {
         cumulative += h.buckets[i];
-        let le = bound.to_string();
         page.sample(
             &format!("{name}_bucket"),
-            &[("protocol", PROTOCOL), ("le", &le)],
+            &[("protocol", PROTOCOL), ("le", le)],
             cumulative,
         );
     }

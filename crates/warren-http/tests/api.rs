@@ -658,7 +658,7 @@ async fn metrics_speak_rabbitmq_prometheus() {
         "rabbitmq_queue_messages_ready 1",
         "rabbitmq_queues 1",
         "rabbitmq_queues_created_total 1",
-        "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"100\"} 1",
+        "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"100.0\"} 1",
         "rabbitmq_message_size_bytes_bucket{protocol=\"amqp091\",le=\"+Inf\"} 1",
         "rabbitmq_message_size_bytes_sum{protocol=\"amqp091\"} 5",
         "# TYPE rabbitmq_connections gauge",

@@ -24,8 +24,16 @@ fn wait_exit(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Starts warren with `args`, its HTTP listeners on ephemeral loopback ports (tests run side
+/// by side; the default ports would collide).
 fn spawn(args: &[&str]) -> Child {
     warren()
+        .args([
+            "--management-listen",
+            "127.0.0.1:0",
+            "--prometheus-listen",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -107,4 +115,53 @@ fn sigterm_stops_the_broker_cleanly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn http_listeners_can_be_moved_and_turned_off() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mgmt = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = warren()
+        .args([
+            "--amqp-listen",
+            &format!("127.0.0.1:{port}"),
+            "--management-listen",
+            &format!("127.0.0.1:{mgmt}"),
+            "--prometheus-listen",
+            "none",
+            "--data-dir",
+            data.path().to_str().expect("utf-8 path"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warren");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", mgmt)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no management listener"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A plain HTTP request without credentials: RabbitMQ's 401.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", mgmt)).expect("connect");
+    s.write_all(b"GET /api/overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("management API listening"), "{err}");
+    assert!(!err.contains("Prometheus metrics listening"), "{err}");
 }

@@ -182,6 +182,7 @@ impl Warren {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .arg("--amqp-listen")
             .arg("127.0.0.1:0")
+            .args(["--management-listen", "none", "--prometheus-listen", "none"])
             .arg("--data-dir")
             .arg(dir)
             .args(args)
