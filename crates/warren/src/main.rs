@@ -141,6 +141,14 @@ fn build_broker(data_dir: &Path, sync: SyncMode, definitions: Option<&Path>) -> 
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Signal handlers first: a SIGTERM that arrives once a listener is up must stop the
+    // broker cleanly, not kill it with the default action.
+    let (tx, rx) = watch::channel(false);
+    let signals = Signals::install()?;
+    tokio::spawn(async move {
+        signals.wait().await;
+        let _ = tx.send(true);
+    });
     prepare_data_dir(&cli.data_dir)?;
     let sync = if cli.persist_mode == "page-cache" {
         SyncMode::PageCache
@@ -192,7 +200,6 @@ async fn run(cli: Cli) -> Result<()> {
     for addr in server.local_addrs() {
         info!(%addr, "listening for AMQP 0-9-1");
     }
-    let (tx, rx) = watch::channel(false);
     let mut node = NodeInfo::new(&ServerConfig::default().cluster_name);
     node.amqp_listeners = server.local_addrs();
     node.management_listener = management.first().and_then(|l| l.local_addr().ok());
@@ -227,10 +234,6 @@ async fn run(cli: Cli) -> Result<()> {
         warren_http::SAMPLE_INTERVAL,
         rx.clone(),
     )));
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = tx.send(true);
-    });
     server.run(rx).await;
     for t in http_tasks {
         let _ = t.await;
@@ -240,15 +243,26 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, registered when created.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("SIGINT received"),
+        }
     }
 }
 
