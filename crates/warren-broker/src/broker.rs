@@ -8,8 +8,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::auth::{Access, HashAlgorithm, PasswordHash, Permission, User};
-use crate::channel::ChannelSnapshot;
-use crate::consumer::ConsumerSnapshot;
+use crate::channel::{ChannelSnapshot, ConsumerSnapshot};
 use crate::durability::Durability;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::Exchange;

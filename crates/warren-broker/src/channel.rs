@@ -1,23 +1,26 @@
 //! The broker's side of an AMQP channel: delivery tags, unacked messages, consumers and
 //! prefetch. The server keeps the protocol state machine; this keeps what queues and acks touch.
 //!
+//! A [`Consumer`] lives here too: it is a channel's subscription to a queue, and its credit
+//! and unacked count change under the channel's lock. Its queue sees it only as a
+//! [`Subscriber`], so queues do not depend on channels.
+//!
 //! Delivery tags are assigned and the delivery pushed to the connection's outbox under this
 //! channel's lock, so the client sees tags in increasing order even when several queues deliver
 //! to the channel at once. Lock order: queue, then channel.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use warren_codec::{FieldTable, ShortString};
 
-use crate::consumer::{Consumer, ConsumerSnapshot, Subscription};
 use crate::error::{BrokerError, Result};
 use crate::exchange::Exchange;
 use crate::message::Message;
 use crate::outbox::{Outbound, Outbox};
-use crate::queue::{Queue, QueuedMessage};
+use crate::queue::{Queue, QueuedMessage, Subscriber, SubscriberId};
 use crate::spec::ConnectionId;
 use crate::spec::ConnectionInfo;
 use crate::stats::{ChannelCounters, ExchangeCounters, MessageStats, SizeHistogram};
@@ -29,8 +32,8 @@ pub struct Unacked {
     pub tag: u64,
     pub queue: Arc<Queue>,
     pub message: QueuedMessage,
-    /// None for `basic.get`.
-    pub consumer: Option<Arc<Consumer>>,
+    /// The unacked count of the consumer it went to (None for `basic.get`).
+    pub credit: Option<Arc<AtomicU32>>,
     /// When the channel first saw it outstanding (ms), for the consumer timeout; 0 until the
     /// next check. Stamping at the check rather than at delivery keeps the clock off the
     /// delivery path: a timeout fires at most one check interval late, never early.
@@ -311,7 +314,7 @@ impl Channel {
             }
             st.consumers.insert(tag.clone(), consumer.clone());
         }
-        if let Err(e) = queue.add_consumer(consumer.clone()) {
+        if let Err(e) = queue.add_consumer(consumer.clone() as Arc<dyn Subscriber>) {
             self.state.lock().consumers.remove(&tag);
             return Err(e);
         }
@@ -323,7 +326,7 @@ impl Channel {
         let consumer = self.state.lock().consumers.remove(tag);
         match consumer {
             Some(c) => {
-                c.queue.remove_consumer(&c);
+                c.queue.remove_consumer(c.id());
                 true
             }
             None => false,
@@ -331,11 +334,11 @@ impl Channel {
     }
 
     /// The queue under this consumer was deleted: forget it and tell the client.
-    pub(crate) fn consumer_cancelled_by_broker(&self, consumer: &Arc<Consumer>) {
+    pub(crate) fn consumer_cancelled_by_broker(&self, consumer: &Consumer) {
         let removed = {
             let mut st = self.state.lock();
             match st.consumers.get(&consumer.tag) {
-                Some(c) if Arc::ptr_eq(c, consumer) => {
+                Some(c) if std::ptr::eq(Arc::as_ptr(c), consumer) => {
                     st.consumers.remove(&consumer.tag);
                     !st.closed
                 }
@@ -354,7 +357,7 @@ impl Channel {
     /// there is credit.
     pub(crate) fn try_deliver(
         &self,
-        consumer: &Arc<Consumer>,
+        consumer: &Consumer,
         queue: &Arc<Queue>,
         msg: &QueuedMessage,
         wire: &Arc<Message>,
@@ -388,7 +391,7 @@ impl Channel {
                 tag,
                 queue: queue.clone(),
                 message: msg.clone(),
-                consumer: Some(consumer.clone()),
+                credit: Some(consumer.unacked.clone()),
                 seen_at: 0,
             });
         }
@@ -426,7 +429,7 @@ impl Channel {
                 tag,
                 queue: queue.clone(),
                 message: msg,
-                consumer: None,
+                credit: None,
                 seen_at: 0,
             });
         }
@@ -459,8 +462,8 @@ impl Channel {
             }
         };
         for u in &taken {
-            if let Some(c) = &u.consumer {
-                c.unacked.fetch_sub(1, Ordering::Relaxed);
+            if let Some(c) = &u.credit {
+                c.fetch_sub(1, Ordering::Relaxed);
             }
         }
         Ok(taken)
@@ -503,8 +506,8 @@ impl Channel {
     pub fn restore(&self, taken: Taken) {
         let mut st = self.state.lock();
         for u in taken.entries {
-            if let Some(c) = &u.consumer {
-                c.unacked.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = &u.credit {
+                c.fetch_add(1, Ordering::Relaxed);
             }
             let pos = st.unacked.partition_point(|x| x.tag < u.tag);
             st.unacked.insert(pos, u);
@@ -573,12 +576,12 @@ impl Channel {
         };
         let waiting: Vec<Arc<Queue>> = consumers
             .iter()
-            .filter(|c| c.queue.detach_consumer(c))
+            .filter(|c| c.queue.detach_consumer(c.id()))
             .map(|c| c.queue.clone())
             .collect();
         for u in &unacked {
-            if let Some(c) = &u.consumer {
-                c.unacked.fetch_sub(1, Ordering::Relaxed);
+            if let Some(c) = &u.credit {
+                c.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.settle(unacked, Settlement::Requeue);
@@ -605,5 +608,155 @@ impl Channel {
             }
         }
         timed_out
+    }
+}
+
+pub struct Consumer {
+    pub tag: ShortString,
+    pub channel: Arc<Channel>,
+    pub queue: Arc<Queue>,
+    /// Auto-ack: messages count as settled the moment they are sent.
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Per-consumer prefetch (`basic.qos` with `global=false` before `basic.consume`); 0 means
+    /// no limit.
+    pub prefetch: u16,
+    /// `x-priority`: consumers of a higher priority get messages first.
+    pub priority: i64,
+    /// The arguments of `basic.consume`, as given.
+    pub arguments: FieldTable,
+    /// Delivered to this consumer and not yet settled. Changed only under the channel's lock;
+    /// each of its unacked deliveries holds it too.
+    pub(crate) unacked: Arc<AtomicU32>,
+    /// Deliveries start only once the server has sent `basic.consume-ok`, so that the client
+    /// never sees a delivery for a tag it does not know yet.
+    active: AtomicBool,
+}
+
+/// A consumer as the management API lists it.
+#[derive(Debug, Clone)]
+pub struct ConsumerSnapshot {
+    pub tag: String,
+    pub queue: String,
+    pub vhost: String,
+    pub channel_name: String,
+    pub channel: u16,
+    pub connection: String,
+    pub user: String,
+    pub ack_required: bool,
+    pub exclusive: bool,
+    pub prefetch_count: u16,
+    /// Whether it receives messages (false for a waiting single-active-consumer).
+    pub active: bool,
+    pub priority: i64,
+    pub arguments: FieldTable,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("tag", &self.tag)
+            .field("queue", &self.queue.name)
+            .finish()
+    }
+}
+
+/// What `basic.consume` asked for, checked.
+pub(crate) struct Subscription {
+    pub tag: ShortString,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub priority: i64,
+    pub arguments: FieldTable,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        channel: Arc<Channel>,
+        queue: Arc<Queue>,
+        prefetch: u16,
+        s: Subscription,
+    ) -> Self {
+        Consumer {
+            tag: s.tag,
+            channel,
+            queue,
+            no_ack: s.no_ack,
+            exclusive: s.exclusive,
+            prefetch,
+            priority: s.priority,
+            arguments: s.arguments,
+            unacked: Arc::new(AtomicU32::new(0)),
+            active: AtomicBool::new(false),
+        }
+    }
+
+    /// What the management API shows of this consumer.
+    pub fn snapshot(self: &Arc<Self>, conn: &ConnectionInfo, channel: u16) -> ConsumerSnapshot {
+        ConsumerSnapshot {
+            tag: self.tag.to_string(),
+            queue: self.queue.name.to_string(),
+            vhost: self.queue.vhost_name.to_string(),
+            channel_name: format!("{} ({channel})", conn.name),
+            channel,
+            connection: conn.name.clone(),
+            user: conn.user.clone(),
+            ack_required: !self.no_ack,
+            exclusive: self.exclusive,
+            prefetch_count: self.prefetch,
+            active: self.queue.is_active_consumer(self.id()),
+            priority: self.priority,
+            arguments: self.arguments.clone(),
+        }
+    }
+
+    pub fn unacked(&self) -> u32 {
+        self.unacked.load(Ordering::Relaxed)
+    }
+
+    /// Starts deliveries (after `basic.consume-ok` was queued for the client).
+    pub fn activate(&self) {
+        self.active.store(true, Ordering::Release);
+        self.queue.dispatch();
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Whether the per-consumer limit leaves room for one more message.
+    pub(crate) fn has_credit(&self) -> bool {
+        self.no_ack || self.prefetch == 0 || self.unacked() < u32::from(self.prefetch)
+    }
+
+    /// Who this consumer is to its queue (see [`Subscriber`]).
+    pub(crate) fn id(&self) -> SubscriberId {
+        SubscriberId::of(self)
+    }
+}
+
+impl Subscriber for Consumer {
+    fn priority(&self) -> i64 {
+        self.priority
+    }
+
+    fn exclusive(&self) -> bool {
+        self.exclusive
+    }
+
+    fn id(&self) -> SubscriberId {
+        SubscriberId::of(self)
+    }
+
+    /// Sends `msg` (as `wire`, which may carry extra headers) if this consumer and its
+    /// channel have credit. Called under the queue lock.
+    fn offer(&self, queue: &Arc<Queue>, msg: &QueuedMessage, wire: &Arc<Message>) -> Option<bool> {
+        self.channel
+            .try_deliver(self, queue, msg, wire)
+            .then_some(self.no_ack)
+    }
+
+    fn cancelled(&self) {
+        self.channel.consumer_cancelled_by_broker(self);
     }
 }

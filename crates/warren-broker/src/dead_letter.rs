@@ -20,14 +20,10 @@
 
 use std::sync::Arc;
 
-use tracing::debug;
 use warren_codec::{FieldTable, FieldValue, LongString, ShortString};
 
 use crate::args::{set_table_value, sort_table};
-use crate::clock;
 use crate::message::Message;
-use crate::queue::Queue;
-use crate::vhost::VHost;
 
 /// Why a message died, as written in `x-death`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,54 +221,38 @@ pub(crate) fn is_cycle(queue: &str, headers: &FieldTable) -> bool {
     })
 }
 
-/// Republishes dead messages from `queue` to its dead-letter exchange. Messages whose
-/// exchange is missing, that route nowhere, or that would cycle are dropped. The caller
-/// settles the originals' log entries afterwards (after the copies are logged, so a crash in
-/// between duplicates rather than loses).
-pub(crate) fn republish(vhost: &Arc<VHost>, queue: &Queue, dlx: &ShortString, dead: Vec<Dead>) {
-    let Ok(exchange) = vhost.exchange(dlx.as_str()) else {
-        debug!(queue = %queue.name, exchange = %dlx, "dead-letter exchange missing; messages dropped");
-        return;
+/// The message a dead one becomes on its way to the dead-letter exchange `dlx`: its death
+/// recorded in `x-death`, its `expiration` removed, its routing key replaced by the queue's
+/// dead-letter routing key if there is one. Also returns the headers to check for cycles
+/// (None: a rejection, which may cycle).
+pub(crate) fn dead_lettered(
+    d: &Dead,
+    queue: &str,
+    dlx: &ShortString,
+    routing_key: Option<&ShortString>,
+    time_secs: u64,
+) -> (Arc<Message>, Option<FieldTable>) {
+    let mut props = d.message.properties();
+    let headers = record_death(
+        props.headers.take(),
+        &d.message,
+        d.reason,
+        queue,
+        props.expiration.as_ref(),
+        time_secs,
+    );
+    let routing_key = routing_key
+        .cloned()
+        .unwrap_or_else(|| d.message.routing_key.clone());
+    props.headers = Some(headers);
+    props.expiration = None;
+    let m = Arc::new(d.message.with_properties(dlx.clone(), routing_key, &props));
+    let cycle_check = if d.reason == Reason::Rejected {
+        None
+    } else {
+        props.headers
     };
-    let time_secs = clock::now_ms() / 1000;
-    for d in dead {
-        let mut props = d.message.properties();
-        let headers = record_death(
-            props.headers.take(),
-            &d.message,
-            d.reason,
-            queue.name.as_str(),
-            props.expiration.as_ref(),
-            time_secs,
-        );
-        let routing_key = queue
-            .config
-            .dead_letter_routing_key
-            .clone()
-            .unwrap_or_else(|| d.message.routing_key.clone());
-        let cycle_check = d.reason != Reason::Rejected;
-        props.headers = Some(headers);
-        props.expiration = None;
-        let m = Arc::new(d.message.with_properties(dlx.clone(), routing_key, &props));
-        let mut route = vhost.route(&exchange, &m);
-        if cycle_check {
-            if let Some(h) = &props.headers {
-                route.retain(|q| {
-                    let cycle = is_cycle(q.name.as_str(), h);
-                    if cycle {
-                        debug!(queue = %q.name, "dead-letter cycle without rejection; message dropped");
-                    }
-                    !cycle
-                });
-            }
-        }
-        if route.is_empty() {
-            continue;
-        }
-        if let Err(e) = vhost.deliver(&m, &route) {
-            tracing::warn!(error = %e, "cannot log a dead-lettered message; dropping it");
-        }
-    }
+    (m, cycle_check)
 }
 
 #[cfg(test)]

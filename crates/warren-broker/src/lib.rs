@@ -39,7 +39,6 @@ mod backlog;
 mod broker;
 mod channel;
 pub mod clock;
-mod consumer;
 mod dead_letter;
 pub mod definitions;
 mod delayed;
@@ -59,8 +58,9 @@ mod vhost;
 
 pub use auth::{Access, AccessKind, HashAlgorithm, PasswordHash, Permission, User};
 pub use broker::{Broker, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
-pub use channel::{Channel, ChannelMode, ChannelSnapshot, Settlement, Taken};
-pub use consumer::{Consumer, ConsumerSnapshot};
+pub use channel::{
+    Channel, ChannelMode, ChannelSnapshot, Consumer, ConsumerSnapshot, Settlement, Taken,
+};
 pub use durability::{Durability, Ticket};
 pub use error::{BrokerError, EntityKind, Result};
 pub use exchange::headers::headers_match;

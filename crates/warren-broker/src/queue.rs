@@ -25,19 +25,63 @@ use warren_codec::{FieldTable, FieldValue, ShortString};
 use crate::args;
 use crate::backlog::{Levels, Pager, Restored};
 use crate::clock;
-use crate::consumer::Consumer;
-use crate::dead_letter::{self, Dead, Reason};
+use crate::dead_letter::{Dead, Reason};
 use crate::error::{BrokerError, Result};
 use crate::message::Message;
 use crate::persistence::{decode_message, SharedPersistence};
 use crate::queue_args::{Overflow, QueueArgs, QueueType};
 use crate::stats::MessageStats;
-use crate::vhost::VHost;
 
 pub use crate::spec::{Accepted, ConnectionId, QueueCounts, QueueSpec};
 
 pub use crate::message::{QueuedMessage, NEVER};
 pub use crate::spec::LogRef;
+
+/// Who a subscriber is: its address, for finding it again among a queue's subscribers (it
+/// is compared, never dereferenced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubscriberId(usize);
+
+impl SubscriberId {
+    pub(crate) fn of<T>(x: &T) -> Self {
+        SubscriberId(x as *const T as usize)
+    }
+}
+
+/// Where a queue lives: its vhost (as a [`QueueHost`]), the vhost's name and its disk.
+pub(crate) struct Home {
+    pub host: Weak<dyn QueueHost>,
+    pub vhost: Arc<str>,
+    pub persistence: SharedPersistence,
+}
+
+/// A consumer as its queue sees it (a channel's [`crate::channel::Consumer`] implements it):
+/// the queue ranks its subscribers and offers them messages; credit, delivery tags and unacked
+/// lists belong to the channel. A trait, so that queues and channels do not import each other.
+pub(crate) trait Subscriber: Send + Sync {
+    fn priority(&self) -> i64;
+    fn exclusive(&self) -> bool;
+    fn id(&self) -> SubscriberId;
+    /// Sends `msg` (as `wire`) if there is credit: Some(no_ack) when it took the message.
+    /// Called under the queue's lock.
+    fn offer(&self, queue: &Arc<Queue>, msg: &QueuedMessage, wire: &Arc<Message>) -> Option<bool>;
+    /// The queue was deleted: the subscriber's channel tells its client.
+    fn cancelled(&self);
+}
+
+/// What a queue needs of the vhost it lives in (implemented by [`crate::vhost::VHost`]).
+pub(crate) trait QueueHost: Send + Sync {
+    /// Deletes the queue (auto-delete after its last consumer).
+    fn remove_queue(&self, queue: &Arc<Queue>) -> Result<u32>;
+    /// Republishes dead messages from `queue` to its dead-letter exchange `dlx`.
+    fn dead_letter(
+        &self,
+        queue: &str,
+        dlx: &ShortString,
+        routing_key: Option<&ShortString>,
+        dead: Vec<Dead>,
+    );
+}
 
 /// Bytes of ready messages a queue keeps in memory before it pages the rest to the log.
 pub const MEMORY_BUDGET: usize = 32 << 20;
@@ -52,7 +96,7 @@ pub struct Queue {
     pub config: QueueArgs,
     /// The connection that declared it, for exclusive queues.
     pub exclusive_owner: Option<ConnectionId>,
-    vhost: Weak<VHost>,
+    host: Weak<dyn QueueHost>,
     /// The store's id for a durable queue whose persistent messages are logged.
     pub store_id: Option<u64>,
     persistence: SharedPersistence,
@@ -73,7 +117,7 @@ pub struct Queue {
 /// Consumers of one priority, served round-robin.
 struct Group {
     priority: i64,
-    members: Vec<Arc<Consumer>>,
+    members: Vec<Arc<dyn Subscriber>>,
     next: usize,
 }
 
@@ -81,7 +125,7 @@ struct QueueInner {
     ready: Levels,
     next_seq: u64,
     /// In the order they subscribed (the first is the single active consumer, if that applies).
-    consumers: Vec<Arc<Consumer>>,
+    consumers: Vec<Arc<dyn Subscriber>>,
     /// The same consumers by priority, highest first.
     groups: Vec<Group>,
     /// Delivered and not yet settled (acked, rejected or requeued).
@@ -117,14 +161,14 @@ impl Queue {
     pub(crate) fn new(
         spec: &QueueSpec,
         owner: Option<ConnectionId>,
-        vhost: &Arc<VHost>,
+        home: Home,
         store_id: Option<u64>,
     ) -> Self {
         let config = QueueArgs::parse(&spec.arguments);
         let levels = config.max_priority.map_or(1, |p| usize::from(p) + 1);
-        let page_queue = vhost.persistence.as_ref().map(|p| p.next_queue_id());
+        let page_queue = home.persistence.as_ref().map(|p| p.next_queue_id());
         let ready = Levels::new(levels, |count| {
-            let p = vhost.persistence.as_ref()?;
+            let p = home.persistence.as_ref()?;
             Some(Pager {
                 persistence: p.clone(),
                 page_queue: page_queue?,
@@ -134,13 +178,13 @@ impl Queue {
         });
         Queue {
             name: spec.name.clone(),
-            vhost_name: vhost.name.clone(),
+            vhost_name: home.vhost,
             durable: spec.durable,
             auto_delete: spec.auto_delete,
             arguments: spec.arguments.clone(),
             exclusive_owner: owner,
-            vhost: Arc::downgrade(vhost),
-            persistence: vhost.persistence.clone(),
+            host: home.host,
+            persistence: home.persistence,
             store_id,
             inner: Mutex::new(QueueInner {
                 ready,
@@ -457,24 +501,23 @@ impl Queue {
     /// whether the taker is no-ack.
     fn offer(
         self: &Arc<Self>,
-        consumers: &[Arc<Consumer>],
+        consumers: &[Arc<dyn Subscriber>],
         groups: &mut [Group],
         m: &QueuedMessage,
     ) -> Option<bool> {
         let view = self.redelivery_view(m);
         let wire = view.as_ref().unwrap_or(&m.message);
         if self.config.single_active_consumer {
-            let c = consumers.first()?;
-            return c.try_deliver(self, m, wire).then_some(c.no_ack);
+            return consumers.first()?.offer(self, m, wire);
         }
         for g in groups.iter_mut() {
             let n = g.members.len();
             for i in 0..n {
                 let idx = (g.next + i) % n;
                 let c = &g.members[idx];
-                if c.try_deliver(self, m, wire) {
+                if let Some(no_ack) = c.offer(self, m, wire) {
                     g.next = (idx + 1) % n;
-                    return Some(c.no_ack);
+                    return Some(no_ack);
                 }
             }
         }
@@ -558,10 +601,10 @@ impl Queue {
     fn regroup(inner: &mut QueueInner) {
         let mut groups: Vec<Group> = Vec::new();
         for c in &inner.consumers {
-            match groups.iter_mut().find(|g| g.priority == c.priority) {
+            match groups.iter_mut().find(|g| g.priority == c.priority()) {
                 Some(g) => g.members.push(c.clone()),
                 None => groups.push(Group {
-                    priority: c.priority,
+                    priority: c.priority(),
                     members: vec![c.clone()],
                     next: 0,
                 }),
@@ -578,7 +621,7 @@ impl Queue {
     }
 
     /// Registers a consumer; deliveries start when it is activated.
-    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+    pub(crate) fn add_consumer(self: &Arc<Self>, consumer: Arc<dyn Subscriber>) -> Result<()> {
         let mut inner = self.inner.lock();
         if self.is_deleted() {
             return Err(BrokerError::NotFound {
@@ -587,8 +630,8 @@ impl Queue {
                 vhost: self.vhost_name.to_string(),
             });
         }
-        let locked = inner.consumers.iter().any(|c| c.exclusive);
-        if locked || (consumer.exclusive && !inner.consumers.is_empty()) {
+        let locked = inner.consumers.iter().any(|c| c.exclusive());
+        if locked || (consumer.exclusive() && !inner.consumers.is_empty()) {
             return Err(BrokerError::AccessRefused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 self.name, self.vhost_name
@@ -603,20 +646,20 @@ impl Queue {
 
     /// Whether `consumer` is the one a single-active-consumer queue delivers to (always true
     /// for other queues).
-    pub fn is_active_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+    pub(crate) fn is_active_consumer(&self, consumer: SubscriberId) -> bool {
         !self.config.single_active_consumer
             || self
                 .inner
                 .lock()
                 .consumers
                 .first()
-                .is_some_and(|c| Arc::ptr_eq(c, consumer))
+                .is_some_and(|c| c.id() == consumer)
     }
 
     /// Removes a consumer; deletes the queue if it is auto-delete and that was the last one.
     /// Otherwise the others (a lower priority, the next single active consumer) may now get
     /// what it could not take.
-    pub fn remove_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) {
+    pub(crate) fn remove_consumer(self: &Arc<Self>, consumer: SubscriberId) {
         if self.detach_consumer(consumer) {
             self.dispatch();
         }
@@ -625,11 +668,11 @@ impl Queue {
     /// Removes a consumer without dispatching to the others; returns whether there may be
     /// something for them. A closing channel requeues its unacked messages first, so that the
     /// next consumer gets them in their places (as RabbitMQ does).
-    pub(crate) fn detach_consumer(self: &Arc<Self>, consumer: &Arc<Consumer>) -> bool {
+    pub(crate) fn detach_consumer(self: &Arc<Self>, consumer: SubscriberId) -> bool {
         let (auto_delete_now, redispatch) = {
             let mut inner = self.inner.lock();
             let before = inner.consumers.len();
-            inner.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+            inner.consumers.retain(|c| c.id() != consumer);
             let removed = before != inner.consumers.len();
             if removed {
                 Self::regroup(&mut inner);
@@ -643,8 +686,8 @@ impl Queue {
             )
         };
         if auto_delete_now {
-            if let Some(vhost) = self.vhost.upgrade() {
-                if let Err(e) = vhost.remove_queue(self) {
+            if let Some(host) = self.host.upgrade() {
+                if let Err(e) = host.remove_queue(self) {
                     tracing::warn!(error = %e, queue = %self.name, "cannot auto-delete a queue");
                 }
             }
@@ -784,9 +827,13 @@ impl Queue {
                 d
             })
             .collect();
-        if let (Some(dlx), Some(vhost)) = (&self.config.dead_letter_exchange, self.vhost.upgrade())
-        {
-            dead_letter::republish(&vhost, self, dlx, dead);
+        if let (Some(dlx), Some(host)) = (&self.config.dead_letter_exchange, self.host.upgrade()) {
+            host.dead_letter(
+                self.name.as_str(),
+                dlx,
+                self.config.dead_letter_routing_key.as_ref(),
+                dead,
+            );
         }
         self.forget(logs.into_iter());
     }
@@ -892,7 +939,7 @@ impl Queue {
 
     /// Marks the queue deleted and hands back its consumers (to be cancelled) and the number
     /// of ready messages it held. Only the vhost calls this, after unlinking the queue.
-    pub(crate) fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u32) {
+    pub(crate) fn mark_deleted(&self) -> (Vec<Arc<dyn Subscriber>>, u32) {
         let mut inner = self.inner.lock();
         self.deleted.store(true, Ordering::Release);
         let n = inner.ready.len() as u32;

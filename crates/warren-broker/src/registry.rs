@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::channel::{Channel, ChannelSnapshot};
-use crate::consumer::ConsumerSnapshot;
+use crate::channel::{Channel, ChannelSnapshot, ConsumerSnapshot};
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::outbox::Outbox;
 use crate::spec::{ConnectionId, ConnectionInfo};

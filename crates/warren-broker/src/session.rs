@@ -15,8 +15,7 @@ use rand::RngCore;
 use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortString};
 
 use crate::auth::{Access, AccessKind};
-use crate::channel::Channel;
-use crate::consumer::Consumer;
+use crate::channel::{Channel, Consumer};
 use crate::delayed;
 use crate::durability::Ticket;
 use crate::error::{BrokerError, Result};

@@ -12,14 +12,14 @@ use smallvec::SmallVec;
 use warren_codec::{FieldTable, ShortString};
 
 use crate::args;
-use crate::consumer::Consumer;
+use crate::dead_letter::{dead_lettered, is_cycle, Dead};
 use crate::delayed::{self, DelayStore};
 use crate::durability::{Durability, Ticket};
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::{headers, Binding, Destination, Exchange};
 use crate::message::Message;
 use crate::persistence::{BindingRecord, SharedPersistence};
-use crate::queue::Queue;
+use crate::queue::{Home, Queue, QueueHost, Subscriber};
 use crate::spec::{Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec};
 use crate::stats::{Churn, MessageStats, SizeHistogram};
 
@@ -121,6 +121,16 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// What a queue of this vhost needs to know of it.
+    fn home(self: &Arc<Self>) -> Home {
+        let host: std::sync::Weak<dyn QueueHost> = Arc::downgrade(self) as _;
+        Home {
+            host,
+            vhost: self.name.clone(),
+            persistence: self.persistence.clone(),
+        }
     }
 
     /// How far this vhost's log is on disk.
@@ -626,7 +636,7 @@ impl VHost {
         if let (Some(p), Some(id)) = (&self.persistence, store_id) {
             p.save_queue(&self.name, id, spec)?;
         }
-        let q = Arc::new(Queue::new(spec, owner, self, store_id));
+        let q = Arc::new(Queue::new(spec, owner, self.home(), store_id));
         map.insert(spec.name.clone(), q.clone());
         Churn::bump(&self.churn.queues_declared);
         Churn::bump(&self.churn.queues_created);
@@ -648,7 +658,7 @@ impl VHost {
     /// Puts back a durable queue recorded before a restart.
     pub fn restore_queue(self: &Arc<Self>, id: u64, spec: &QueueSpec) -> Arc<Queue> {
         let store_id = self.persistence.as_ref().map(|_| id);
-        let q = Arc::new(Queue::new(spec, None, self, store_id));
+        let q = Arc::new(Queue::new(spec, None, self.home(), store_id));
         self.queues.write().insert(spec.name.clone(), q.clone());
         q
     }
@@ -940,8 +950,51 @@ impl VHost {
 }
 
 /// Tells each consumer's channel that the broker cancelled it.
-fn cancel_consumers(consumers: Vec<Arc<Consumer>>) {
+fn cancel_consumers(consumers: Vec<Arc<dyn Subscriber>>) {
     for c in consumers {
-        c.channel.consumer_cancelled_by_broker(&c);
+        c.cancelled();
+    }
+}
+
+impl QueueHost for VHost {
+    fn remove_queue(&self, queue: &Arc<Queue>) -> Result<u32> {
+        VHost::remove_queue(self, queue)
+    }
+
+    /// Republishes dead messages to the dead-letter exchange. Messages whose exchange is
+    /// missing, that route nowhere, or that would cycle are dropped. The queue settles the
+    /// originals' log entries afterwards (after the copies are logged, so a crash in between
+    /// duplicates rather than loses).
+    fn dead_letter(
+        &self,
+        queue: &str,
+        dlx: &ShortString,
+        routing_key: Option<&ShortString>,
+        dead: Vec<Dead>,
+    ) {
+        let Ok(exchange) = self.exchange(dlx.as_str()) else {
+            tracing::debug!(queue, exchange = %dlx, "dead-letter exchange missing; messages dropped");
+            return;
+        };
+        let time_secs = crate::clock::now_ms() / 1000;
+        for d in dead {
+            let (m, cycle_check) = dead_lettered(&d, queue, dlx, routing_key, time_secs);
+            let mut route = self.route(&exchange, &m);
+            if let Some(h) = &cycle_check {
+                route.retain(|q| {
+                    let cycle = is_cycle(q.name.as_str(), h);
+                    if cycle {
+                        tracing::debug!(queue = %q.name, "dead-letter cycle without rejection; message dropped");
+                    }
+                    !cycle
+                });
+            }
+            if route.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.deliver(&m, &route) {
+                tracing::warn!(error = %e, "cannot log a dead-lettered message; dropping it");
+            }
+        }
     }
 }
