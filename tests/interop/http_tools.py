@@ -137,6 +137,23 @@ def classic_rabbitmqadmin_declares_publishes_gets_and_deletes():
 
 
 @test
+def classic_rabbitmqadmin_policies_apply_to_queues():
+    q, pol = f"ra.pol.{RUN}", f"ra.pol.{RUN}"
+    admin("declare", "queue", f"name={q}")
+    for i in range(5):
+        admin("publish", "exchange=amq.default", f"routing_key={q}", f"payload=m{i}")
+    admin("declare", "policy", f"name={pol}", f"pattern=^{q}$", "apply-to=queues",
+          'definition={"max-length": 2}', "priority=3")
+    assert any(p["name"] == pol and p["definition"] == {"max-length": 2}
+               for p in admin_json("list", "policies"))
+    status, queue = api("GET", f"/api/queues/%2F/{q}")
+    assert status == 200 and queue["policy"] == pol and queue["messages"] == 2, queue
+    admin("delete", "policy", f"name={pol}")
+    admin("delete", "queue", f"name={q}")
+    assert not any(p["name"] == pol for p in admin_json("list", "policies"))
+
+
+@test
 def classic_rabbitmqadmin_export_imports_back_equal():
     q = f"ra.defs.{RUN}"
     admin("declare", "queue", f"name={q}", "durable=true")
@@ -187,6 +204,19 @@ if V2:
         v2("delete", "exchange", "--name", x)
         status, _ = api("GET", f"/api/queues/%2F/{q}")
         assert status == 404, status
+
+    @test
+    def rabbitmqadmin_v2_policies():
+        q, pol = f"r2.pol.{RUN}", f"r2.pol.{RUN}"
+        v2("declare", "queue", "--name", q, "--type", "classic", "--durable", "true")
+        v2("declare", "policy", "--name", pol, "--pattern", f"^{q}$", "--apply-to", "queues",
+           "--definition", '{"max-length": 3}')
+        out = v2("list", "policies")
+        assert pol in out, out
+        status, queue = api("GET", f"/api/queues/%2F/{q}")
+        assert status == 200 and queue["policy"] == pol, queue
+        v2("delete", "policy", "--name", pol)
+        v2("delete", "queue", "--name", q)
 
     @test
     def rabbitmqadmin_v2_users_vhosts_permissions_and_definitions():

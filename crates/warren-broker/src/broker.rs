@@ -13,6 +13,7 @@ use crate::durability::Durability;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::Exchange;
 use crate::persistence::{Persistence, SharedPersistence};
+use crate::policy::Policy;
 use crate::registry::{Connection, ConnectionControl, Registry};
 use crate::session::Session;
 use crate::spec::ConnectionId;
@@ -34,6 +35,17 @@ pub enum SyncMode {
     Fsync,
     /// Written to the OS, as RabbitMQ's classic queues do.
     PageCache,
+}
+
+/// A policy as the API and definitions give it (validated by [`Broker::set_policy`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyFields<'a> {
+    pub vhost: &'a str,
+    pub name: &'a str,
+    pub pattern: &'a serde_json::Value,
+    pub apply_to: Option<&'a serde_json::Value>,
+    pub priority: Option<&'a serde_json::Value>,
+    pub definition: &'a serde_json::Value,
 }
 
 pub struct Broker {
@@ -198,6 +210,44 @@ impl Broker {
             .map(|p| p.store.stats().live_messages)
     }
 
+    /// Sets a policy (or operator policy) from its API fields, validated as RabbitMQ does;
+    /// it applies at once to the vhost's queues and exchanges. Returns whether it is new.
+    pub fn set_policy(&self, operator: bool, p: PolicyFields<'_>) -> Result<bool> {
+        let v = self.vhost(p.vhost).ok_or_else(|| BrokerError::NotFound {
+            kind: EntityKind::VHost,
+            name: p.vhost.to_owned(),
+            vhost: p.vhost.to_owned(),
+        })?;
+        let policy = Policy::new(
+            p.vhost,
+            p.name,
+            p.pattern,
+            p.apply_to,
+            p.priority,
+            p.definition,
+            operator,
+        )?;
+        v.set_policy(policy, operator)
+    }
+
+    /// Removes a policy; returns whether it existed.
+    pub fn delete_policy(&self, operator: bool, vhost: &str, name: &str) -> Result<bool> {
+        match self.vhost(vhost) {
+            Some(v) => v.delete_policy(name, operator),
+            None => Ok(false),
+        }
+    }
+
+    /// The policies (or operator policies) of one vhost, or of all.
+    pub fn policies(&self, operator: bool, vhost: Option<&str>) -> Vec<Policy> {
+        let mut vs = self.vhosts();
+        vs.sort_by(|a, b| a.name.cmp(&b.name));
+        vs.iter()
+            .filter(|v| vhost.is_none_or(|n| n == &*v.name))
+            .flat_map(|v| v.policies(operator))
+            .collect()
+    }
+
     /// How far the log is on disk.
     pub fn durability(&self) -> Durability {
         Durability::new(self.persistence.as_ref().map(|p| p.store.clone()))
@@ -236,6 +286,12 @@ impl Broker {
         }
         for (vhost, spec) in &topology.exchanges {
             broker.add_vhost(vhost)?.restore_exchange(spec);
+        }
+        for (operator, json) in &topology.policies {
+            match Policy::from_json(json, *operator) {
+                Ok(p) => broker.add_vhost(&p.vhost)?.restore_policy(p, *operator),
+                Err(e) => tracing::warn!(error = %e, "a recorded policy is invalid; skipping it"),
+            }
         }
         let mut by_id = std::collections::HashMap::new();
         for q in &topology.queues {

@@ -602,7 +602,7 @@ impl Channel {
                 u.seen_at = now;
                 continue;
             }
-            let timeout = u.queue.config.consumer_timeout.unwrap_or(default_ms);
+            let timeout = u.queue.consumer_timeout().unwrap_or(default_ms);
             if timed_out.is_none() && now.saturating_sub(u.seen_at) > timeout {
                 timed_out = Some(timeout);
             }

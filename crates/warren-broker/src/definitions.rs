@@ -24,6 +24,10 @@ pub struct Definitions {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
+    /// `{"vhost","name","pattern","apply-to","definition","priority"}` records.
+    pub policies: Vec<Value>,
+    /// Runtime parameters; Warren takes the `operator_policy` ones.
+    pub parameters: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +197,26 @@ fn about(what: String) -> impl FnOnce(BrokerError) -> BrokerError {
     }
 }
 
+/// Sets a policy from its definitions record.
+fn set_policy(broker: &Broker, p: &Value, operator: bool) -> Result<()> {
+    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
+    let what = format!("policy '{}' in vhost '{}'", text("name"), text("vhost"));
+    broker
+        .set_policy(
+            operator,
+            crate::broker::PolicyFields {
+                vhost: text("vhost"),
+                name: text("name"),
+                pattern: p.get("pattern").unwrap_or(&Value::Null),
+                apply_to: p.get("apply-to"),
+                priority: p.get("priority"),
+                definition: p.get("definition").unwrap_or(&Value::Null),
+            },
+        )
+        .map(drop)
+        .map_err(about(what))
+}
+
 /// The RabbitMQ version whose definitions format Warren reads and writes.
 pub const RABBIT_VERSION: &str = "3.10.8";
 
@@ -234,6 +258,23 @@ impl Definitions {
             broker
                 .set_permission(&p.user, &p.vhost, perm)
                 .map_err(about(what))?;
+        }
+        for p in &self.policies {
+            set_policy(broker, p, false)?;
+        }
+        for p in &self.parameters {
+            if p.get("component").and_then(Value::as_str) == Some("operator_policy") {
+                // Its fields sit under "value"; the name and vhost beside it.
+                let mut record = p.get("value").cloned().unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut record {
+                    for k in ["vhost", "name"] {
+                        if let Some(v) = p.get(k) {
+                            o.insert(k.into(), v.clone());
+                        }
+                    }
+                }
+                set_policy(broker, &record, true)?;
+            }
         }
         for x in &self.exchanges {
             let vhost = broker.vhost(&x.vhost).ok_or_else(|| {
@@ -416,8 +457,32 @@ impl Definitions {
                 o.insert("topic_permissions".into(), Value::Array(vec![]));
                 o.insert("global_parameters".into(), Value::Array(vec![]));
             }
-            o.insert("parameters".into(), Value::Array(vec![]));
-            o.insert("policies".into(), Value::Array(vec![]));
+            let with_vhost = only_vhost.is_none();
+            let policies = broker
+                .policies(false, only_vhost)
+                .iter()
+                .map(|p| p.to_json(with_vhost))
+                .collect();
+            let parameters = broker
+                .policies(true, only_vhost)
+                .iter()
+                .map(|p| {
+                    let mut value = p.to_json(false);
+                    if let Value::Object(v) = &mut value {
+                        v.remove("name");
+                    }
+                    let mut o = serde_json::Map::new();
+                    o.insert("value".into(), value);
+                    if with_vhost {
+                        o.insert("vhost".into(), Value::from(p.vhost.clone()));
+                    }
+                    o.insert("component".into(), Value::from("operator_policy"));
+                    o.insert("name".into(), Value::from(p.name.clone()));
+                    Value::Object(o)
+                })
+                .collect();
+            o.insert("parameters".into(), Value::Array(parameters));
+            o.insert("policies".into(), Value::Array(policies));
             o.insert("queues".into(), Value::Array(queues));
             o.insert("exchanges".into(), Value::Array(exchanges));
             o.insert("bindings".into(), Value::Array(bindings));

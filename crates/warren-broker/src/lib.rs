@@ -48,6 +48,7 @@ mod exchange;
 mod message;
 mod outbox;
 mod persistence;
+pub mod policy;
 mod queue;
 pub mod queue_args;
 mod registry;
@@ -57,7 +58,7 @@ pub mod stats;
 mod vhost;
 
 pub use auth::{Access, AccessKind, HashAlgorithm, PasswordHash, Permission, User};
-pub use broker::{Broker, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
+pub use broker::{Broker, PolicyFields, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
 pub use channel::{
     Channel, ChannelMode, ChannelSnapshot, Consumer, ConsumerSnapshot, Settlement, Taken,
 };

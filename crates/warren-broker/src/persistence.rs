@@ -64,6 +64,8 @@ pub struct Topology {
     pub bindings: Vec<BindingRecord>,
     /// (vhost, log id) of each vhost's delayed messages.
     pub delayed: Vec<(String, u64)>,
+    /// Policies as their JSON records, and whether each is an operator policy.
+    pub policies: Vec<(bool, serde_json::Value)>,
 }
 
 fn text(v: &str) -> FieldValue {
@@ -189,6 +191,41 @@ impl Persistence {
             &key("vhost", &[name]),
             &FieldTable::from([("name", text(name))]),
         )
+    }
+
+    /// Records a policy (its JSON, as the API shows it).
+    pub fn save_policy(
+        &self,
+        operator: bool,
+        vhost: &str,
+        name: &str,
+        json: &serde_json::Value,
+    ) -> Result<(), BrokerError> {
+        let kind = if operator {
+            "operator_policy"
+        } else {
+            "policy"
+        };
+        let t = FieldTable::from([
+            ("vhost", text(vhost)),
+            ("name", text(name)),
+            ("json", text(&json.to_string())),
+        ]);
+        self.put(&key(kind, &[vhost, name]), &t)
+    }
+
+    pub fn delete_policy(
+        &self,
+        operator: bool,
+        vhost: &str,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        let kind = if operator {
+            "operator_policy"
+        } else {
+            "policy"
+        };
+        self.delete(&key(kind, &[vhost, name]))
     }
 
     pub fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
@@ -325,6 +362,12 @@ impl Persistence {
             let name = get_text(&rec, "name").unwrap_or_default();
             match kind {
                 "vhost" => t.vhosts.push(name),
+                "policy" | "operator_policy" => {
+                    match get_text(&rec, "json").map(|j| serde_json::from_str(&j)) {
+                        Some(Ok(v)) => t.policies.push((kind == "operator_policy", v)),
+                        _ => warn!(key = k, "unreadable policy record; skipping it"),
+                    }
+                }
                 "exchange" => {
                     let kind = get_text(&rec, "type")
                         .and_then(|k| ExchangeKind::parse(&k))

@@ -104,6 +104,10 @@ pub struct Queue {
     deleted: AtomicBool,
     /// When the queue was last used (ms), for `x-expires`.
     last_used: AtomicU64,
+    /// The expiry in force (ms; 0: none), readable without the lock.
+    expires_ms: AtomicU64,
+    /// The consumer timeout in force (ms; 0: the broker's default), readable without the lock.
+    consumer_timeout_ms: AtomicU64,
     /// Some ready message may expire: [`Queue::tick`] has work here.
     has_deadlines: AtomicBool,
     /// [`Queue::is_backlogged`], as of the last publish or dispatch: publishing connections
@@ -134,10 +138,16 @@ struct QueueInner {
     had_consumer: bool,
     /// This queue's message counts (`publish` = enqueued), under the lock they describe.
     stats: MessageStats,
+    /// The settings in force: the declared arguments with the policies applied.
+    settings: QueueArgs,
+    /// The policy and operator policy applied, and their merged definition.
+    policy: Option<String>,
+    operator_policy: Option<String>,
+    policy_definition: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A queue's depth and counts at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueSnapshot {
     pub messages_ready: u64,
     pub messages_unacknowledged: u64,
@@ -149,6 +159,10 @@ pub struct QueueSnapshot {
     /// Consumers that receive messages (with single active consumer, one).
     pub active_consumers: u32,
     pub stats: MessageStats,
+    /// The policy and operator policy applied, and their merged definition.
+    pub policy: Option<String>,
+    pub operator_policy: Option<String>,
+    pub policy_definition: serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -194,6 +208,10 @@ impl Queue {
                 unacked: 0,
                 had_consumer: false,
                 stats: MessageStats::default(),
+                settings: config.clone(),
+                policy: None,
+                operator_policy: None,
+                policy_definition: serde_json::Map::new(),
             }),
             deleted: AtomicBool::new(false),
             last_used: AtomicU64::new(if config.expires.is_some() {
@@ -201,6 +219,8 @@ impl Queue {
             } else {
                 0
             }),
+            expires_ms: AtomicU64::new(config.expires.unwrap_or(0)),
+            consumer_timeout_ms: AtomicU64::new(config.consumer_timeout.unwrap_or(0)),
             has_deadlines: AtomicBool::new(false),
             backlogged: AtomicBool::new(false),
             handed_out: AtomicU64::new(0),
@@ -262,6 +282,50 @@ impl Queue {
         }
     }
 
+    /// The consumer timeout in force here (ms), if the queue or its policy sets one.
+    pub fn consumer_timeout(&self) -> Option<u64> {
+        Some(self.consumer_timeout_ms.load(Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+
+    /// Applies a (new) policy and operator policy: the settings in force become the declared
+    /// arguments resolved against their merged definition, at once, as RabbitMQ does: a lower
+    /// length limit drops (dead-letters) from the head now if the queue drops on overflow, an
+    /// expiry restarts its countdown; a TTL applies to messages enqueued from now on.
+    pub(crate) fn apply_policy(
+        self: &Arc<Self>,
+        user: Option<&crate::policy::Policy>,
+        operator: Option<&crate::policy::Policy>,
+    ) {
+        let definition = crate::policy::merge(user, operator);
+        let settings = crate::policy::resolve(&self.config, &definition);
+        let mut dead = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            inner.policy = user.map(|p| p.name.clone());
+            inner.operator_policy = operator.map(|p| p.name.clone());
+            inner.policy_definition = definition;
+            if inner.settings == settings {
+                return;
+            }
+            self.expires_ms
+                .store(settings.expires.unwrap_or(0), Ordering::Relaxed);
+            self.consumer_timeout_ms
+                .store(settings.consumer_timeout.unwrap_or(0), Ordering::Relaxed);
+            inner.settings = settings;
+            if inner.settings.overflow == Overflow::DropHead {
+                while self.over_limit(&inner, 0, 0) {
+                    let Some(head) = inner.ready.pop_front() else {
+                        break;
+                    };
+                    dead.push(self.dead(head, Reason::Maxlen));
+                }
+            }
+            self.note_pressure(&inner);
+        }
+        self.last_used.store(clock::now_ms(), Ordering::Relaxed);
+        self.dead_letter(dead);
+    }
+
     /// What the management API shows of this queue, read under its lock in one go.
     pub fn snapshot(&self) -> QueueSnapshot {
         let inner = self.inner.lock();
@@ -277,6 +341,9 @@ impl Queue {
                 inner.consumers.len() as u32
             },
             stats: inner.stats,
+            policy: inner.policy.clone(),
+            operator_policy: inner.operator_policy.clone(),
+            policy_definition: inner.policy_definition.clone(),
         }
     }
 
@@ -308,15 +375,15 @@ impl Queue {
     /// The queue was used (declared, consumed from, read with `basic.get`): `x-expires`
     /// counts from now.
     pub fn touch(&self) {
-        if self.config.expires.is_some() {
+        if self.expires_ms.load(Ordering::Relaxed) != 0 {
             self.last_used.store(clock::now_ms(), Ordering::Relaxed);
         }
     }
 
     /// When a message enqueued now expires here: the queue's TTL or its own, whichever is
     /// sooner.
-    fn deadline(&self, message: &Message, now: u64) -> u64 {
-        match (self.config.message_ttl, message.expiration) {
+    fn deadline(settings: &QueueArgs, message: &Message, now: u64) -> u64 {
+        match (settings.message_ttl, message.expiration) {
             (None, None) => NEVER,
             (Some(a), Some(b)) => now.saturating_add(a.min(b)),
             (Some(t), None) | (None, Some(t)) => now.saturating_add(t),
@@ -326,11 +393,12 @@ impl Queue {
     /// Whether the ready messages plus `extra` would be past `x-max-length` or
     /// `x-max-length-bytes`.
     fn over_limit(&self, inner: &QueueInner, extra: usize, extra_bytes: u64) -> bool {
-        self.config
+        inner
+            .settings
             .max_length
             .is_some_and(|max| (inner.ready.len() + extra) as u64 > max)
-            || self
-                .config
+            || inner
+                .settings
                 .max_length_bytes
                 .is_some_and(|max| inner.ready.body_bytes() + extra_bytes > max)
     }
@@ -366,10 +434,10 @@ impl Queue {
         log: Option<LogRef>,
         dead: &mut Vec<(Dead, Option<LogRef>)>,
     ) -> Accepted {
-        if self.config.overflow != Overflow::DropHead
+        if inner.settings.overflow != Overflow::DropHead
             && self.over_limit(inner, 1, message.body.len() as u64)
         {
-            if self.config.overflow == Overflow::RejectPublishDlx {
+            if inner.settings.overflow == Overflow::RejectPublishDlx {
                 dead.push((
                     Dead {
                         message,
@@ -382,8 +450,8 @@ impl Queue {
             }
             return Accepted::No;
         }
-        let expires_at = if self.config.message_ttl.is_some() || message.expiration.is_some() {
-            self.deadline(&message, clock::now_ms())
+        let expires_at = if inner.settings.message_ttl.is_some() || message.expiration.is_some() {
+            Self::deadline(&inner.settings, &message, clock::now_ms())
         } else {
             NEVER
         };
@@ -745,8 +813,8 @@ impl Queue {
             for mut m in messages {
                 m.redelivered = true;
                 m.delivery_count = m.delivery_count.saturating_add(1);
-                if self
-                    .config
+                if inner
+                    .settings
                     .delivery_limit
                     .is_some_and(|limit| u64::from(m.delivery_count) > limit)
                 {
@@ -766,11 +834,12 @@ impl Queue {
     /// Durability: a durable queue with a delivery limit logs each return of a persistent
     /// message, so that its delivery count survives a restart.
     fn record_deliveries(&self, messages: &[QueuedMessage]) {
-        let (Some(p), Some(queue), Some(_)) =
-            (&self.persistence, self.store_id, self.config.delivery_limit)
-        else {
+        let (Some(p), Some(queue)) = (&self.persistence, self.store_id) else {
             return;
         };
+        if self.inner.lock().settings.delivery_limit.is_none() {
+            return;
+        }
         let ids: Vec<u64> = messages
             .iter()
             .filter_map(|m| m.log.filter(|l| l.queue == queue).map(|l| l.id))
@@ -827,13 +896,16 @@ impl Queue {
                 d
             })
             .collect();
-        if let (Some(dlx), Some(host)) = (&self.config.dead_letter_exchange, self.host.upgrade()) {
-            host.dead_letter(
-                self.name.as_str(),
-                dlx,
-                self.config.dead_letter_routing_key.as_ref(),
-                dead,
-            );
+        // Read again: a policy may have changed them since the messages died.
+        let (dlx, routing_key) = {
+            let inner = self.inner.lock();
+            (
+                inner.settings.dead_letter_exchange.clone(),
+                inner.settings.dead_letter_routing_key.clone(),
+            )
+        };
+        if let (Some(dlx), Some(host)) = (dlx, self.host.upgrade()) {
+            host.dead_letter(self.name.as_str(), &dlx, routing_key.as_ref(), dead);
         }
         self.forget(logs.into_iter());
     }
@@ -843,7 +915,7 @@ impl Queue {
     /// be deleted.
     pub(crate) fn tick(self: &Arc<Self>, now: u64) -> bool {
         let mut expired = false;
-        if self.has_deadlines.load(Ordering::Relaxed) || self.config.expires.is_some() {
+        if self.wants_tick() {
             let mut dead = Vec::new();
             {
                 let mut inner = self.inner.lock();
@@ -852,7 +924,7 @@ impl Queue {
                     self.has_deadlines
                         .store(inner.ready.has_deadlines(), Ordering::Relaxed);
                 }
-                if let Some(expires) = self.config.expires {
+                if let Some(expires) = inner.settings.expires {
                     expired = inner.consumers.is_empty()
                         && now
                             >= self
@@ -868,7 +940,7 @@ impl Queue {
 
     /// Whether [`Queue::tick`] has anything to do here.
     pub(crate) fn wants_tick(&self) -> bool {
-        self.config.expires.is_some() || self.has_deadlines.load(Ordering::Relaxed)
+        self.expires_ms.load(Ordering::Relaxed) != 0 || self.has_deadlines.load(Ordering::Relaxed)
     }
 
     /// Puts back the messages recovered from the log for this queue (at start-up, before any
@@ -884,7 +956,8 @@ impl Queue {
         let (Some(queue), Some(p)) = (self.store_id, &self.persistence) else {
             return 0;
         };
-        let expires_at = match self.config.message_ttl {
+        let ttl = self.inner.lock().settings.message_ttl;
+        let expires_at = match ttl {
             Some(ttl) => clock::now_ms().saturating_add(ttl),
             None => NEVER,
         };

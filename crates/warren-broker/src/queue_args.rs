@@ -159,6 +159,8 @@ pub struct QueueArgs {
     pub delivery_limit: Option<u64>,
     /// `x-consumer-timeout`, in ms.
     pub consumer_timeout: Option<u64>,
+    /// Whether `x-overflow` was given (a policy's `overflow` then loses on classic queues).
+    pub overflow_declared: bool,
 }
 
 /// An integer argument, of any of the integer types RabbitMQ accepts (not timestamps).
@@ -209,6 +211,7 @@ impl QueueArgs {
                 .then(|| non_negative(args, "x-delivery-limit"))
                 .flatten(),
             consumer_timeout: non_negative(args, "x-consumer-timeout"),
+            overflow_declared: args.get("x-overflow").is_some(),
         }
     }
 

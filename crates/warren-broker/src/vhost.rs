@@ -19,6 +19,7 @@ use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::{headers, Binding, Destination, Exchange};
 use crate::message::Message;
 use crate::persistence::{BindingRecord, SharedPersistence};
+use crate::policy::{self, Policy, Target};
 use crate::queue::{Home, Queue, QueueHost, Subscriber};
 use crate::spec::{Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec};
 use crate::stats::{Churn, MessageStats, SizeHistogram};
@@ -47,6 +48,9 @@ pub struct VHost {
     /// Counts of the channels that have closed here, and of publishes made outside any
     /// channel (the management API's): live channels keep their own.
     retired: Mutex<(MessageStats, SizeHistogram)>,
+    /// Policies and operator policies, by name.
+    policies: RwLock<Vec<Policy>>,
+    operator_policies: RwLock<Vec<Policy>>,
 }
 
 /// What became of a message handed to its queues by [`VHost::deliver`].
@@ -105,6 +109,8 @@ impl VHost {
             delayed: DelayStore::default(),
             churn,
             retired: Mutex::new(Default::default()),
+            policies: RwLock::new(Vec::new()),
+            operator_policies: RwLock::new(Vec::new()),
         });
         {
             let mut ex = vhost.exchanges.write();
@@ -130,6 +136,93 @@ impl VHost {
             host,
             vhost: self.name.clone(),
             persistence: self.persistence.clone(),
+        }
+    }
+
+    /// Adds or replaces a policy (recorded first when the vhost persists) and applies the
+    /// policies again to every queue and exchange here. Returns whether it is new.
+    pub(crate) fn set_policy(&self, policy: Policy, operator: bool) -> Result<bool> {
+        let created = {
+            let mut list = self.policy_list(operator).write();
+            if let Some(p) = &self.persistence {
+                p.save_policy(operator, &self.name, &policy.name, &policy.to_json(true))?;
+            }
+            let created = !list.iter().any(|p| p.name == policy.name);
+            list.retain(|p| p.name != policy.name);
+            list.push(policy);
+            created
+        };
+        self.apply_policies();
+        Ok(created)
+    }
+
+    /// Removes a policy and applies the rest again; returns whether it existed.
+    pub(crate) fn delete_policy(&self, name: &str, operator: bool) -> Result<bool> {
+        let existed = {
+            let mut list = self.policy_list(operator).write();
+            if !list.iter().any(|p| p.name == name) {
+                return Ok(false);
+            }
+            if let Some(p) = &self.persistence {
+                p.delete_policy(operator, &self.name, name)?;
+            }
+            list.retain(|p| p.name != name);
+            true
+        };
+        self.apply_policies();
+        Ok(existed)
+    }
+
+    /// Puts back a policy recorded before a restart (before the queues come back).
+    pub(crate) fn restore_policy(&self, policy: Policy, operator: bool) {
+        self.policy_list(operator).write().push(policy);
+    }
+
+    /// The policies (or operator policies) of this vhost, by name.
+    pub fn policies(&self, operator: bool) -> Vec<Policy> {
+        let mut v = self.policy_list(operator).read().clone();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn policy_list(&self, operator: bool) -> &RwLock<Vec<Policy>> {
+        if operator {
+            &self.operator_policies
+        } else {
+            &self.policies
+        }
+    }
+
+    /// Applies the policies in force to one queue.
+    fn apply_queue_policy(&self, q: &Arc<Queue>) {
+        let target = Target::Queue(q.config.queue_type);
+        let users = self.policies.read();
+        let ops = self.operator_policies.read();
+        let user = policy::select(&users, q.name.as_str(), target);
+        let op = policy::select(&ops, q.name.as_str(), target);
+        q.apply_policy(user, op);
+    }
+
+    fn apply_exchange_policy(&self, x: &Exchange) {
+        let users = self.policies.read();
+        let p = policy::select(&users, x.name.as_str(), Target::Exchange).map(|p| {
+            let ae = p
+                .definition
+                .get("alternate-exchange")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            (p.name.clone(), ae)
+        });
+        x.set_policy(p);
+    }
+
+    /// Matches every queue and exchange here against the policies again (after a change).
+    fn apply_policies(&self) {
+        for q in self.queues() {
+            self.apply_queue_policy(&q);
+        }
+        for x in self.exchanges() {
+            self.apply_exchange_policy(&x);
         }
     }
 
@@ -274,6 +367,7 @@ impl VHost {
             p.save_exchange(&self.name, spec)?;
         }
         let x = Arc::new(Exchange::new(spec));
+        self.apply_exchange_policy(&x);
         map.insert(spec.name.clone(), x.clone());
         Ok(x)
     }
@@ -281,6 +375,7 @@ impl VHost {
     /// Puts back a durable exchange recorded before a restart.
     pub fn restore_exchange(&self, spec: &ExchangeSpec) {
         let x = Arc::new(Exchange::new(spec));
+        self.apply_exchange_policy(&x);
         self.exchanges.write().insert(spec.name.clone(), x);
     }
 
@@ -637,6 +732,7 @@ impl VHost {
             p.save_queue(&self.name, id, spec)?;
         }
         let q = Arc::new(Queue::new(spec, owner, self.home(), store_id));
+        self.apply_queue_policy(&q);
         map.insert(spec.name.clone(), q.clone());
         Churn::bump(&self.churn.queues_declared);
         Churn::bump(&self.churn.queues_created);
@@ -659,6 +755,7 @@ impl VHost {
     pub fn restore_queue(self: &Arc<Self>, id: u64, spec: &QueueSpec) -> Arc<Queue> {
         let store_id = self.persistence.as_ref().map(|_| id);
         let q = Arc::new(Queue::new(spec, None, self.home(), store_id));
+        self.apply_queue_policy(&q);
         self.queues.write().insert(spec.name.clone(), q.clone());
         q
     }
@@ -940,7 +1037,7 @@ impl VHost {
                 Destination::Exchange(e) => pending.push(e.clone()),
             });
             if !matched {
-                if let Some(ae) = x.alternate.as_deref().and_then(|n| self.exchange(n).ok()) {
+                if let Some(ae) = x.alternate_exchange().and_then(|n| self.exchange(&n).ok()) {
                     pending.push(ae);
                 }
             }

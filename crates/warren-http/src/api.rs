@@ -111,6 +111,20 @@ pub fn router() -> Router<Arc<Http>> {
             "/api/definitions/{vhost}",
             get(vhost_definitions).post(post_vhost_definitions),
         )
+        .route("/api/policies", get(policies))
+        .route("/api/policies/{vhost}", get(policies_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/api/operator-policies", get(operator_policies))
+        .route("/api/operator-policies/{vhost}", get(operator_policies_in))
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(operator_policy)
+                .put(put_operator_policy)
+                .delete(delete_operator_policy),
+        )
         .route("/api/aliveness-test/{vhost}", get(aliveness))
         .route("/api/health/checks/alarms", get(health_alarms))
         .route("/api/health/checks/local-alarms", get(health_alarms))
@@ -738,8 +752,11 @@ fn exchange_json(http: &Http, vhost: &str, x: &Arc<warren_broker::Exchange>) -> 
         "internal": x.internal,
         "arguments": Value::Object(table_to_json(&x.arguments)),
         "user_who_performed_action": "",
-        "policy": Value::Null,
     });
+    // As RabbitMQ: the key is there only when a policy applies.
+    if let Some(p) = x.policy() {
+        o["policy"] = Value::from(p);
+    }
     if s.publish_in > 0 || s.publish_out > 0 {
         let r = http.rates.get(&format!("exchange/{vhost}/{}", x.name), 2);
         o["message_stats"] = json!({
@@ -939,9 +956,9 @@ fn queue_json(http: &Http, vhost: &str, q: &Queue) -> Value {
         "arguments": Value::Object(table_to_json(&q.arguments)),
         "node": http.node.name,
         "state": "running",
-        "policy": Value::Null,
-        "operator_policy": Value::Null,
-        "effective_policy_definition": {},
+        "policy": s.policy.clone().map_or(Value::Null, Value::from),
+        "operator_policy": s.operator_policy.clone().map_or(Value::Null, Value::from),
+        "effective_policy_definition": Value::Object(s.policy_definition.clone()),
         "consumers": s.consumers,
         "consumer_capacity": if s.consumers > 0 { 1.0 } else { 0.0 },
         "consumer_utilisation": if s.consumers > 0 { 1.0 } else { 0.0 },
@@ -1780,6 +1797,207 @@ async fn consumers_in(
 }
 
 // ---------------------------------------------------------------------------------------
+// Policies and operator policies
+
+fn policy_list(http: &Http, caller: &Caller, operator: bool, vhost: Option<&str>) -> Vec<Value> {
+    http.broker
+        .policies(operator, vhost)
+        .iter()
+        .filter(|p| caller.sees_vhost(http, &p.vhost))
+        .map(|p| p.to_json(true))
+        .collect()
+}
+
+/// Who may change policies in `vhost`: administrators, and policymakers with rights there.
+fn require_policymaker(http: &Http, caller: &Caller, vhost: &str) -> ApiResult<()> {
+    let policymaker = caller.user.tags.iter().any(|t| t == "policymaker");
+    if caller.is_admin() || (policymaker && caller.sees_vhost(http, vhost)) {
+        Ok(())
+    } else {
+        Err(ApiError::not_authorised(
+            "User not authorised to access object",
+        ))
+    }
+}
+
+/// RabbitMQ escapes HTML in policy errors (not in operator policy ones).
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn put_any_policy(
+    http: &Http,
+    vhost: &str,
+    name: &str,
+    body: &[u8],
+    operator: bool,
+) -> ApiResult<Response> {
+    if http.broker.vhost(vhost).is_none() {
+        return Err(ApiError::vhost_not_found());
+    }
+    let m = body_object(body)?;
+    let missing: Vec<String> = ["pattern", "definition"]
+        .iter()
+        .filter(|k| !m.contains_key(**k))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    let fields = warren_broker::PolicyFields {
+        vhost,
+        name,
+        pattern: &m["pattern"],
+        apply_to: m.get("apply-to"),
+        priority: m.get("priority"),
+        definition: &m["definition"],
+    };
+    match http.broker.set_policy(operator, fields) {
+        Ok(created) => Ok(created_or_updated(created)),
+        Err(warren_broker::BrokerError::Invalid(text)) if !operator => {
+            Err(ApiError::bad_request(escape_html(&text)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn get_any_policy(
+    http: &Http,
+    caller: &Caller,
+    vhost: &str,
+    name: &str,
+    operator: bool,
+) -> ApiResult<Response> {
+    caller.require_vhost(http, vhost)?;
+    policy_list(http, caller, operator, Some(vhost))
+        .into_iter()
+        .find(|p| p["name"] == name)
+        .map(|p| Json(p).into_response())
+        .ok_or_else(ApiError::not_found)
+}
+
+fn delete_any_policy(http: &Http, vhost: &str, name: &str, operator: bool) -> ApiResult<Response> {
+    if http.broker.delete_policy(operator, vhost, name)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+const POLICY_KEYS: &[&str] = &["priority", "vhost", "name"];
+
+async fn policies(State(http): St, caller: Caller, Query(p): Params) -> ApiResult<Response> {
+    respond(
+        policy_list(&http, &caller, false, None),
+        &ListQuery::from_params(&p),
+        POLICY_KEYS,
+        false,
+    )
+}
+
+async fn policies_in(
+    State(http): St,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    Query(p): Params,
+) -> ApiResult<Response> {
+    caller.require_vhost(&http, &vhost)?;
+    respond(
+        policy_list(&http, &caller, false, Some(&vhost)),
+        &ListQuery::from_params(&p),
+        POLICY_KEYS,
+        false,
+    )
+}
+
+async fn policy(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    get_any_policy(&http, &caller, &vhost, &name, false)
+}
+
+async fn put_policy(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    require_policymaker(&http, &caller, &vhost)?;
+    put_any_policy(&http, &vhost, &name, &body, false)
+}
+
+async fn delete_policy(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    require_policymaker(&http, &caller, &vhost)?;
+    delete_any_policy(&http, &vhost, &name, false)
+}
+
+async fn operator_policies(
+    State(http): St,
+    caller: Caller,
+    Query(p): Params,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    respond(
+        policy_list(&http, &caller, true, None),
+        &ListQuery::from_params(&p),
+        POLICY_KEYS,
+        false,
+    )
+}
+
+async fn operator_policies_in(
+    State(http): St,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    Query(p): Params,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    caller.require_vhost(&http, &vhost)?;
+    respond(
+        policy_list(&http, &caller, true, Some(&vhost)),
+        &ListQuery::from_params(&p),
+        POLICY_KEYS,
+        false,
+    )
+}
+
+async fn operator_policy(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    get_any_policy(&http, &caller, &vhost, &name, true)
+}
+
+async fn put_operator_policy(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    put_any_policy(&http, &vhost, &name, &body, true)
+}
+
+async fn delete_operator_policy(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    delete_any_policy(&http, &vhost, &name, true)
+}
+
+// ---------------------------------------------------------------------------------------
 // Definitions, health
 
 async fn definitions(State(http): St, caller: Caller) -> ApiResult<Response> {
@@ -1804,7 +2022,7 @@ fn import(http: &Http, body: &[u8], vhost: Option<&str>) -> ApiResult<Response> 
         serde_json::from_slice(body).map_err(|_| ApiError::bad_request("failed_to_parse_json"))?;
     if let (Some(vh), Value::Object(m)) = (vhost, &mut v) {
         // A per-vhost file names no vhost in its entries: they all go to this one.
-        for key in ["queues", "exchanges", "bindings", "policies"] {
+        for key in ["queues", "exchanges", "bindings", "policies", "parameters"] {
             if let Some(Value::Array(items)) = m.get_mut(key) {
                 for item in items {
                     if let Value::Object(o) = item {

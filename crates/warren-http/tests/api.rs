@@ -694,3 +694,134 @@ async fn metrics_speak_rabbitmq_prometheus() {
     );
     assert!(detailed.contains("rabbitmq_endpoint=\"detailed\""));
 }
+
+#[tokio::test]
+async fn policies_are_validated_applied_and_shown_on_queues() {
+    let n = start().await;
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/policies/%2F/cap",
+            Some(json!({"pattern": "^cap"})),
+        )
+        .await;
+    assert_eq!(
+        (s, parse(&b)["reason"].clone()),
+        (StatusCode::BAD_REQUEST, json!("[{key_missing,definition}]"))
+    );
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/policies/%2F/cap",
+            Some(json!({"pattern": "^cap", "definition": {"overflow": "foo"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // RabbitMQ escapes HTML in policy errors.
+    assert_eq!(
+        parse(&b)["reason"],
+        "Validation failed\n\n&lt;&lt;\"foo\"&gt;&gt; is not a valid overflow value\n"
+    );
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/policies/nowhere/cap",
+            Some(json!({"pattern": ".", "definition": {"max-length": 1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = n
+        .guest(Method::PUT, "/api/queues/%2F/cap.q", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    for _ in 0..5 {
+        n.guest(
+            Method::POST,
+            "/api/exchanges/%2F/amq.default/publish",
+            Some(json!({"properties": {}, "routing_key": "cap.q", "payload": "x"})),
+        )
+        .await;
+    }
+    let body = json!({"pattern": "^cap", "definition": {"max-length": 2}, "priority": 1, "apply-to": "queues"});
+    let (s, _) = n
+        .guest(Method::PUT, "/api/policies/%2F/cap", Some(body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = n
+        .guest(Method::PUT, "/api/policies/%2F/cap", Some(body))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let q = n.get_json("/api/queues/%2F/cap.q").await;
+    assert_eq!(q["policy"], "cap");
+    assert_eq!(q["effective_policy_definition"], json!({"max-length": 2}));
+    assert_eq!(
+        q["messages_ready"], 2,
+        "applied to the existing queue at once"
+    );
+    let p = n.get_json("/api/policies/%2F/cap").await;
+    assert_eq!(
+        p,
+        json!({"vhost": "/", "name": "cap", "pattern": "^cap", "apply-to": "queues",
+               "definition": {"max-length": 2}, "priority": 1})
+    );
+    // Operator policies: administrators only; merged by the smaller value; texts not escaped.
+    n.add_user("maker", &["policymaker"]);
+    let (s, _, _) = n
+        .call(
+            Method::PUT,
+            "/api/operator-policies/%2F/op",
+            Some(("maker", "pw")),
+            Some(json!({"pattern": ".", "definition": {"max-length": 1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = n
+        .call(
+            Method::PUT,
+            "/api/policies/%2F/mine",
+            Some(("maker", "pw")),
+            Some(json!({"pattern": "^none", "definition": {"max-length": 1}})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "a policymaker may set policies in its vhosts"
+    );
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/operator-policies/%2F/op",
+            Some(json!({"pattern": ".", "definition": {"queue-mode": "lazy"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse(&b)["reason"],
+        "Validation failed\n\n[{<<\"queue-mode\">>,<<\"lazy\">>}] are not recognised policy settings\n"
+    );
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/operator-policies/%2F/op",
+            Some(json!({"pattern": ".", "definition": {"max-length": 1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let q = n.get_json("/api/queues/%2F/cap.q").await;
+    assert_eq!(q["operator_policy"], "op");
+    assert_eq!(q["messages_ready"], 1);
+    let defs = n.get_json("/api/definitions").await;
+    assert_eq!(defs["policies"].as_array().unwrap().len(), 2);
+    assert_eq!(defs["parameters"][0]["component"], "operator_policy");
+    let (s, _) = n
+        .guest(Method::DELETE, "/api/operator-policies/%2F/op", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = n.guest(Method::DELETE, "/api/policies/%2F/cap", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        n.get_json("/api/queues/%2F/cap.q").await["policy"],
+        Value::Null
+    );
+}

@@ -76,6 +76,8 @@ pub struct Exchange {
     /// Counts of channels that have closed (live channels keep their own; see
     /// [`crate::stats`]), and of publishes from outside any channel.
     retired: Mutex<ExchangeStats>,
+    /// The policy applied (its name) and the alternate exchange it names, if any.
+    policy: RwLock<Option<(String, Option<String>)>>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -116,7 +118,26 @@ impl Exchange {
             bindings: RwLock::new(Bindings::default()),
             deleted: AtomicBool::new(false),
             retired: Mutex::new(ExchangeStats::default()),
+            policy: RwLock::new(None),
         }
+    }
+
+    /// Applies a policy: its name, and its `alternate-exchange` (the argument wins over it).
+    pub(crate) fn set_policy(&self, policy: Option<(String, Option<String>)>) {
+        *self.policy.write() = policy;
+    }
+
+    /// The policy applied, if any.
+    pub fn policy(&self) -> Option<String> {
+        self.policy.read().as_ref().map(|(n, _)| n.clone())
+    }
+
+    /// Where unroutable messages go: the `alternate-exchange` argument, else the policy's.
+    /// Read only when a message matches no binding.
+    pub fn alternate_exchange(&self) -> Option<String> {
+        self.alternate
+            .clone()
+            .or_else(|| self.policy.read().as_ref().and_then(|(_, ae)| ae.clone()))
     }
 
     pub(crate) fn retire_stats(&self, s: &ExchangeStats) {
