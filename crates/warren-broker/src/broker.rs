@@ -12,6 +12,7 @@ use crate::channel::{ChannelSnapshot, ConsumerSnapshot};
 use crate::durability::Durability;
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::Exchange;
+use crate::limits::{self, Limits, UserLimits};
 use crate::persistence::{Persistence, SharedPersistence};
 use crate::policy::Policy;
 use crate::registry::{Connection, ConnectionControl, Registry};
@@ -59,6 +60,7 @@ pub struct Broker {
     persistence: SharedPersistence,
     registry: Registry,
     churn: Arc<Churn>,
+    user_limits: Arc<UserLimits>,
 }
 
 /// Message counts summed over channels (live and closed) and direct publishes.
@@ -141,6 +143,8 @@ impl Broker {
 
     /// A broker with no vhosts and no users (definitions fill it in).
     pub fn empty() -> Self {
+        let churn = Arc::new(Churn::default());
+        let user_limits = Arc::new(UserLimits::default());
         Broker {
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
@@ -148,8 +152,9 @@ impl Broker {
             loopback_users: RwLock::new(Vec::new()),
             next_connection: AtomicU64::new(1),
             persistence: None,
-            registry: Registry::default(),
-            churn: Arc::new(Churn::default()),
+            registry: Registry::new(churn.clone(), user_limits.clone()),
+            churn,
+            user_limits,
         }
     }
 
@@ -286,6 +291,13 @@ impl Broker {
         }
         for (vhost, spec) in &topology.exchanges {
             broker.add_vhost(vhost)?.restore_exchange(spec);
+        }
+        for (is_user, owner, limits) in &topology.limits {
+            if *is_user {
+                broker.user_limits.set(owner, limits.clone());
+            } else if let Some(v) = broker.vhost(owner) {
+                v.restore_limits(limits.clone());
+            }
         }
         for (operator, json) in &topology.policies {
             match Policy::from_json(json, *operator) {
@@ -452,8 +464,10 @@ impl Broker {
         let existed = users.contains_key(name);
         if let Some(p) = &self.persistence {
             p.delete_user(name)?;
+            p.save_limits("user_limits", name, &Limits::new())?;
         }
         users.remove(name);
+        self.user_limits.forget(name);
         Ok(existed)
     }
 
@@ -506,8 +520,93 @@ impl Broker {
     /// `connection.open`: a session for `user` in `vhost` on connection `conn` (0 for none),
     /// or 530 NOT_ALLOWED.
     pub fn open_session(&self, user: &User, vhost: &str, conn: ConnectionId) -> Result<Session> {
+        if conn != 0 {
+            self.check_connection_limits(&user.name, vhost)?;
+        }
         let (v, access) = self.open_vhost(user, vhost)?;
         Ok(Session::new(v, access, conn))
+    }
+
+    /// RabbitMQ's order at `connection.open`: the vhost's connection limit, then the user's
+    /// (each counts the other open connections).
+    fn check_connection_limits(&self, user: &str, vhost: &str) -> Result<()> {
+        let Some(v) = self.vhost(vhost) else {
+            return Err(BrokerError::NotAllowed(format!("vhost {vhost} not found")));
+        };
+        let (in_vhost, by_user) = self.registry.count(vhost, user);
+        if let Some(limit) = limits::get(&v.limits(), "max-connections") {
+            if in_vhost >= limit {
+                return Err(BrokerError::NotAllowed(format!(
+                    "access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached"
+                )));
+            }
+        }
+        if let Some(limit) = limits::get(&self.user_limits.get(user), "max-connections") {
+            if by_user >= limit {
+                return Err(BrokerError::NotAllowed(format!(
+                    "connection refused for user '{user}': user connection limit ({limit}) is reached"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (Some) or clears (None) one of a vhost's limits (validated as RabbitMQ does).
+    pub fn set_vhost_limit(
+        &self,
+        vhost: &str,
+        name: &str,
+        value: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let v = self.vhost(vhost).ok_or_else(|| BrokerError::NotFound {
+            kind: EntityKind::VHost,
+            name: vhost.to_owned(),
+            vhost: vhost.to_owned(),
+        })?;
+        let value = value
+            .map(|x| limits::validate(limits::Scope::VHost, name, x))
+            .transpose()?;
+        v.set_limit(name, value)
+    }
+
+    /// Sets (Some) or clears (None) one of a user's limits.
+    pub fn set_user_limit(
+        &self,
+        user: &str,
+        name: &str,
+        value: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let _users = self.users.write();
+        if !_users.contains_key(user) {
+            return Err(BrokerError::NotFound {
+                kind: EntityKind::User,
+                name: user.to_owned(),
+                vhost: String::new(),
+            });
+        }
+        let value = value
+            .map(|x| limits::validate(limits::Scope::User, name, x))
+            .transpose()?;
+        let mut next = self.user_limits.get(user);
+        match value {
+            Some(v) => next.insert(name.to_owned(), v),
+            None => next.remove(name),
+        };
+        if let Some(p) = &self.persistence {
+            p.save_limits("user_limits", user, &next)?;
+        }
+        self.user_limits.set(user, next);
+        Ok(())
+    }
+
+    /// A user's limits.
+    pub fn user_limits(&self, user: &str) -> Limits {
+        self.user_limits.get(user)
+    }
+
+    /// Every user with limits, by name.
+    pub fn all_user_limits(&self) -> Vec<(String, Limits)> {
+        self.user_limits.all()
     }
 
     pub(crate) fn open_vhost(&self, user: &User, vhost: &str) -> Result<(Arc<VHost>, Access)> {
@@ -561,13 +660,12 @@ impl Broker {
             counters,
             control,
             session.vhost().clone(),
-            self.churn.clone(),
         )
     }
 
     /// A connection ended: it leaves the registry, and its exclusive queues go with it.
     pub fn connection_closed(&self, conn: ConnectionId) {
-        self.registry.remove(conn, &self.churn);
+        self.registry.remove(conn);
         for v in self.vhosts() {
             v.remove_exclusive_queues(conn);
         }

@@ -42,6 +42,9 @@ pub struct UserDef {
     pub hashing_algorithm: Option<String>,
     #[serde(default)]
     pub tags: Tags,
+    /// `max-connections`, `max-channels`.
+    #[serde(default)]
+    pub limits: serde_json::Map<String, Value>,
 }
 
 /// RabbitMQ writes tags as a list (4.x) or a comma-separated string (3.x).
@@ -250,6 +253,11 @@ impl Definitions {
                 _ => None,
             };
             broker.add_user(&u.name, hash, u.tags.into_vec())?;
+            for (k, v) in &u.limits {
+                broker
+                    .set_user_limit(&u.name, k, Some(v))
+                    .map_err(about(format!("user '{}'", u.name)))?;
+            }
         }
         for p in &self.permissions {
             let what = format!("permission for '{}' on '{}'", p.user, p.vhost);
@@ -263,6 +271,16 @@ impl Definitions {
             set_policy(broker, p, false)?;
         }
         for p in &self.parameters {
+            if p.get("component").and_then(Value::as_str) == Some("vhost-limits") {
+                let vhost = p.get("vhost").and_then(Value::as_str).unwrap_or_default();
+                if let Some(Value::Object(limits)) = p.get("value") {
+                    for (k, v) in limits {
+                        broker
+                            .set_vhost_limit(vhost, k, Some(v))
+                            .map_err(about(format!("limits of vhost '{vhost}'")))?;
+                    }
+                }
+            }
             if p.get("component").and_then(Value::as_str) == Some("operator_policy") {
                 // Its fields sit under "value"; the name and vhost beside it.
                 let mut record = p.get("value").cloned().unwrap_or(Value::Null);
@@ -335,8 +353,9 @@ impl Definitions {
     }
 
     /// The broker's definitions (the inverse of [`Definitions::apply`]), in RabbitMQ's
-    /// export format: users with their password hashes, vhosts, permissions, and the durable
-    /// exchanges (but the standard ones), queues (but exclusive ones) and bindings.
+    /// export format: users with their password hashes, vhosts, permissions, policies, and,
+    /// as RabbitMQ 3.10 exports them, the exchanges but the standard ones, the queues but the
+    /// exclusive ones (durable or not), and the bindings between them.
     pub fn export(broker: &Broker, only_vhost: Option<&str>) -> Value {
         let in_scope = |v: &str| only_vhost.is_none_or(|o| o == v);
         let mut users = Vec::new();
@@ -353,7 +372,7 @@ impl Definitions {
                     "password_hash": hash,
                     "hashing_algorithm": algorithm,
                     "tags": u.tags,
-                    "limits": {},
+                    "limits": crate::limits::to_json(&broker.user_limits(&u.name)),
                 }));
             }
             let mut names: Vec<String> =
@@ -388,7 +407,7 @@ impl Definitions {
             let mut xs = v.exchanges();
             xs.sort_by(|a, b| a.name.cmp(&b.name));
             for x in &xs {
-                if !x.durable || x.name.is_empty() || x.name.as_str().starts_with("amq.") {
+                if x.name.is_empty() || x.name.as_str().starts_with("amq.") {
                     continue;
                 }
                 let mut o = serde_json::Map::new();
@@ -405,7 +424,7 @@ impl Definitions {
             }
             let mut qs = v.queues();
             qs.sort_by(|a, b| a.name.cmp(&b.name));
-            for q in qs.iter().filter(|q| q.durable && !q.is_exclusive()) {
+            for q in qs.iter().filter(|q| !q.is_exclusive()) {
                 let mut o = serde_json::Map::new();
                 o.insert("name".into(), Value::from(q.name.as_str()));
                 o.insert("durable".into(), Value::from(q.durable));
@@ -417,17 +436,15 @@ impl Definitions {
                 queues.push(vhost_field(o));
             }
             for x in &xs {
-                if !x.durable {
+                if x.name.is_empty() {
                     continue;
                 }
                 for b in x.bindings() {
-                    let (destination, kind, durable) = match &b.destination {
-                        Destination::Queue(q) => {
-                            (q.name.to_string(), "queue", q.durable && !q.is_exclusive())
-                        }
-                        Destination::Exchange(d) => (d.name.to_string(), "exchange", d.durable),
+                    let (destination, kind, exported) = match &b.destination {
+                        Destination::Queue(q) => (q.name.to_string(), "queue", !q.is_exclusive()),
+                        Destination::Exchange(d) => (d.name.to_string(), "exchange", true),
                     };
-                    if !durable {
+                    if !exported {
                         continue;
                     }
                     let mut o = serde_json::Map::new();
@@ -463,24 +480,36 @@ impl Definitions {
                 .iter()
                 .map(|p| p.to_json(with_vhost))
                 .collect();
-            let parameters = broker
-                .policies(true, only_vhost)
-                .iter()
-                .map(|p| {
-                    let mut value = p.to_json(false);
-                    if let Value::Object(v) = &mut value {
-                        v.remove("name");
-                    }
-                    let mut o = serde_json::Map::new();
-                    o.insert("value".into(), value);
-                    if with_vhost {
-                        o.insert("vhost".into(), Value::from(p.vhost.clone()));
-                    }
-                    o.insert("component".into(), Value::from("operator_policy"));
-                    o.insert("name".into(), Value::from(p.name.clone()));
-                    Value::Object(o)
-                })
-                .collect();
+            // Vhost limits and operator policies are runtime parameters in RabbitMQ's export.
+            let mut parameters: Vec<Value> = Vec::new();
+            for v in vs.iter().filter(|v| in_scope(&v.name)) {
+                let limits = v.limits();
+                if limits.is_empty() {
+                    continue;
+                }
+                let mut o = serde_json::Map::new();
+                o.insert("value".into(), crate::limits::to_json(&limits));
+                if with_vhost {
+                    o.insert("vhost".into(), Value::from(v.name.to_string()));
+                }
+                o.insert("component".into(), Value::from("vhost-limits"));
+                o.insert("name".into(), Value::from("limits"));
+                parameters.push(Value::Object(o));
+            }
+            for p in broker.policies(true, only_vhost) {
+                let mut value = p.to_json(false);
+                if let Value::Object(v) = &mut value {
+                    v.remove("name");
+                }
+                let mut o = serde_json::Map::new();
+                o.insert("value".into(), value);
+                if with_vhost {
+                    o.insert("vhost".into(), Value::from(p.vhost.clone()));
+                }
+                o.insert("component".into(), Value::from("operator_policy"));
+                o.insert("name".into(), Value::from(p.name.clone()));
+                parameters.push(Value::Object(o));
+            }
             o.insert("parameters".into(), Value::Array(parameters));
             o.insert("policies".into(), Value::Array(policies));
             o.insert("queues".into(), Value::Array(queues));

@@ -45,6 +45,7 @@ mod delayed;
 mod durability;
 mod error;
 mod exchange;
+pub mod limits;
 mod message;
 mod outbox;
 mod persistence;

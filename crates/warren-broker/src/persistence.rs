@@ -66,6 +66,8 @@ pub struct Topology {
     pub delayed: Vec<(String, u64)>,
     /// Policies as their JSON records, and whether each is an operator policy.
     pub policies: Vec<(bool, serde_json::Value)>,
+    /// (is a user's, vhost or user name, limits).
+    pub limits: Vec<(bool, String, crate::limits::Limits)>,
 }
 
 fn text(v: &str) -> FieldValue {
@@ -228,6 +230,24 @@ impl Persistence {
         self.delete(&key(kind, &[vhost, name]))
     }
 
+    /// Records a vhost's or user's limits (`kind`: `vhost_limits` or `user_limits`); empty
+    /// limits remove the record.
+    pub fn save_limits(
+        &self,
+        kind: &str,
+        owner: &str,
+        limits: &crate::limits::Limits,
+    ) -> Result<(), BrokerError> {
+        if limits.is_empty() {
+            return self.delete(&key(kind, &[owner]));
+        }
+        let t = FieldTable::from([
+            ("owner", text(owner)),
+            ("json", text(&crate::limits::to_json(limits).to_string())),
+        ]);
+        self.put(&key(kind, &[owner]), &t)
+    }
+
     pub fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
         self.delete(&key("vhost", &[name]))
     }
@@ -362,6 +382,15 @@ impl Persistence {
             let name = get_text(&rec, "name").unwrap_or_default();
             match kind {
                 "vhost" => t.vhosts.push(name),
+                "vhost_limits" | "user_limits" => {
+                    let owner = get_text(&rec, "owner").unwrap_or_default();
+                    let limits = get_text(&rec, "json")
+                        .and_then(|j| serde_json::from_str::<crate::limits::Limits>(&j).ok());
+                    match limits {
+                        Some(l) => t.limits.push((kind == "user_limits", owner, l)),
+                        None => warn!(key = k, "unreadable limits record; skipping it"),
+                    }
+                }
                 "policy" | "operator_policy" => {
                     match get_text(&rec, "json").map(|j| serde_json::from_str(&j)) {
                         Some(Ok(v)) => t.policies.push((kind == "operator_policy", v)),

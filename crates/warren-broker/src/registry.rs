@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::channel::{Channel, ChannelSnapshot, ConsumerSnapshot};
 use crate::error::{BrokerError, EntityKind, Result};
+use crate::limits::UserLimits;
 use crate::outbox::Outbox;
 use crate::spec::{ConnectionId, ConnectionInfo};
 use crate::stats::{Churn, ConnectionCounters, MessageStats, SizeHistogram};
@@ -32,6 +33,7 @@ pub struct Connection {
     control: Box<dyn ConnectionControl>,
     vhost: Arc<VHost>,
     churn: Arc<Churn>,
+    user_limits: Arc<UserLimits>,
     /// Reading is paused by a resource alarm.
     blocked: AtomicBool,
 }
@@ -69,12 +71,14 @@ impl Connection {
         &self.vhost
     }
 
-    /// Opens channel `id` on this connection; deliveries for it go to `outbox`.
-    pub fn open_channel(&self, id: u16, outbox: Arc<dyn Outbox>) -> Arc<Channel> {
+    /// Opens channel `id` on this connection; deliveries for it go to `outbox`. Refused
+    /// (530 on AMQP, closing the connection) once the user's `max-channels` are open.
+    pub fn open_channel(&self, id: u16, outbox: Arc<dyn Outbox>) -> Result<Arc<Channel>> {
+        self.user_limits.open_channel(&self.info.user)?;
         let ch = Arc::new(Channel::new(id, self.id, outbox));
         self.channels.lock().push(ch.clone());
         Churn::bump(&self.churn.channels_opened);
-        ch
+        Ok(ch)
     }
 
     /// The channel is closed (the caller closed the broker channel: consumers cancelled,
@@ -88,6 +92,7 @@ impl Connection {
         };
         if removed {
             ch.retire(&self.vhost);
+            self.user_limits.close_channel(&self.info.user);
             Churn::bump(&self.churn.channels_closed);
         }
     }
@@ -123,13 +128,22 @@ impl Connection {
     }
 }
 
-/// Every live connection.
-#[derive(Default)]
+/// Every live connection, with the churn counts and user limits they share.
 pub(crate) struct Registry {
     connections: RwLock<HashMap<ConnectionId, Arc<Connection>>>,
+    churn: Arc<Churn>,
+    user_limits: Arc<UserLimits>,
 }
 
 impl Registry {
+    pub fn new(churn: Arc<Churn>, user_limits: Arc<UserLimits>) -> Self {
+        Registry {
+            connections: RwLock::new(HashMap::new()),
+            churn,
+            user_limits,
+        }
+    }
+
     pub fn add(
         &self,
         id: ConnectionId,
@@ -137,8 +151,8 @@ impl Registry {
         counters: Arc<ConnectionCounters>,
         control: Box<dyn ConnectionControl>,
         vhost: Arc<VHost>,
-        churn: Arc<Churn>,
     ) -> Arc<Connection> {
+        let (churn, user_limits) = (self.churn.clone(), self.user_limits.clone());
         let c = Arc::new(Connection {
             id,
             info,
@@ -147,6 +161,7 @@ impl Registry {
             control,
             vhost,
             churn: churn.clone(),
+            user_limits,
             blocked: AtomicBool::new(false),
         });
         self.connections.write().insert(id, c.clone());
@@ -155,15 +170,23 @@ impl Registry {
     }
 
     /// Forgets a connection whose channels are all closed.
-    pub fn remove(&self, id: ConnectionId, churn: &Churn) {
+    pub fn remove(&self, id: ConnectionId) {
         let removed = self.connections.write().remove(&id);
         if let Some(c) = removed {
             // Channels the front end did not close one by one (it normally does).
             for ch in c.channels() {
                 c.close_channel(&ch);
             }
-            Churn::bump(&churn.connections_closed);
+            Churn::bump(&self.churn.connections_closed);
         }
+    }
+
+    /// How many connections are open to `vhost`, and by `user`.
+    pub fn count(&self, vhost: &str, user: &str) -> (u64, u64) {
+        let conns = self.connections.read();
+        let in_vhost = conns.values().filter(|c| c.info.vhost == vhost).count();
+        let by_user = conns.values().filter(|c| c.info.user == user).count();
+        (in_vhost as u64, by_user as u64)
     }
 
     pub fn all(&self) -> Vec<Arc<Connection>> {

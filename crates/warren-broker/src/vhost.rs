@@ -17,6 +17,7 @@ use crate::delayed::{self, DelayStore};
 use crate::durability::{Durability, Ticket};
 use crate::error::{BrokerError, EntityKind, Result};
 use crate::exchange::{headers, Binding, Destination, Exchange};
+use crate::limits::{self, Limits};
 use crate::message::Message;
 use crate::persistence::{BindingRecord, SharedPersistence};
 use crate::policy::{self, Policy, Target};
@@ -48,6 +49,8 @@ pub struct VHost {
     /// Counts of the channels that have closed here, and of publishes made outside any
     /// channel (the management API's): live channels keep their own.
     retired: Mutex<(MessageStats, SizeHistogram)>,
+    /// `max-connections` and `max-queues`.
+    limits: RwLock<Limits>,
     /// Policies and operator policies, by name.
     policies: RwLock<Vec<Policy>>,
     operator_policies: RwLock<Vec<Policy>>,
@@ -109,6 +112,7 @@ impl VHost {
             delayed: DelayStore::default(),
             churn,
             retired: Mutex::new(Default::default()),
+            limits: RwLock::new(Limits::new()),
             policies: RwLock::new(Vec::new()),
             operator_policies: RwLock::new(Vec::new()),
         });
@@ -137,6 +141,43 @@ impl VHost {
             vhost: self.name.clone(),
             persistence: self.persistence.clone(),
         }
+    }
+
+    /// This vhost's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits.read().clone()
+    }
+
+    /// Sets (Some) or clears (None) one limit, recorded first.
+    pub(crate) fn set_limit(&self, name: &str, value: Option<i64>) -> Result<()> {
+        let mut limits = self.limits.write();
+        let mut next = limits.clone();
+        match value {
+            Some(v) => next.insert(name.to_owned(), v),
+            None => next.remove(name),
+        };
+        if let Some(p) = &self.persistence {
+            p.save_limits("vhost_limits", &self.name, &next)?;
+        }
+        *limits = next;
+        Ok(())
+    }
+
+    pub(crate) fn restore_limits(&self, limits: Limits) {
+        *self.limits.write() = limits;
+    }
+
+    /// RabbitMQ's queue limit: refused when the vhost would hold more than `max-queues`.
+    fn check_queue_limit(&self, count: usize, name: &str) -> Result<()> {
+        if let Some(limit) = limits::get(&self.limits.read(), "max-queues") {
+            if count as u64 + 1 > limit {
+                return Err(BrokerError::PreconditionFailed(format!(
+                    "cannot declare queue '{name}': queue limit in vhost '{}' ({limit}) is reached",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Adds or replaces a policy (recorded first when the vhost persists) and applies the
@@ -718,6 +759,7 @@ impl VHost {
         spec: &QueueSpec,
         conn: ConnectionId,
     ) -> Result<Arc<Queue>> {
+        self.check_queue_limit(map.len(), spec.name.as_str())?;
         let owner = spec.exclusive.then_some(conn);
         // Exclusive queues die with their connection, so they are never logged (RabbitMQ
         // deletes them at restart too).

@@ -587,7 +587,9 @@ fn connections_register_and_close_by_name() {
         Box::new(Recorded(closed.clone())),
     );
     assert_eq!(conn.info.name, "127.0.0.1:5555 -> 127.0.0.1:5672");
-    let ch = conn.open_channel(1, Arc::new(Collect::default()));
+    let ch = conn
+        .open_channel(1, Arc::new(Collect::default()))
+        .expect("channel");
     assert_eq!(b.channels().len(), 1);
     b.close_connection("127.0.0.1:5555 -> 127.0.0.1:5672", "bye")
         .expect("found");

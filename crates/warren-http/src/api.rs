@@ -125,6 +125,18 @@ pub fn router() -> Router<Arc<Http>> {
                 .put(put_operator_policy)
                 .delete(delete_operator_policy),
         )
+        .route("/api/vhost-limits", get(vhost_limits))
+        .route("/api/vhost-limits/{vhost}", get(vhost_limits_of))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(put_vhost_limit).delete(delete_vhost_limit),
+        )
+        .route("/api/user-limits", get(user_limits))
+        .route("/api/user-limits/{user}", get(user_limits_of))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(put_user_limit).delete(delete_user_limit),
+        )
         .route("/api/aliveness-test/{vhost}", get(aliveness))
         .route("/api/health/checks/alarms", get(health_alarms))
         .route("/api/health/checks/local-alarms", get(health_alarms))
@@ -550,7 +562,7 @@ async fn delete_vhost(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn user_json(u: &warren_broker::User) -> Value {
+fn user_json(http: &Http, u: &warren_broker::User) -> Value {
     let (hash, algorithm) = match &u.password {
         Some(h) => (h.to_base64(), h.algorithm.name()),
         None => (String::new(), HashAlgorithm::Sha256.name()),
@@ -560,13 +572,18 @@ fn user_json(u: &warren_broker::User) -> Value {
         "password_hash": hash,
         "hashing_algorithm": algorithm,
         "tags": u.tags,
-        "limits": {},
+        "limits": warren_broker::limits::to_json(&http.broker.user_limits(&u.name)),
     })
 }
 
 async fn users(State(http): St, caller: Caller, Query(p): Params) -> ApiResult<Response> {
     caller.require_admin()?;
-    let items = http.broker.users().iter().map(user_json).collect();
+    let items = http
+        .broker
+        .users()
+        .iter()
+        .map(|u| user_json(&http, u))
+        .collect();
     respond(items, &ListQuery::from_params(&p), &["name"], true)
 }
 
@@ -578,7 +595,10 @@ async fn user(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let u = http.broker.user(&name).ok_or_else(ApiError::not_found)?;
-    Ok(respond_one(user_json(&u), &ListQuery::from_params(&p)))
+    Ok(respond_one(
+        user_json(&http, &u),
+        &ListQuery::from_params(&p),
+    ))
 }
 
 async fn put_user(
@@ -1995,6 +2015,118 @@ async fn delete_operator_policy(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     delete_any_policy(&http, &vhost, &name, true)
+}
+
+// ---------------------------------------------------------------------------------------
+// Vhost and user limits
+
+fn vhost_limit_list(http: &Http, caller: &Caller, only: Option<&str>) -> Vec<Value> {
+    let mut vs = http.broker.vhosts();
+    vs.sort_by(|a, b| a.name.cmp(&b.name));
+    vs.iter()
+        .filter(|v| only.is_none_or(|o| o == &*v.name))
+        .filter(|v| caller.is_monitor() || caller.sees_vhost(http, &v.name))
+        .filter_map(|v| {
+            let l = v.limits();
+            (!l.is_empty()).then(|| {
+                json!({"vhost": v.name.to_string(), "value": warren_broker::limits::to_json(&l)})
+            })
+        })
+        .collect()
+}
+
+async fn vhost_limits(State(http): St, caller: Caller) -> Json<Value> {
+    Json(Value::Array(vhost_limit_list(&http, &caller, None)))
+}
+
+async fn vhost_limits_of(
+    State(http): St,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> ApiResult<Response> {
+    http.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    Ok(Json(Value::Array(vhost_limit_list(&http, &caller, Some(&vhost)))).into_response())
+}
+
+/// `{"value": N}` of a limit PUT.
+fn limit_value(body: &[u8]) -> ApiResult<Value> {
+    body_object(body)?
+        .remove("value")
+        .ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))
+}
+
+async fn put_vhost_limit(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if http.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::vhost_not_found());
+    }
+    let value = limit_value(&body)?;
+    http.broker.set_vhost_limit(&vhost, &name, Some(&value))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_vhost_limit(
+    State(http): St,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    http.broker.set_vhost_limit(&vhost, &name, None)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn user_limit_list(http: &Http, only: Option<&str>) -> Vec<Value> {
+    http.broker
+        .all_user_limits()
+        .iter()
+        .filter(|(u, _)| only.is_none_or(|o| o == u))
+        .map(|(u, l)| json!({"user": u, "value": warren_broker::limits::to_json(l)}))
+        .collect()
+}
+
+async fn user_limits(State(http): St, _caller: Caller) -> Json<Value> {
+    Json(Value::Array(user_limit_list(&http, None)))
+}
+
+async fn user_limits_of(
+    State(http): St,
+    _caller: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<Response> {
+    http.broker.user(&user).ok_or_else(ApiError::not_found)?;
+    Ok(Json(Value::Array(user_limit_list(&http, Some(&user)))).into_response())
+}
+
+async fn put_user_limit(
+    State(http): St,
+    caller: Caller,
+    Path((user, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let value = limit_value(&body)?;
+    if http.broker.user(&user).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "[\"no_such_user\",\"{user}\"]"
+        )));
+    }
+    http.broker.set_user_limit(&user, &name, Some(&value))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_user_limit(
+    State(http): St,
+    caller: Caller,
+    Path((user, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    http.broker.set_user_limit(&user, &name, None)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -825,3 +825,90 @@ async fn policies_are_validated_applied_and_shown_on_queues() {
         Value::Null
     );
 }
+
+#[tokio::test]
+async fn a_rabbitmq_3_10_export_imports_and_comes_back() {
+    let n = start().await;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/dev/samples/rabbitmq-3.10/definitions.json"
+    );
+    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (s, b) = n
+        .guest(Method::POST, "/api/definitions", Some(theirs.clone()))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let ours = n.get_json("/api/definitions").await;
+    // Everything RabbitMQ exported is in Warren's export (Warren keeps `guest` and `/` too).
+    let names = |v: &Value, k: &str| -> Vec<String> {
+        let mut out: Vec<String> = v[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}|{}",
+                    x["vhost"].as_str().unwrap_or(""),
+                    x["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    for key in ["users", "vhosts", "queues", "exchanges", "policies"] {
+        let ours = names(&ours, key);
+        for item in names(&theirs, key) {
+            assert!(ours.contains(&item), "{key}: {item} missing from {ours:?}");
+        }
+    }
+    assert_eq!(
+        ours["bindings"].as_array().unwrap().len(),
+        theirs["bindings"].as_array().unwrap().len()
+    );
+    // Limits and operator policies came along as parameters, user limits with their users.
+    let params = ours["parameters"].as_array().unwrap();
+    assert!(params.iter().any(|p| p["component"] == "vhost-limits"));
+    assert!(params.iter().any(|p| p["component"] == "operator_policy"));
+    let limits = n.get_json("/api/vhost-limits/%2F").await;
+    assert_eq!(
+        limits,
+        json!([{"vhost": "/", "value": {"max-connections": 200, "max-queues": 500}}])
+    );
+    // A user created from a RabbitMQ password hash logs in with its password.
+    let (s, _, _) = n
+        .call(Method::GET, "/api/whoami", Some(("admin2", "secret")), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Limits over HTTP: RabbitMQ's codes and texts.
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/vhost-limits/%2F/max-bogus",
+            Some(json!({"value": 5})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse(&b)["reason"],
+        "Validation failed\n\nUnrecognised terms [{<<\"max-bogus\">>,5}] in limits\n"
+    );
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/user-limits/guest/max-channels",
+            Some(json!({"value": 7})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(n
+        .get_json("/api/user-limits")
+        .await
+        .as_array()
+        .unwrap()
+        .contains(&json!({"user": "guest", "value": {"max-channels": 7}})));
+    let (s, _) = n
+        .guest(Method::DELETE, "/api/user-limits/guest/max-channels", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}

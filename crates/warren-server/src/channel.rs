@@ -475,7 +475,7 @@ mod tests {
             Box::new(NoControl),
         );
         let outbox = Arc::new(ConnOutbox::new());
-        let channel = registered.open_channel(1, outbox.clone());
+        let channel = registered.open_channel(1, outbox.clone()).expect("channel");
         let ctx = ConnCtx::new(
             session,
             registered,

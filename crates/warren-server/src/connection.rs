@@ -916,10 +916,11 @@ impl Connection {
                 if self.channels.len() <= idx {
                     self.channels.resize_with(idx + 1, || None);
                 }
+                // A user's max-channels refuses it with 530, closing the connection.
                 let bc = self
                     .ctx
                     .registered
-                    .open_channel(id, self.ctx.outbox.clone());
+                    .open_channel(id, self.ctx.outbox.clone())?;
                 self.channels[idx] = Some(ChannelMachine::new(id, bc));
                 self.ctx.outbox.method(id, channel::OpenOk {});
                 Ok(false)
