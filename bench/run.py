@@ -6,7 +6,7 @@ each on its own free port and data directory, runs every scenario against both i
 prints a Markdown table of msgs/s, latency percentiles, broker CPU and RSS, and the
 Warren/RabbitMQ ratio. See docs/benchmarks.md.
 
-    bench/run.sh [--duration SECONDS] [--only 1,2,6] [--skip-rabbitmq] [--out FILE]
+    bench/run.sh [--duration SECONDS] [--only 1,2,6] [--skip-rabbitmq] [--scrape] [--out FILE]
 """
 
 import argparse
@@ -85,11 +85,19 @@ class Warren(Broker):
         self.launch()
         return time.time() - t0
 
+    # Set by --scrape: the management API and metrics listen, and are read every 5 s.
+    scrape = False
+
     def launch(self):
         self.log = open(os.path.join(self.dir, "warren.log"), "a")
+        http = ["--management-listen", "none", "--prometheus-listen", "none"]
+        if self.scrape:
+            self.mgmt_port, self.metrics_port = free_port(), free_port()
+            http = ["--management-listen", f"127.0.0.1:{self.mgmt_port}",
+                    "--prometheus-listen", f"127.0.0.1:{self.metrics_port}"]
+            start_scraper(self)
         self.proc = subprocess.Popen(
-            [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}",
-             "--management-listen", "none", "--prometheus-listen", "none", "--data-dir",
+            [WARREN, "--amqp-listen", f"127.0.0.1:{self.port}", *http, "--data-dir",
              os.path.join(self.dir, "data")],
             stdout=subprocess.DEVNULL, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
         if not wait_port(self.port, timeout=300):
@@ -107,6 +115,31 @@ class Warren(Broker):
     def version(self):
         out = subprocess.run([WARREN, "--version"], capture_output=True, text=True)
         return out.stdout.strip()
+
+
+def start_scraper(warren):
+    """Reads what an operator's tools read (overview, queues, connections, /metrics) every
+    5 s, as a Prometheus and a dashboard would, for as long as the benchmark runs."""
+    import base64
+    import threading
+    import urllib.request
+
+    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+
+    def loop():
+        while True:
+            time.sleep(5)
+            for url in [f"http://127.0.0.1:{warren.mgmt_port}/api/overview",
+                        f"http://127.0.0.1:{warren.mgmt_port}/api/queues",
+                        f"http://127.0.0.1:{warren.mgmt_port}/api/connections",
+                        f"http://127.0.0.1:{warren.metrics_port}/metrics"]:
+                try:
+                    req = urllib.request.Request(url, headers={"authorization": auth})
+                    urllib.request.urlopen(req, timeout=5).read()
+                except OSError:
+                    pass
+
+    threading.Thread(target=loop, daemon=True).start()
 
 
 class RabbitMQ(Broker):
@@ -328,7 +361,10 @@ def main():
     ap.add_argument("--skip-rabbitmq", action="store_true")
     ap.add_argument("--out", default="")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--scrape", action="store_true",
+                    help="Warren serves its management API and metrics, read every 5 s")
     args = ap.parse_args()
+    Warren.scrape = args.scrape
 
     # Scenario 9 opens thousands of connections: raise the descriptor limit for everything
     # started from here (brokers inherit it).
