@@ -172,6 +172,64 @@ def classic_rabbitmqadmin_export_imports_back_equal():
     admin("delete", "queue", f"name={q}")
 
 
+@test
+def warren_definitions_import_into_rabbitmq_3_10():
+    """Warren's export, with users, policies, limits, classic and quorum queues, imports into
+    a real RabbitMQ 3.10 (Debian's rabbitmq-server), and RabbitMQ then holds the same things."""
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
+    import mgmt  # noqa: E402 - the benchmark's RabbitMQ node with its management plugin
+
+    v, u, q, qq, x, pol = (f"rx.v.{RUN}", f"rx.u.{RUN}", f"rx.q.{RUN}", f"rx.qq.{RUN}",
+                           f"rx.x.{RUN}", f"rx.pol.{RUN}")
+    assert api("PUT", f"/api/vhosts/{v}", {})[0] == 201
+    assert api("PUT", f"/api/users/{u}", {"password": "pw", "tags": "management"})[0] == 201
+    assert api("PUT", f"/api/permissions/{v}/{u}",
+               {"configure": ".*", "write": ".*", "read": "^rx"})[0] == 201
+    assert api("PUT", f"/api/queues/{v}/{q}", {"durable": True, "arguments": {"x-max-length": 9}})[0] == 201
+    assert api("PUT", f"/api/queues/{v}/{qq}",
+               {"durable": True, "arguments": {"x-queue-type": "quorum"}})[0] == 201
+    assert api("PUT", f"/api/exchanges/{v}/{x}", {"type": "topic", "durable": True})[0] == 201
+    assert api("POST", f"/api/bindings/{v}/e/{x}/q/{q}", {"routing_key": "a.#"})[0] == 201
+    assert api("PUT", f"/api/policies/{v}/{pol}",
+               {"pattern": "^rx", "definition": {"message-ttl": 1000}, "apply-to": "queues"})[0] == 201
+    assert api("PUT", f"/api/operator-policies/{v}/{pol}",
+               {"pattern": "^rx", "definition": {"max-length": 100}})[0] == 201
+    assert api("PUT", f"/api/vhost-limits/{v}/max-queues", {"value": 50})[0] == 204
+    assert api("PUT", f"/api/user-limits/{u}/max-channels", {"value": 5})[0] == 204
+    status, defs = api("GET", "/api/definitions")
+    assert status == 200, status
+    node = mgmt.RabbitMQ()
+    node.start()
+    try:
+        base = f"http://127.0.0.1:{node.mgmt_port}"
+        req = urllib.request.Request(base + "/api/definitions", method="POST",
+                                     data=json.dumps(defs).encode(),
+                                     headers={"content-type": "application/json",
+                                              "authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            assert r.status in (200, 201, 204), r.status
+        req = urllib.request.Request(base + "/api/definitions",
+                                     headers={"authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="})
+        theirs = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        def has(key, **want):
+            return any(all(i.get(k) == w for k, w in want.items()) for i in theirs[key])
+        assert has("vhosts", name=v)
+        assert has("users", name=u)
+        assert has("permissions", user=u, vhost=v, read="^rx")
+        assert has("queues", name=q, vhost=v, arguments={"x-max-length": 9})
+        assert has("queues", name=qq, vhost=v, arguments={"x-queue-type": "quorum"})
+        assert has("exchanges", name=x, vhost=v, type="topic")
+        assert has("bindings", source=x, destination=q, routing_key="a.#")
+        assert has("policies", name=pol, vhost=v, definition={"message-ttl": 1000})
+        assert has("parameters", component="operator_policy", name=pol)
+        assert has("parameters", component="vhost-limits", vhost=v)
+        assert any(i["name"] == u and i.get("limits") == {"max-channels": 5} for i in theirs["users"])
+    finally:
+        node.stop()
+        for path in [f"/api/vhosts/{v}", f"/api/users/{u}"]:
+            api("DELETE", path)
+
+
 # --------------------------------------------------------------------------------------
 # rabbitmqadmin v2
 

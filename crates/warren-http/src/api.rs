@@ -1025,9 +1025,59 @@ fn queue_list(http: &Http, vhosts: &[Arc<VHost>]) -> Vec<Value> {
         .collect()
 }
 
+/// Queue fields a page can be sorted on without building whole queue objects.
+const QUEUE_VIEW: &[&str] = &[
+    "name",
+    "vhost",
+    "type",
+    "durable",
+    "auto_delete",
+    "exclusive",
+    "messages",
+    "messages_ready",
+    "messages_unacknowledged",
+    "consumers",
+];
+
+/// A queue list: on a page, sorted and filtered on a small view of each queue (cheap at
+/// 10,000 queues), with whole objects built for the page's queues only.
+fn respond_queues(http: &Http, vhosts: &[Arc<VHost>], q: &ListQuery) -> ApiResult<Response> {
+    let keys = ["vhost", "name"];
+    let sort_keys = crate::list::sort_keys(q, &keys);
+    let cheap = sort_keys.iter().all(|k| QUEUE_VIEW.contains(k));
+    if !(crate::list::paging(q) && cheap) {
+        return respond(queue_list(http, vhosts), q, &keys, true);
+    }
+    let by_name_only = sort_keys.iter().all(|k| *k == "name" || *k == "vhost");
+    let mut rows = Vec::new();
+    for v in vhosts {
+        for queue in v.queues() {
+            let mut view = json!({"name": queue.name.as_str(), "vhost": v.name.to_string()});
+            if !by_name_only {
+                let s = queue.snapshot();
+                view["type"] = Value::from(queue.config.queue_type.as_str());
+                view["durable"] = Value::from(queue.durable);
+                view["auto_delete"] = Value::from(queue.auto_delete);
+                view["exclusive"] = Value::from(queue.is_exclusive());
+                view["messages"] = Value::from(s.messages_ready + s.messages_unacknowledged);
+                view["messages_ready"] = Value::from(s.messages_ready);
+                view["messages_unacknowledged"] = Value::from(s.messages_unacknowledged);
+                view["consumers"] = Value::from(s.consumers);
+            }
+            rows.push((view, (v.name.clone(), queue)));
+        }
+    }
+    crate::list::respond_rows(rows, q, &keys, true, |_, (vhost, queue)| {
+        queue_json(http, &vhost, &queue)
+    })
+}
+
 async fn queues(State(http): St, caller: Caller, Query(p): Params) -> ApiResult<Response> {
-    let items = queue_list(&http, &visible_vhosts(&http, &caller));
-    respond(items, &ListQuery::from_params(&p), &["vhost", "name"], true)
+    respond_queues(
+        &http,
+        &visible_vhosts(&http, &caller),
+        &ListQuery::from_params(&p),
+    )
 }
 
 async fn queues_in(
@@ -1038,12 +1088,7 @@ async fn queues_in(
 ) -> ApiResult<Response> {
     caller.require_vhost(&http, &vhost)?;
     let v = http.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    respond(
-        queue_list(&http, &[v]),
-        &ListQuery::from_params(&p),
-        &["vhost", "name"],
-        true,
-    )
+    respond_queues(&http, &[v], &ListQuery::from_params(&p))
 }
 
 async fn queue(

@@ -103,18 +103,47 @@ fn invalid_pagination(page: &str, size: &str) -> ApiError {
 /// Sorts, filters, pages and projects `items`, whose default order is given by `keys`; answers
 /// with a plain array, or RabbitMQ's page envelope when `page` was asked for and `pageable`.
 pub fn respond(
-    mut items: Vec<Value>,
+    items: Vec<Value>,
     q: &ListQuery,
     keys: &[&str],
     pageable: bool,
 ) -> ApiResult<Response> {
-    let sort_keys: Vec<&str> = match q.sort.as_deref() {
+    respond_rows(
+        items.into_iter().map(|v| (v, ())).collect(),
+        q,
+        keys,
+        pageable,
+        |v, _| v,
+    )
+}
+
+/// The keys a list is sorted by: the asked-for one, then the list's own as tie-breakers.
+pub fn sort_keys<'a>(q: &'a ListQuery, keys: &[&'a str]) -> Vec<&'a str> {
+    match q.sort.as_deref() {
         Some("") => Vec::new(),
         Some(k) => std::iter::once(k).chain(keys.iter().copied()).collect(),
         None => keys.to_vec(),
-    };
+    }
+}
+
+/// Whether the answer is a page (so that a long list can sort and filter on a small view of
+/// each item and build whole objects only for the page).
+pub fn paging(q: &ListQuery) -> bool {
+    q.page.is_some()
+}
+
+/// [`respond`] over rows of (the view sorted and filtered on, the item): `finish` makes the
+/// object answered for each row kept (on a page, only the page's rows).
+pub fn respond_rows<T>(
+    mut rows: Vec<(Value, T)>,
+    q: &ListQuery,
+    keys: &[&str],
+    pageable: bool,
+    finish: impl Fn(Value, T) -> Value,
+) -> ApiResult<Response> {
+    let sort_keys = sort_keys(q, keys);
     if !sort_keys.is_empty() {
-        items.sort_by(|a, b| {
+        rows.sort_by(|(a, _), (b, _)| {
             sort_keys
                 .iter()
                 .map(|k| compare(at(a, k), at(b, k)))
@@ -123,7 +152,7 @@ pub fn respond(
         });
     }
     if q.reverse {
-        items.reverse();
+        rows.reverse();
     }
     let project_all = |items: Vec<Value>| -> Vec<Value> {
         match &q.columns {
@@ -132,6 +161,7 @@ pub fn respond(
         }
     };
     let Some(page) = q.page.as_deref().filter(|_| pageable) else {
+        let items = rows.into_iter().map(|(v, t)| finish(v, t)).collect();
         return Ok(Json(project_all(items)).into_response());
     };
     let size_text = q.page_size.as_deref().unwrap_or("100");
@@ -141,7 +171,7 @@ pub fn respond(
     if page_no <= 0 || size <= 0 || size > 500 {
         return Err(invalid_pagination(page, size_text));
     }
-    let total = items.len();
+    let total = rows.len();
     if let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) {
         let matches: Box<dyn Fn(&str) -> bool> = if q.use_regex {
             let re = regex::RegexBuilder::new(name)
@@ -153,9 +183,9 @@ pub fn respond(
             let needle = name.to_lowercase();
             Box::new(move |s: &str| s.to_lowercase().contains(&needle))
         };
-        items.retain(|i| i.get("name").and_then(Value::as_str).is_some_and(&matches));
+        rows.retain(|(i, _)| i.get("name").and_then(Value::as_str).is_some_and(&matches));
     }
-    let filtered = items.len();
+    let filtered = rows.len();
     let (page_no, size) = (page_no as usize, size as usize);
     if (page_no - 1) * size > filtered {
         return Err(ApiError::bad_request(format!(
@@ -163,10 +193,11 @@ pub fn respond(
         ))
         .named("page_out_of_range"));
     }
-    let page_items: Vec<Value> = items
+    let page_items: Vec<Value> = rows
         .into_iter()
         .skip((page_no - 1) * size)
         .take(size)
+        .map(|(v, t)| finish(v, t))
         .collect();
     let page_items = project_all(page_items);
     Ok(Json(json!({

@@ -912,3 +912,84 @@ async fn a_rabbitmq_3_10_export_imports_and_comes_back() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn each_tag_sees_and_does_what_rabbitmq_allows() {
+    use lapin::options::QueueDeclareOptions;
+    let n = start().await;
+    n.add_user("mgmt", &["management"]);
+    n.add_user("mon", &["monitoring"]);
+    n.add_user("maker", &["policymaker"]);
+    // guest's connection: only administrators and monitoring users see it.
+    let conn = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{}/%2F", n.amqp),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare("seen", QueueDeclareOptions::default(), Default::default())
+        .await
+        .expect("declare");
+    let count = |user: &'static str, path: &'static str| {
+        let n = &n;
+        async move {
+            let (s, _, b) = n.call(Method::GET, path, Some((user, "pw")), None).await;
+            (s, parse(&b).as_array().map_or(0, |a| a.len()))
+        }
+    };
+    assert_eq!(count("mgmt", "/api/connections").await, (StatusCode::OK, 0));
+    assert_eq!(count("mon", "/api/connections").await, (StatusCode::OK, 1));
+    assert_eq!(count("mgmt", "/api/channels").await, (StatusCode::OK, 0));
+    assert_eq!(count("mon", "/api/channels").await, (StatusCode::OK, 1));
+    assert_eq!(
+        count("mgmt", "/api/queues").await,
+        (StatusCode::OK, 1),
+        "rights on / show its queues"
+    );
+    assert_eq!(
+        count("mgmt", "/api/nodes").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(count("mon", "/api/nodes").await, (StatusCode::OK, 1));
+    assert_eq!(count("mon", "/api/users").await.0, StatusCode::UNAUTHORIZED);
+    // Closing someone else's connection takes an administrator.
+    let name = n.broker.connections()[0].info.name.clone();
+    let path = format!("/api/connections/{}", urlencode(&name));
+    let (s, _, _) = n
+        .call(Method::DELETE, &path, Some(("mon", "pw")), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Policies: policymakers (and administrators), not management or monitoring users.
+    let body = json!({"pattern": "^x", "definition": {"max-length": 1}});
+    for (user, want) in [
+        ("mgmt", StatusCode::UNAUTHORIZED),
+        ("mon", StatusCode::UNAUTHORIZED),
+        ("maker", StatusCode::CREATED),
+    ] {
+        let (s, _, _) = n
+            .call(
+                Method::PUT,
+                "/api/policies/%2F/p",
+                Some((user, "pw")),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(s, want, "{user}");
+    }
+    // Users, vhosts and definitions: administrators only.
+    for path in ["/api/users", "/api/definitions", "/api/permissions"] {
+        let (s, _, _) = n.call(Method::GET, path, Some(("maker", "pw")), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (s, _, _) = n
+        .call(
+            Method::PUT,
+            "/api/vhosts/v2",
+            Some(("maker", "pw")),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    drop(conn);
+}
