@@ -102,8 +102,8 @@ class RabbitMQ(R.RabbitMQ):
         self.node = node
         subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
-        if not R.wait_port(self.mgmt_port, timeout=180):
-            raise SystemExit("rabbitmq's management plugin did not start")
+        if not (R.wait_port(self.port, timeout=180) and R.wait_port(self.mgmt_port, timeout=60)):
+            raise SystemExit("rabbitmq or its management plugin did not start")
         self.pid = self.listener_pid(self.port)
 
 

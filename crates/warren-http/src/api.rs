@@ -547,6 +547,11 @@ async fn put_vhost(
     body_object(&body)?;
     let existed = http.broker.vhost(&name).is_some();
     http.broker.add_vhost(&name)?;
+    if !existed {
+        // As RabbitMQ's management API: whoever creates a vhost gets full rights in it.
+        http.broker
+            .set_permission(&caller.user.name, &name, Permission::full())?;
+    }
     Ok(created_or_updated(!existed))
 }
 

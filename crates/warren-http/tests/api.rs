@@ -379,6 +379,9 @@ async fn users_vhosts_permissions_and_definitions_round_trip() {
         .guest(Method::PUT, "/api/vhosts/tenant", Some(json!({})))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    // Its creator got full rights in it, as with RabbitMQ.
+    let p = n.get_json("/api/permissions/tenant/guest").await;
+    assert_eq!(p["configure"], ".*");
     let (s, b) = n
         .guest(
             Method::PUT,
