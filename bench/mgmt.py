@@ -12,11 +12,9 @@ Timed (median of 5): the first page of /api/queues (page_size 100), the whole /a
 import argparse
 import base64
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -75,36 +73,18 @@ class Warren(R.Warren):
 
 
 class RabbitMQ(R.RabbitMQ):
+    """RabbitMQ with its management and prometheus plugins on ports of their own."""
+    plugins = ["rabbitmq_management", "rabbitmq_prometheus"]
+
+    def configure(self):
+        self.mgmt_port, self.metrics_port = R.free_port(), R.free_port()
+        self.extra_conf = (f"management.tcp.port = {self.mgmt_port}\n"
+                           f"prometheus.tcp.port = {self.metrics_port}\n")
+
     def start(self):
-        if not shutil.which("rabbitmq-server") and not os.path.exists("/usr/sbin/rabbitmq-server"):
-            subprocess.run(["apt-get", "install", "-y", "-qq", "rabbitmq-server"], check=True)
-        self.port, self.mgmt_port, self.metrics_port = R.free_port(), R.free_port(), R.free_port()
-        self.dir = tempfile.mkdtemp(prefix="bench-rabbitmq-mgmt-")
-        os.chmod(self.dir, 0o777)
-        node = f"mgmt{self.port}@localhost"
-        self.env = {
-            **os.environ,
-            "RABBITMQ_NODENAME": node,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(R.free_port()),
-            "RABBITMQ_MNESIA_BASE": os.path.join(self.dir, "mnesia"),
-            "RABBITMQ_LOG_BASE": os.path.join(self.dir, "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.dir, "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": os.path.join(self.dir, "rabbitmq"),
-            "RABBITMQ_PID_FILE": os.path.join(self.dir, "pid"),
-        }
-        with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
-            f.write("[rabbitmq_management,rabbitmq_prometheus].\n")
-        with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
-            f.write(f"loopback_users.guest = true\nmanagement.tcp.port = {self.mgmt_port}\n"
-                    f"prometheus.tcp.port = {self.metrics_port}\n")
-        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", self.dir], check=False)
-        self.node = node
-        subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-        if not (R.wait_port(self.port, timeout=180) and R.wait_port(self.mgmt_port, timeout=60)):
-            raise SystemExit("rabbitmq or its management plugin did not start")
-        self.pid = self.listener_pid(self.port)
+        super().start()
+        if not R.wait_port(self.mgmt_port, timeout=60):
+            raise SystemExit("rabbitmq's management plugin did not start")
 
 
 def measure(b, n):

@@ -144,6 +144,12 @@ def start_scraper(warren):
 
 class RabbitMQ(Broker):
     name = "RabbitMQ"
+    # Plugins to enable and rabbitmq.conf lines to add (bench/mgmt.py sets them).
+    plugins = []
+    extra_conf = ""
+
+    def configure(self):
+        """Ports other than AMQP, chosen before the node starts (a subclass's hook)."""
 
     def start(self):
         if not shutil.which("rabbitmq-server") and not os.path.exists("/usr/sbin/rabbitmq-server"):
@@ -166,10 +172,11 @@ class RabbitMQ(Broker):
             "RABBITMQ_CONFIG_FILE": os.path.join(self.dir, "rabbitmq"),
             "RABBITMQ_PID_FILE": os.path.join(self.dir, "pid"),
         }
+        self.configure()
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
-            f.write("[].\n")
+            f.write("[" + ",".join(self.plugins) + "].\n")
         with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
-            f.write("loopback_users.guest = true\n")
+            f.write("loopback_users.guest = true\n" + self.extra_conf)
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", self.dir], check=False)
         self.node = node
         subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,

@@ -9,9 +9,7 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
-use rand::RngCore;
 use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortString};
 
 use crate::auth::{Access, AccessKind};
@@ -23,7 +21,7 @@ use crate::exchange::Exchange;
 use crate::message::{parse_expiration, Message};
 use crate::queue::Queue;
 use crate::queue_args;
-use crate::spec::{ConnectionId, ExchangeKind, ExchangeSpec, QueueSpec};
+use crate::spec::{random_name, ConnectionId, ExchangeKind, ExchangeSpec, QueueSpec};
 use crate::stats::{ExchangeCounters, ExchangeStats};
 use crate::vhost::{Route, RouteCache, VHost};
 
@@ -169,17 +167,6 @@ impl Publisher {
     pub fn set_confirm(&mut self) {
         self.confirm = true;
     }
-}
-
-/// A random name under RabbitMQ's prefixes (`amq.gen-`, `amq.ctag-`, reply-to queues).
-fn generated(prefix: &str) -> ShortString {
-    let mut raw = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let name = format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
-    ShortString::try_from(name).unwrap_or_default()
 }
 
 fn default_exchange_refused() -> BrokerError {
@@ -409,7 +396,7 @@ impl Session {
         let priority =
             queue_args::consumer_priority(&c.arguments, c.queue.as_str(), &self.access.vhost)?;
         let tag = if c.tag.is_empty() {
-            generated("amq.ctag-")
+            random_name("amq.ctag-")
         } else {
             c.tag
         };
@@ -430,7 +417,7 @@ impl Session {
                 "reply consumer already set".into(),
             ));
         }
-        let name = generated(&format!("{REPLY_TO}."));
+        let name = random_name(&format!("{REPLY_TO}."));
         let spec = QueueSpec {
             name: name.clone(),
             durable: false,
@@ -440,7 +427,7 @@ impl Session {
         };
         let q = self.vhost.declare_internal_queue(&spec, self.conn)?;
         let tag = if c.tag.is_empty() {
-            generated("amq.ctag-")
+            random_name("amq.ctag-")
         } else {
             c.tag
         };

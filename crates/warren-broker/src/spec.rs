@@ -3,7 +3,21 @@
 
 use std::net::SocketAddr;
 
+use base64::Engine;
+use rand::RngCore;
 use warren_codec::{FieldTable, ShortString};
+
+/// A random name under one of RabbitMQ's prefixes (`amq.gen-` queues, `amq.ctag-` consumer
+/// tags, direct reply-to queues): 16 random bytes, base64url.
+pub(crate) fn random_name(prefix: &str) -> ShortString {
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let name = format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    ShortString::try_from(name).unwrap_or_default()
+}
 
 /// Identifies a client connection, for exclusive queues and consumers.
 pub type ConnectionId = u64;

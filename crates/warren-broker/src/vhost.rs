@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use parking_lot::{Mutex, RwLock};
-use rand::RngCore;
 use smallvec::SmallVec;
 use warren_codec::{FieldTable, ShortString};
 
@@ -686,13 +684,7 @@ impl VHost {
 
     /// A fresh server-chosen queue name, like RabbitMQ's `amq.gen-` names.
     pub fn generate_queue_name() -> ShortString {
-        let mut raw = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let name = format!(
-            "amq.gen-{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
-        ShortString::try_from(name).unwrap_or_default()
+        crate::spec::random_name("amq.gen-")
     }
 
     /// `queue.declare`, passive or not. Returns the queue and its counts.
