@@ -38,6 +38,9 @@ pub fn router() -> Router<Arc<Http>> {
         .route("/api/nodes/{node}", get(node))
         .route("/api/whoami", get(whoami))
         .route("/api/extensions", get(empty_list))
+        .route("/api/feature-flags", get(empty_list))
+        .route("/api/deprecated-features", get(empty_list))
+        .route("/api/deprecated-features/used", get(empty_list))
         .route("/api/vhosts", get(vhosts))
         .route(
             "/api/vhosts/{vhost}",
@@ -1077,12 +1080,55 @@ fn respond_queues(http: &Http, vhosts: &[Arc<VHost>], q: &ListQuery) -> ApiResul
     })
 }
 
+/// `?disable_stats=true`: a queue without its statistics, as RabbitMQ lists it then (with
+/// `enable_queue_totals=true`, its message counts too).
+fn queue_json_plain(http: &Http, vhost: &str, q: &Queue, totals: bool) -> Value {
+    let mut o = json!({
+        "name": q.name.as_str(),
+        "vhost": vhost,
+        "type": q.config.queue_type.as_str(),
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.is_exclusive(),
+        "arguments": Value::Object(table_to_json(&q.arguments)),
+        "node": http.node.name,
+        "state": "running",
+    });
+    let s = q.snapshot();
+    o["policy"] = s.policy.clone().map_or(Value::Null, Value::from);
+    if totals {
+        o["messages"] = Value::from(s.messages_ready + s.messages_unacknowledged);
+        o["messages_ready"] = Value::from(s.messages_ready);
+        o["messages_unacknowledged"] = Value::from(s.messages_unacknowledged);
+    }
+    o
+}
+
+/// The queue list, honouring `disable_stats` / `enable_queue_totals`.
+fn queues_answer(
+    http: &Http,
+    vhosts: &[Arc<VHost>],
+    p: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let q = ListQuery::from_params(p);
+    if p.get("disable_stats").is_some_and(|v| v == "true") {
+        let totals = p.get("enable_queue_totals").is_some_and(|v| v == "true");
+        let items = vhosts
+            .iter()
+            .flat_map(|v| {
+                v.queues()
+                    .iter()
+                    .map(|queue| queue_json_plain(http, &v.name, queue, totals))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        return respond(items, &q, &["vhost", "name"], true);
+    }
+    respond_queues(http, vhosts, &q)
+}
+
 async fn queues(State(http): St, caller: Caller, Query(p): Params) -> ApiResult<Response> {
-    respond_queues(
-        &http,
-        &visible_vhosts(&http, &caller),
-        &ListQuery::from_params(&p),
-    )
+    queues_answer(&http, &visible_vhosts(&http, &caller), &p)
 }
 
 async fn queues_in(
@@ -1093,7 +1139,7 @@ async fn queues_in(
 ) -> ApiResult<Response> {
     caller.require_vhost(&http, &vhost)?;
     let v = http.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    respond_queues(&http, &[v], &ListQuery::from_params(&p))
+    queues_answer(&http, &[v], &p)
 }
 
 async fn queue(

@@ -366,6 +366,14 @@ async fn queue_lists_page_sort_and_filter_on_the_server() {
     assert_eq!(parse(&b)["error"], "page_out_of_range");
     let plain = n.get_json("/api/queues?columns=name").await;
     assert_eq!(plain.as_array().unwrap().len(), 12);
+    // Without statistics, as RabbitMQ lists queues with disable_stats.
+    let bare = n
+        .get_json("/api/queues/%2F?disable_stats=true&enable_queue_totals=true")
+        .await;
+    let first = &bare.as_array().unwrap()[0];
+    assert_eq!(first["name"], "page.00");
+    assert_eq!(first["messages"], 0);
+    assert!(first.get("message_stats").is_none() && first.get("messages_details").is_none());
 }
 
 #[tokio::test]
