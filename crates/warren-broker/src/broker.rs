@@ -1,13 +1,13 @@
 //! The whole broker: vhosts and users. Connections log in here and get a vhost and the rights
 //! they hold in it; from then on they talk to that vhost directly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::auth::{Access, HashAlgorithm, PasswordHash, Permission, User};
+use crate::auth::{Access, HashAlgorithm, PasswordHash, Permission, TopicPermission, User};
 use crate::channel::{ChannelSnapshot, ConsumerSnapshot};
 use crate::durability::Durability;
 use crate::error::{BrokerError, EntityKind, Result};
@@ -54,6 +54,8 @@ pub struct Broker {
     users: RwLock<HashMap<String, User>>,
     /// (user, vhost) → rights.
     permissions: RwLock<HashMap<(String, String), Permission>>,
+    /// (user, vhost, exchange) → topic rights; ordered, for listing.
+    topic_permissions: RwLock<BTreeMap<(String, String, String), TopicPermission>>,
     /// Users that may connect only from loopback addresses (`loopback_users` in RabbitMQ).
     loopback_users: RwLock<Vec<String>>,
     next_connection: AtomicU64,
@@ -117,6 +119,10 @@ impl Broker {
         for (user, vhost, permission) in accounts.permissions {
             permissions.insert((user, vhost), permission);
         }
+        let mut topics = self.topic_permissions.write();
+        for (user, vhost, t) in accounts.topic_permissions {
+            topics.insert((user, vhost, t.exchange.clone()), t);
+        }
         accounts.defaults_created
     }
 
@@ -149,6 +155,7 @@ impl Broker {
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             permissions: RwLock::new(HashMap::new()),
+            topic_permissions: RwLock::new(BTreeMap::new()),
             loopback_users: RwLock::new(Vec::new()),
             next_connection: AtomicU64::new(1),
             persistence: None,
@@ -203,6 +210,16 @@ impl Broker {
             .collect();
         for u in users {
             self.clear_permission(&u, name)?;
+        }
+        let users: Vec<String> = self
+            .topic_permissions
+            .read()
+            .keys()
+            .filter(|(_, vh, _)| vh == name)
+            .map(|(u, _, _)| u.clone())
+            .collect();
+        for u in users {
+            self.clear_topic_permissions(&u, name, None)?;
         }
         Ok(true)
     }
@@ -390,6 +407,18 @@ impl Broker {
     /// Sets a user's rights in a vhost, durably when the broker persists. Both must exist.
     /// Returns whether the user had no rights there before.
     pub fn set_permission(&self, user: &str, vhost: &str, permission: Permission) -> Result<bool> {
+        self.check_user_and_vhost(user, vhost)?;
+        let mut permissions = self.permissions.write();
+        if let Some(p) = &self.persistence {
+            p.save_permission(user, vhost, &permission)?;
+        }
+        Ok(permissions
+            .insert((user.to_owned(), vhost.to_owned()), permission)
+            .is_none())
+    }
+
+    /// NotFound unless both exist (rights are given on something).
+    fn check_user_and_vhost(&self, user: &str, vhost: &str) -> Result<()> {
         if !self.users.read().contains_key(user) {
             return Err(BrokerError::NotFound {
                 kind: EntityKind::User,
@@ -404,13 +433,7 @@ impl Broker {
                 vhost: vhost.to_owned(),
             });
         }
-        let mut permissions = self.permissions.write();
-        if let Some(p) = &self.persistence {
-            p.save_permission(user, vhost, &permission)?;
-        }
-        Ok(permissions
-            .insert((user.to_owned(), vhost.to_owned()), permission)
-            .is_none())
+        Ok(())
     }
 
     pub fn user(&self, name: &str) -> Option<User> {
@@ -461,6 +484,14 @@ impl Broker {
             }
             permissions.remove(&(name.to_owned(), vhost));
         }
+        let mut topics = self.topic_permissions.write();
+        let keys: Vec<_> = topics.keys().filter(|k| k.0 == name).cloned().collect();
+        for k in keys {
+            if let Some(p) = &self.persistence {
+                p.delete_topic_permission(&k.0, &k.1, &k.2)?;
+            }
+            topics.remove(&k);
+        }
         let existed = users.contains_key(name);
         if let Some(p) = &self.persistence {
             p.delete_user(name)?;
@@ -481,6 +512,60 @@ impl Broker {
         Ok(permissions
             .remove(&(user.to_owned(), vhost.to_owned()))
             .is_some())
+    }
+
+    /// Sets a user's topic rights on one exchange of a vhost (`rabbitmqctl
+    /// set_topic_permissions`), durably when the broker persists. The user and vhost must
+    /// exist. Open connections keep the rules they started with, as for permissions.
+    pub fn set_topic_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        permission: TopicPermission,
+    ) -> Result<bool> {
+        self.check_user_and_vhost(user, vhost)?;
+        let mut topics = self.topic_permissions.write();
+        if let Some(p) = &self.persistence {
+            p.save_topic_permission(user, vhost, &permission)?;
+        }
+        let key = (
+            user.to_owned(),
+            vhost.to_owned(),
+            permission.exchange.clone(),
+        );
+        Ok(topics.insert(key, permission).is_none())
+    }
+
+    /// Removes a user's topic rights in a vhost, on one exchange or (None) on all; returns
+    /// whether there were any.
+    pub fn clear_topic_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: Option<&str>,
+    ) -> Result<bool> {
+        let mut topics = self.topic_permissions.write();
+        let keys: Vec<_> = topics
+            .keys()
+            .filter(|(u, v, x)| u == user && v == vhost && exchange.is_none_or(|e| e == x))
+            .cloned()
+            .collect();
+        for k in &keys {
+            if let Some(p) = &self.persistence {
+                p.delete_topic_permission(&k.0, &k.1, &k.2)?;
+            }
+            topics.remove(k);
+        }
+        Ok(!keys.is_empty())
+    }
+
+    /// Every (user, vhost, topic rights), by user, vhost, exchange.
+    pub fn topic_permissions(&self) -> Vec<(String, String, TopicPermission)> {
+        self.topic_permissions
+            .read()
+            .iter()
+            .map(|((u, v, _), t)| (u.clone(), v.clone(), t.clone()))
+            .collect()
     }
 
     /// Checks a username and password. `from_loopback` says whether the peer connected over
@@ -624,12 +709,20 @@ impl Broker {
                     user.name
                 ))
             })?;
+        let topics = self
+            .topic_permissions
+            .read()
+            .iter()
+            .filter(|((u, vh, _), _)| *u == user.name && vh == vhost)
+            .map(|(_, t)| t.compile(&user.name, vhost))
+            .collect::<Result<Arc<[_]>>>()?;
         Ok((
             v,
             Access {
                 user: user.name.clone(),
                 vhost: vhost.to_owned(),
                 permission,
+                topics,
             },
         ))
     }

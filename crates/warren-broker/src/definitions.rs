@@ -1,5 +1,6 @@
 //! Loading a RabbitMQ definitions file (the JSON `rabbitmqctl export_definitions` writes):
-//! users, vhosts, permissions, exchanges, queues and bindings.
+//! users, vhosts, permissions, topic permissions, policies, limits, exchanges, queues and
+//! bindings.
 //!
 //! As in RabbitMQ, importing writes into the broker's own state: on a persistent broker the
 //! users, permissions, vhosts and durable entities are recorded, so they are still there after
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_codec::{FieldTable, FieldValue, LongString, ShortString};
 
-use crate::auth::{HashAlgorithm, PasswordHash, Permission};
+use crate::auth::{HashAlgorithm, PasswordHash, Permission, TopicPermission};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::exchange::Destination;
@@ -21,6 +22,7 @@ pub struct Definitions {
     pub users: Vec<UserDef>,
     pub vhosts: Vec<VHostDef>,
     pub permissions: Vec<PermissionDef>,
+    pub topic_permissions: Vec<TopicPermissionDef>,
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
@@ -84,6 +86,23 @@ pub struct PermissionDef {
     pub configure: String,
     pub write: String,
     pub read: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TopicPermissionDef {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// A topic permission as the API and definitions show it.
+pub fn topic_permission_json(user: &str, vhost: &str, t: &TopicPermission) -> Value {
+    json!({
+        "user": user, "vhost": vhost, "exchange": t.exchange,
+        "write": t.write, "read": t.read,
+    })
 }
 
 fn default_true() -> bool {
@@ -265,6 +284,17 @@ impl Definitions {
                 Permission::new(&p.configure, &p.write, &p.read).map_err(about(what.clone()))?;
             broker
                 .set_permission(&p.user, &p.vhost, perm)
+                .map_err(about(what))?;
+        }
+        for t in &self.topic_permissions {
+            let what = format!(
+                "topic permission for '{}' on '{}' in '{}'",
+                t.user, t.exchange, t.vhost
+            );
+            let perm = TopicPermission::new(&t.exchange, &t.write, &t.read)
+                .map_err(about(what.clone()))?;
+            broker
+                .set_topic_permission(&t.user, &t.vhost, perm)
                 .map_err(about(what))?;
         }
         for p in &self.policies {
@@ -471,7 +501,12 @@ impl Definitions {
                 o.insert("users".into(), Value::Array(users));
                 o.insert("vhosts".into(), Value::Array(vhosts));
                 o.insert("permissions".into(), Value::Array(permissions));
-                o.insert("topic_permissions".into(), Value::Array(vec![]));
+                let topic_permissions = broker
+                    .topic_permissions()
+                    .into_iter()
+                    .map(|(user, vhost, t)| topic_permission_json(&user, &vhost, &t))
+                    .collect();
+                o.insert("topic_permissions".into(), Value::Array(topic_permissions));
                 o.insert("global_parameters".into(), Value::Array(vec![]));
             }
             let with_vhost = only_vhost.is_none();

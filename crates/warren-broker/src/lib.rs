@@ -58,7 +58,9 @@ mod spec;
 pub mod stats;
 mod vhost;
 
-pub use auth::{Access, AccessKind, HashAlgorithm, PasswordHash, Permission, User};
+pub use auth::{
+    Access, AccessKind, HashAlgorithm, PasswordHash, Permission, TopicPermission, User,
+};
 pub use broker::{Broker, PolicyFields, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
 pub use channel::{
     Channel, ChannelMode, ChannelSnapshot, Consumer, ConsumerSnapshot, Settlement, Taken,

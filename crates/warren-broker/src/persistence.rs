@@ -17,7 +17,7 @@ use tracing::warn;
 use warren_codec::{FieldTable, FieldValue, LongString, Reader, ShortString};
 use warren_store::{MetaStore, Store};
 
-use crate::auth::{HashAlgorithm, PasswordHash, Permission, User};
+use crate::auth::{HashAlgorithm, PasswordHash, Permission, TopicPermission, User};
 use crate::durability::Ticket;
 use crate::error::BrokerError;
 use crate::message::Message;
@@ -472,6 +472,8 @@ pub struct Accounts {
     pub users: Vec<User>,
     /// (user, vhost, rights).
     pub permissions: Vec<(String, String, Permission)>,
+    /// (user, vhost, topic rights on one exchange).
+    pub topic_permissions: Vec<(String, String, TopicPermission)>,
     /// Whether the defaults (vhost `/`, user guest, guest's rights on `/`) were created in
     /// this data directory already.
     pub defaults_created: bool,
@@ -526,6 +528,31 @@ impl Persistence {
         self.delete(&key("permission", &[user, vhost]))
     }
 
+    pub fn save_topic_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        p: &TopicPermission,
+    ) -> Result<(), BrokerError> {
+        let t = FieldTable::from([
+            ("user", text(user)),
+            ("vhost", text(vhost)),
+            ("exchange", text(&p.exchange)),
+            ("write", text(&p.write)),
+            ("read", text(&p.read)),
+        ]);
+        self.put(&key("topic_permission", &[user, vhost, &p.exchange]), &t)
+    }
+
+    pub fn delete_topic_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+    ) -> Result<(), BrokerError> {
+        self.delete(&key("topic_permission", &[user, vhost, exchange]))
+    }
+
     /// Records that the defaults exist (or existed: deleting guest later must not bring it
     /// back at the next start).
     pub fn mark_defaults_created(&self) -> Result<(), BrokerError> {
@@ -544,7 +571,7 @@ impl Persistence {
                 a.defaults_created = true;
                 continue;
             }
-            if kind != "user" && kind != "permission" {
+            if kind != "user" && kind != "permission" && kind != "topic_permission" {
                 continue;
             }
             let Some(rec) = decode_table(&v) else {
@@ -567,6 +594,19 @@ impl Persistence {
                 continue;
             };
             let pattern = |f| get_text(&rec, f).unwrap_or_default();
+            if kind == "topic_permission" {
+                match TopicPermission::new(
+                    &pattern("exchange"),
+                    &pattern("write"),
+                    &pattern("read"),
+                ) {
+                    Ok(t) => a.topic_permissions.push((user, vhost, t)),
+                    Err(reason) => {
+                        warn!(key = k, reason = %reason, "bad topic permission record; skipping it")
+                    }
+                }
+                continue;
+            }
             match Permission::new(&pattern("configure"), &pattern("write"), &pattern("read")) {
                 Ok(p) => a.permissions.push((user, vhost, p)),
                 Err(reason) => {

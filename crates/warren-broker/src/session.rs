@@ -202,10 +202,26 @@ impl Session {
         self.access.check(kind, resource, name)
     }
 
-    /// RabbitMQ's rule for (un)binding: write on the destination, read on the source.
-    fn check_bind(&self, destination_kind: &str, destination: &str, source: &str) -> Result<()> {
+    /// RabbitMQ's rule for (un)binding: write on the destination, read on the source, and
+    /// read topic rights on the routing key when the source is a topic exchange.
+    fn check_bind(
+        &self,
+        destination_kind: &str,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+    ) -> Result<()> {
         self.check(AccessKind::Write, destination_kind, destination)?;
-        self.check(AccessKind::Read, "exchange", source)
+        self.check(AccessKind::Read, "exchange", source)?;
+        if self.access.has_topic_rules() {
+            if let Ok(x) = self.vhost.exchange(source) {
+                if x.kind == ExchangeKind::Topic {
+                    self.access
+                        .check_topic(AccessKind::Read, source, routing_key)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A queue this session may use (an exclusive queue belongs to one connection).
@@ -263,7 +279,7 @@ impl Session {
         routing_key: ShortString,
         arguments: FieldTable,
     ) -> Result<()> {
-        self.check_bind("exchange", destination, source)?;
+        self.check_bind("exchange", destination, source, routing_key.as_str())?;
         self.vhost
             .bind_exchange(destination, source, routing_key, arguments)
     }
@@ -276,7 +292,7 @@ impl Session {
         routing_key: ShortString,
         arguments: FieldTable,
     ) -> Result<()> {
-        self.check_bind("exchange", destination, source)?;
+        self.check_bind("exchange", destination, source, routing_key.as_str())?;
         self.vhost
             .unbind_exchange(destination, source, routing_key, arguments)
     }
@@ -289,7 +305,7 @@ impl Session {
         routing_key: ShortString,
         arguments: FieldTable,
     ) -> Result<()> {
-        self.check_bind("queue", queue, exchange)?;
+        self.check_bind("queue", queue, exchange, routing_key.as_str())?;
         self.vhost
             .bind_queue(queue, exchange, routing_key, arguments, self.conn)
     }
@@ -302,7 +318,7 @@ impl Session {
         routing_key: ShortString,
         arguments: FieldTable,
     ) -> Result<()> {
-        self.check_bind("queue", queue, exchange)?;
+        self.check_bind("queue", queue, exchange, routing_key.as_str())?;
         self.vhost
             .unbind_queue(queue, exchange, routing_key, arguments, self.conn)
     }
@@ -462,6 +478,13 @@ impl Session {
     /// to its queues. (A transaction commits at `tx.commit`.)
     pub fn prepare(&self, publisher: &mut Publisher, p: Publish) -> Result<Prepared> {
         let (exchange, counters) = self.publish_exchange(publisher, &p.exchange)?;
+        if exchange.kind == ExchangeKind::Topic && self.access.has_topic_rules() {
+            self.access.check_topic(
+                AccessKind::Write,
+                exchange.name.as_str(),
+                p.routing_key.as_str(),
+            )?;
+        }
         if exchange.internal {
             return Err(BrokerError::AccessRefused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",

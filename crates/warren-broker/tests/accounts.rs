@@ -106,6 +106,10 @@ fn users_and_permissions_round_trip_through_the_store() {
         ],
         "permissions": [
             {"user": "sha512", "vhost": "v/1", "configure": "", "write": "^x\\.", "read": ".*"}
+        ],
+        "topic_permissions": [
+            {"user": "sha512", "vhost": "v/1", "exchange": "t", "write": "^{username}\\.", "read": ""},
+            {"user": "nopass", "vhost": "v/1", "exchange": "t", "write": ".*", "read": ".*"}
         ]
     }"#;
     with_broker(dir.path(), |b| {
@@ -121,6 +125,9 @@ fn users_and_permissions_round_trip_through_the_store() {
         .expect("recorded");
         assert!(b.clear_permission("nopass", "v/1").expect("recorded"));
         assert!(!b.clear_permission("nopass", "v/1").expect("recorded"));
+        assert!(b
+            .clear_topic_permissions("nopass", "v/1", Some("t"))
+            .expect("recorded"));
     });
     with_broker(dir.path(), |b| {
         assert!(b.vhost("v/1").is_some());
@@ -140,6 +147,20 @@ fn users_and_permissions_round_trip_through_the_store() {
         assert!(access.check(AccessKind::Write, "exchange", "x.y").is_ok());
         assert!(access.check(AccessKind::Write, "exchange", "y").is_err());
         assert!(access.check(AccessKind::Configure, "queue", "q").is_err());
+        // Topic rights came back too, with {username} filled in for this connection.
+        assert!(access
+            .check_topic(AccessKind::Write, "t", "sha512.a")
+            .is_ok());
+        assert!(access
+            .check_topic(AccessKind::Write, "t", "other.a")
+            .is_err());
+        assert!(access.check_topic(AccessKind::Read, "t", "").is_ok());
+        assert!(access.check_topic(AccessKind::Read, "t", "a").is_err());
+        assert_eq!(
+            b.topic_permissions().len(),
+            1,
+            "the cleared one stays cleared"
+        );
 
         let nopass = b.user("nopass").expect("nopass");
         assert!(

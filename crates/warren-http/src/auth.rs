@@ -50,6 +50,16 @@ impl Caller {
         }
     }
 
+    /// 401 unless the caller may manage policies and parameters (`policymaker` or
+    /// `administrator`).
+    pub fn require_policymaker(&self) -> ApiResult<()> {
+        if self.is_admin() || has(&self.user, "policymaker") {
+            Ok(())
+        } else {
+            Err(ApiError::not_authorised("Not policymaker user"))
+        }
+    }
+
     /// Whether the caller may see objects in `vhost`: administrators everywhere, others where
     /// they have permissions.
     pub fn sees_vhost(&self, http: &Http, vhost: &str) -> bool {

@@ -3,7 +3,8 @@
 //! RabbitMQ-Overview dashboard work against Warren unchanged.
 //!
 //! Owns: HTTP listeners, authentication and the management tags, RabbitMQ's JSON shapes,
-//! list sorting and paging, rates sampled from the broker's counters, the Prometheus text.
+//! list sorting and paging, rates sampled from the broker's counters, the Prometheus text,
+//! the web UI's files (served at `/`, compiled in).
 //! Must not know: AMQP framing, the store. Every read goes through the broker's registry,
 //! snapshots and counters; every change through its operations (`Broker`, `Session`), which
 //! carry their own validation and permission checks. Broker errors become HTTP answers in one
@@ -14,7 +15,9 @@ mod auth;
 mod error;
 mod list;
 mod metrics;
+mod process;
 mod rates;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +49,11 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// RabbitMQ's `internal_cluster_id` / `rabbitmq_cluster_permanent_id`.
+    pub fn cluster_id(&self) -> String {
+        format!("rabbitmq-cluster-id-{}", self.cluster_name)
+    }
+
     pub fn new(cluster_name: &str) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -104,7 +112,9 @@ impl Http {
 
     /// The management API's routes.
     pub fn management_router(self: &Arc<Self>) -> Router {
-        api::router().with_state(self.clone())
+        ui::router()
+            .with_state(Arc::new(ui::Ui::from_env()))
+            .merge(api::router().with_state(self.clone()))
     }
 
     /// The Prometheus endpoints.

@@ -16,7 +16,7 @@ use axum::Router;
 use warren_broker::stats::{MessageStats, SIZE_BUCKETS};
 use warren_broker::QueueType;
 
-use crate::Http;
+use crate::{process, Http};
 
 pub fn router() -> Router<Arc<Http>> {
     Router::new()
@@ -158,7 +158,7 @@ fn identity(page: &mut Page, http: &Http, endpoint: &str) {
         "untyped",
         "RabbitMQ node & cluster identity info",
     );
-    let cluster_id = format!("rabbitmq-cluster-id-{}", http.node.cluster_name);
+    let cluster_id = http.node.cluster_id();
     page.sample(
         "rabbitmq_identity_info",
         &[
@@ -172,19 +172,9 @@ fn identity(page: &mut Page, http: &Http, endpoint: &str) {
 }
 
 fn process(page: &mut Page, http: &Http) {
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |p| p * 4096);
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-    let max_fds = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
-        })
-        .unwrap_or(1024);
+    let rss = process::resident_memory();
+    let fds = process::open_fds();
+    let max_fds = process::fd_limit();
     let sockets = http.broker.connections().len();
     page.one(
         "rabbitmq_process_open_fds",

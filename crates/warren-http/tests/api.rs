@@ -615,7 +615,32 @@ async fn overview_and_rates_follow_the_counters() {
     let q = n.get_json("/api/queues/%2F/r").await;
     assert_eq!(q["message_stats"]["publish"], 4);
     assert!(q["messages_details"]["rate"].as_f64().unwrap() > 0.0);
+    // A chart's history: samples newest first, with their mean and rate.
+    let o = n
+        .get_json("/api/overview?msg_rates_age=60&msg_rates_incr=5&lengths_age=60&lengths_incr=5")
+        .await;
+    let samples = o["message_stats"]["publish_details"]["samples"]
+        .as_array()
+        .expect("publish samples");
+    assert!(!samples.is_empty(), "{o}");
+    assert_eq!(samples[0]["sample"], 4, "{o}");
+    assert!(samples[0]["timestamp"].as_u64().unwrap() % 5000 == 0);
+    assert!(o["message_stats"]["publish_details"]["avg"].is_number());
+    assert!(o["queue_totals"]["messages_ready_details"]["samples"].is_array());
+    let v = n.get_json("/api/vhosts/%2F?lengths_age=60").await;
+    assert_eq!(
+        v["messages_ready_details"]["samples"][0]["sample"], 4,
+        "{v}"
+    );
+
     let nodes = n.get_json("/api/nodes").await;
+    let node_name = nodes[0]["name"].as_str().unwrap().to_owned();
+    let mem = n
+        .get_json(&format!("/api/nodes/{}/memory", urlencode(&node_name)))
+        .await;
+    assert_eq!(mem["memory"]["strategy"], "rss");
+    assert!(mem["memory"]["total"]["rss"].as_u64().unwrap() > 0);
+    assert!(mem["memory"]["queue_procs"].is_u64());
     for key in [
         "name",
         "uptime",
@@ -1003,4 +1028,219 @@ async fn each_tag_sees_and_does_what_rabbitmq_allows() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     drop(conn);
+}
+
+#[tokio::test]
+async fn topic_permissions_are_managed_exported_and_enforced() {
+    use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+    let n = start().await;
+    n.add_user("alice", &["management"]);
+    let rule = json!({"exchange": "amq.topic", "write": "^{username}\\.", "read": "^public\\."});
+    let (s, b) = n
+        .guest(Method::PUT, "/api/topic-permissions/%2F/alice", Some(rule))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/topic-permissions/%2F/alice",
+            Some(json!({"exchange": "amq.topic", "write": "("})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(parse(&b)["reason"], "[{key_missing,read}]");
+    let list = n.get_json("/api/topic-permissions").await;
+    assert_eq!(
+        list,
+        json!([{"user": "alice", "vhost": "/", "exchange": "amq.topic",
+                "write": "^{username}\\.", "read": "^public\\."}])
+    );
+    assert_eq!(n.get_json("/api/users/alice/topic-permissions").await, list);
+    assert_eq!(n.get_json("/api/vhosts/%2F/topic-permissions").await, list);
+    assert_eq!(n.get_json("/api/topic-permissions/%2F/alice").await, list);
+    let defs = n.get_json("/api/definitions").await;
+    assert_eq!(defs["topic_permissions"], list);
+    // Only administrators manage them.
+    let (s, _, _) = n
+        .call(
+            Method::GET,
+            "/api/topic-permissions",
+            Some(("alice", "pw")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Enforced over AMQP: publishing checks `write` against the routing key, binding `read`.
+    let conn = lapin::Connection::connect(
+        &format!("amqp://alice:pw@{}/%2F", n.amqp),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let q = ch
+        .queue_declare("", QueueDeclareOptions::default(), Default::default())
+        .await
+        .expect("declare");
+    ch.queue_bind(
+        q.name().as_str(),
+        "amq.topic",
+        "public.news",
+        QueueBindOptions::default(),
+        Default::default(),
+    )
+    .await
+    .expect("bind with a readable key");
+    ch.basic_publish(
+        "amq.topic",
+        "alice.x",
+        BasicPublishOptions::default(),
+        b"ok",
+        Default::default(),
+    )
+    .await
+    .expect("publish");
+    // Other exchanges have no rule: anything goes.
+    ch.basic_publish(
+        "amq.direct",
+        "bob.x",
+        BasicPublishOptions::default(),
+        b"ok",
+        Default::default(),
+    )
+    .await
+    .expect("publish");
+    ch.queue_declare("probe", QueueDeclareOptions::default(), Default::default())
+        .await
+        .expect("channel still open");
+    let err = ch
+        .queue_bind(
+            q.name().as_str(),
+            "amq.topic",
+            "secret.#",
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect_err("bind refused");
+    let text = err.to_string();
+    assert!(text.contains("ACCESS_REFUSED"), "{text}");
+    assert!(
+        text.contains("read access to topic 'secret.#' in exchange 'amq.topic' in vhost '/' refused for user 'alice'"),
+        "{text}"
+    );
+    // With confirms on, the refused publish's confirm fails with the channel's close reason
+    // (a later method could find the channel already gone and not say why).
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let confirm = ch
+        .basic_publish(
+            "amq.topic",
+            "bob.x",
+            BasicPublishOptions::default(),
+            b"no",
+            Default::default(),
+        )
+        .await
+        .expect("sent");
+    let err = confirm
+        .await
+        .expect_err("the channel was closed by the refused publish");
+    assert!(
+        err.to_string().contains(
+            "write access to topic 'bob.x' in exchange 'amq.topic' in vhost '/' refused for user 'alice'"
+        ),
+        "{err}"
+    );
+
+    // Cleared per exchange; a new connection is free again.
+    let (s, _) = n
+        .guest(
+            Method::DELETE,
+            "/api/topic-permissions/%2F/alice?exchange=amq.topic",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(n.get_json("/api/topic-permissions").await, json!([]));
+    let (s, _) = n
+        .guest(Method::GET, "/api/topic-permissions/%2F/alice", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn runtime_parameters_show_vhost_limits() {
+    let n = start().await;
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/parameters/vhost-limits/%2F/limits",
+            Some(json!({"value": {"max-queues": 10}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        n.get_json("/api/vhost-limits/%2F").await,
+        json!([{"vhost": "/", "value": {"max-queues": 10}}])
+    );
+    let expected = json!([{"vhost": "/", "component": "vhost-limits", "name": "limits",
+                           "value": {"max-queues": 10}}]);
+    assert_eq!(n.get_json("/api/parameters").await, expected);
+    assert_eq!(n.get_json("/api/parameters/vhost-limits").await, expected);
+    assert_eq!(
+        n.get_json("/api/parameters/vhost-limits/%2F").await,
+        expected
+    );
+    assert_eq!(
+        n.get_json("/api/parameters/federation-upstream").await,
+        json!([])
+    );
+    // Replacing drops what the new value leaves out.
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/parameters/vhost-limits/%2F/limits",
+            Some(json!({"value": {"max-connections": 5}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        n.get_json("/api/parameters/vhost-limits/%2F/limits").await["value"],
+        json!({"max-connections": 5})
+    );
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/parameters/shovel/%2F/s1",
+            Some(json!({"value": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse(&b)["reason"],
+        "Validation failed\n\ncomponent shovel not found\n"
+    );
+    let (s, _) = n
+        .guest(
+            Method::DELETE,
+            "/api/parameters/vhost-limits/%2F/limits",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(n.get_json("/api/parameters").await, json!([]));
+    let g = n.get_json("/api/global-parameters").await;
+    assert_eq!(
+        g[0],
+        json!({"name": "cluster_name", "value": "test-cluster"})
+    );
+    assert_eq!(
+        n.get_json("/api/global-parameters/internal_cluster_id")
+            .await["value"],
+        "rabbitmq-cluster-id-test-cluster"
+    );
 }
