@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the RabbitMQ tutorials with pika and with amqplib against the broker at $AMQP_URL.
 #
-#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F tests/interop/run.sh [pika] [amqplib] [http]
+#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F tests/interop/run.sh [pika] [amqplib] [http] [ui]
 #
 # The http suite (rabbitmqadmin classic and v2, promtool, a real Prometheus and the
 # RabbitMQ-Overview dashboard) also needs MGMT_URL and METRICS_URL, and installs its tools
-# with setup_tools.sh.
+# with setup_tools.sh. The ui suite (the web UI in headless Chromium, through Selenium) needs
+# MGMT_URL, installs Debian's chromium and chromium-driver with setup_browser.sh, and saves
+# its screenshots into $UI_SCREENSHOTS when that is set.
 #
 # Prints one PASS/FAIL line per test and ends with "N passed, M failed" alone on a line.
 # Exits non-zero if any test failed (or none ran). Each suite runs under a hard time limit.
@@ -63,8 +65,16 @@ for suite in "${suites[@]}"; do
       suite_seconds="${INTEROP_HTTP_SECONDS:-300}" RABBITMQADMIN_V2="$v2" \
         run_suite http "$here/.venv/bin/python" "$here/http_tools.py"
       ;;
+    ui)
+      if ! "$here/setup_browser.sh"; then
+        echo "FAIL ui setup: tests/interop/setup_browser.sh failed"
+        failed=$((failed + 1))
+        continue
+      fi
+      run_suite ui "$here/.venv/bin/python" "$here/ui_browser.py"
+      ;;
     *)
-      echo "FAIL $suite: no such suite (pika, amqplib, http)"
+      echo "FAIL $suite: no such suite (pika, amqplib, http, ui)"
       failed=$((failed + 1))
       ;;
   esac

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the interop suites need, from PyPI and npm only; idempotent.
-#   pika    -> tests/interop/.venv            (python3 -m venv; else pip install --target)
-#   amqplib -> tests/interop/node/node_modules (npm ci against the committed lockfile)
-# Both are git-ignored. Re-running is a no-op once the pinned versions are in place.
+#   pika     -> tests/interop/.venv            (python3 -m venv; else pip install --target)
+#   selenium -> the same venv (the ui suite; its browser comes from setup_browser.sh)
+#   amqplib  -> tests/interop/node/node_modules (npm ci against the committed lockfile)
+# All are git-ignored. Re-running is a no-op once the pinned versions are in place.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$here/.venv"
 node_dir="$here/node"
 PIKA_VERSION="1.3.2"
+SELENIUM_VERSION="4.51.0"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -49,6 +51,23 @@ WRAPPER
   chmod +x "$venv/bin/python"
 }
 
+selenium_ok() {
+  [[ -x "$venv/bin/python" ]] &&
+    "$venv/bin/python" -c 'import sys, selenium; sys.exit(selenium.__version__ != sys.argv[1])' \
+      "$SELENIUM_VERSION" >/dev/null 2>&1
+}
+
+install_selenium() {
+  log "installing selenium==$SELENIUM_VERSION into $venv"
+  if [[ -d "$venv/site-packages" ]]; then
+    # The pip --target fallback that install_pika made (no venv module).
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+      --target "$venv/site-packages" "selenium==$SELENIUM_VERSION"
+  else
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "selenium==$SELENIUM_VERSION"
+  fi
+}
+
 wanted_amqplib() {
   node -p 'require(process.argv[1]).dependencies.amqplib' "$node_dir/package.json"
 }
@@ -73,6 +92,9 @@ command -v npm >/dev/null || { log "npm is required"; exit 1; }
 
 pika_ok || install_pika
 pika_ok || { log "pika==$PIKA_VERSION is still not importable from $venv"; exit 1; }
+
+selenium_ok || install_selenium
+selenium_ok || { log "selenium==$SELENIUM_VERSION is still not importable from $venv"; exit 1; }
 
 [[ "$(installed_amqplib)" == "$(wanted_amqplib)" ]] || install_amqplib
 [[ "$(installed_amqplib)" == "$(wanted_amqplib)" ]] ||

@@ -27,4 +27,8 @@ pub enum CodecError {
     TrailingBytes(usize),
     #[error("protocol header is not AMQP 0-9-1")]
     BadProtocolHeader,
+    #[error("heartbeat frame with a {0}-byte payload (heartbeats carry none)")]
+    HeartbeatPayload(u32),
+    #[error("content header with weight {0} (the weight must be 0)")]
+    NonZeroWeight(u16),
 }

@@ -97,6 +97,9 @@ fn frame_header(buf: &[u8], frame_max: u32) -> Result<Option<FrameHeader>, Codec
     let kind = FrameType::from_u8(header[0])?;
     let channel = u16::from_be_bytes([header[1], header[2]]);
     let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]);
+    if kind == FrameType::Heartbeat && size != 0 {
+        return Err(CodecError::HeartbeatPayload(size));
+    }
     let total = size as u64 + FRAME_OVERHEAD as u64;
     if frame_max != 0 && total > frame_max as u64 {
         return Err(CodecError::FrameTooLarge {
@@ -279,7 +282,10 @@ impl ContentHeader {
     pub fn decode(payload: Bytes) -> Result<Self, CodecError> {
         let mut r = crate::reader::Reader::new(payload);
         let class_id = r.get_u16()?;
-        let _weight = r.get_u16()?;
+        let weight = r.get_u16()?;
+        if weight != 0 {
+            return Err(CodecError::NonZeroWeight(weight));
+        }
         let body_size = r.get_u64()?;
         let raw_properties = r.rest();
         if raw_properties.len() < 2 {

@@ -376,6 +376,7 @@ class Page {
     this.alive = true;
     this.timers = [];
     this.ticks = [];
+    this.errors = new Map(); // poller → its last error, while it keeps failing
     this.banner = h('div', { class: 'banner error', role: 'alert', hidden: true });
   }
 
@@ -393,7 +394,7 @@ class Page {
   /**
    * Runs `fn` now and every `ms`. Returns a function that runs it again at once (after an
    * action); a run asked for while one is under way happens right after it. Errors go to the
-   * page's banner — one line, replaced each time — rather than a toast every 5 s.
+   * page's banner, which shows what is failing now, rather than to a toast every 5 s.
    */
   every(ms, fn) {
     let busy = false;
@@ -404,12 +405,14 @@ class Page {
       busy = true;
       try {
         await fn();
-        if (this.alive) this.banner.hidden = true;
+        this.errors.delete(tick);
       } catch (e) {
-        if (this.alive) this.fail(e);
+        if (!e || !e.sessionEnded) this.errors.set(tick, e);
+        if (!(e instanceof ApiError)) console.error(e);
       } finally {
         busy = false;
       }
+      if (this.alive) this.showErrors();
       if (again) { again = false; tick(); }
     };
     this.ticks.push(tick);
@@ -418,11 +421,18 @@ class Page {
     return tick;
   }
 
+  /** A failure outside the pollers (building the page). */
   fail(e) {
     if (e && e.sessionEnded) return;
-    this.banner.textContent = e instanceof ApiError ? e.reason : String((e && e.message) || e);
-    this.banner.hidden = false;
+    this.errors.set(this, e);
+    this.showErrors();
     if (!(e instanceof ApiError)) console.error(e);
+  }
+
+  showErrors() {
+    const reasons = new Set([...this.errors.values()].map(e => (e instanceof ApiError ? e.reason : String((e && e.message) || e))));
+    this.banner.textContent = [...reasons].join('\n');
+    this.banner.hidden = !reasons.size;
   }
 
   refresh() { for (const tick of this.ticks) tick(); }
@@ -507,25 +517,28 @@ function chart(title, series, format, integer = false) {
   for (const y of [0, H / 2, H]) {
     plot.append(svg('line', { x1: 0, x2: W, y1: y, y2: y, class: 'grid', 'vector-effect': 'non-scaling-stroke' }));
   }
-  const lines = series.map((s, i) => {
-    const line = svg('path', { class: `line s${i}`, 'vector-effect': 'non-scaling-stroke', fill: 'none' });
-    plot.append(line);
-    return line;
-  });
+  const lines = series.map((s, i) => svg('path', { class: `line s${i}`, 'vector-effect': 'non-scaling-stroke', fill: 'none' }));
+  // Drawn last-first, so that the first series (ready, publish) stays visible where lines meet.
+  for (const line of [...lines].reverse()) plot.append(line);
   const axis = [h('span'), h('span'), h('span')];
+  const since = h('span');
   const values = series.map(() => h('span', { class: 'legend-value' }));
   const legend = h('ul', { class: 'legend' }, series.map((s, i) =>
     h('li', null, h('span', { class: `swatch s${i}` }), h('span', { class: 'legend-label' }, s.label), values[i])));
   const el = h('figure', { class: 'chart', dataset: { chart: title } },
     h('figcaption', null, title),
     h('div', { class: 'chart-area' }, h('div', { class: 'chart-axis' }, axis), plot),
-    h('div', { class: 'chart-time' }, h('span', null, `−${(HISTORY * SAMPLE_MS) / 60000} min`), h('span', null, 'now')),
+    h('div', { class: 'chart-time' }, since, h('span', null, 'now')),
     legend);
 
   function draw(points) {
     const end = Date.now();
-    const start = end - HISTORY * SAMPLE_MS;
-    const shown = points.filter(p => p.t >= start);
+    const shown = points.filter(p => p.t >= end - HISTORY * SAMPLE_MS);
+    // The x axis spans the samples there are (at least a minute, at most the history), so a
+    // page opened a minute ago already draws across the whole width.
+    const start = Math.min(end - 60000, shown.length ? shown[0].t : end);
+    const span = Math.round((end - start) / 1000);
+    since.textContent = span < 120 ? `−${span} s` : `−${Math.round(span / 60)} min`;
     let max = 0;
     for (const p of shown) for (const s of series) max = Math.max(max, p.v[s.key] || 0);
     const top = niceCeil(max, integer);

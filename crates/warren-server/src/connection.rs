@@ -140,12 +140,27 @@ impl ConnectionControl for CloseHandle {
     }
 }
 
+/// How far past `frame_max` an incoming frame may go. RabbitMQ accepts a payload of up to
+/// `frame_max` bytes (a frame of `frame_max` + 8), and widely used clients (pika among them)
+/// fill body frames to exactly that; refusing them would lose their large messages.
+const FRAME_SIZE_FUDGE: u32 = 8;
+
+/// The largest frame read on a connection that negotiated `frame_max` (0: no limit).
+fn read_limit(frame_max: u32) -> u32 {
+    if frame_max == 0 {
+        0
+    } else {
+        frame_max.saturating_add(FRAME_SIZE_FUDGE)
+    }
+}
+
 /// Reads frames into a reusable buffer.
 struct FrameReader<R> {
     rd: R,
     /// Bytes and reads, for the registry's `recv_oct` and `recv_cnt`.
     counters: Arc<ConnectionCounters>,
     buf: BytesMut,
+    /// The largest frame accepted ([`read_limit`] of the negotiated `frame_max`).
     frame_max: u32,
     /// Bytes asked for per read: doubles when a read fills it, halves when one is small.
     read_size: usize,
@@ -165,7 +180,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             rd,
             counters,
             buf: BytesMut::new(),
-            frame_max,
+            frame_max: read_limit(frame_max),
             read_size: MIN_READ,
             missing: 0,
             own: None,
@@ -307,12 +322,21 @@ fn server_properties(config: &ServerConfig) -> FieldTable {
 fn parse_credentials(mechanism: &str, response: &LongString) -> AmqpResult<(String, String)> {
     match mechanism {
         "PLAIN" => {
-            // authzid NUL authcid NUL password; the authzid is ignored, as in RabbitMQ.
+            // authzid NUL authcid NUL password. Warren has no proxy logins: an authzid other
+            // than the user itself would ask to act as someone else, so the login is refused
+            // (RabbitMQ 3.10 refuses any authzid).
             let mut parts = response.as_bytes().split(|b| *b == 0);
-            let _authzid = parts.next();
+            let authzid = parts.next().unwrap_or_default();
             let user = parts.next();
             let pass = parts.next();
             match (user, pass, parts.next()) {
+                (Some(u), Some(_), None) if !authzid.is_empty() && authzid != u => {
+                    Err(AmqpError::access_refused(format!(
+                        "PLAIN login refused: authorization identity '{}' is not the user '{}'",
+                        String::from_utf8_lossy(authzid),
+                        String::from_utf8_lossy(u)
+                    )))
+                }
                 (Some(u), Some(p), None) => Ok((
                     String::from_utf8_lossy(u).into_owned(),
                     String::from_utf8_lossy(p).into_owned(),
@@ -431,7 +455,7 @@ pub async fn serve(
             return;
         }
     };
-    reader.frame_max = opened.frame_max;
+    reader.frame_max = read_limit(opened.frame_max);
     let _ = cfg_tx.send(WriterConfig {
         frame_max: opened.frame_max,
         heartbeat: opened.heartbeat,

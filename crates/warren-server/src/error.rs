@@ -113,7 +113,10 @@ impl From<CodecError> for AmqpError {
             CodecError::BadFrameEnd(_)
             | CodecError::UnknownFrameType(_)
             | CodecError::FrameTooLarge { .. }
-            | CodecError::BadProtocolHeader => constants::FRAME_ERROR,
+            | CodecError::BadProtocolHeader
+            | CodecError::HeartbeatPayload(_) => constants::FRAME_ERROR,
+            // RabbitMQ: a header with a weight is not the content header it expects.
+            CodecError::NonZeroWeight(_) => constants::UNEXPECTED_FRAME,
             CodecError::UnknownMethod { .. } => constants::COMMAND_INVALID,
             CodecError::Truncated
             | CodecError::UnknownFieldType(_)

@@ -71,6 +71,11 @@ pub struct ConnOutbox {
     closed: AtomicBool,
     /// Whether the client understands server-sent `basic.cancel`.
     consumer_cancel_notify: AtomicBool,
+    /// While a channel deletes a queue, the cancels for that channel's own consumers wait
+    /// here, so that `queue.delete-ok` goes out first: RabbitMQ's order, which py-amqp
+    /// (Celery, kombu) relies on — it raises `ConsumerCancelled` out of `queue_delete`
+    /// otherwise.
+    held_cancels: Mutex<Option<(u16, Vec<OutItem>)>>,
 }
 
 impl Default for ConnOutbox {
@@ -89,6 +94,21 @@ impl ConnOutbox {
             resume: Notify::new(),
             closed: AtomicBool::new(false),
             consumer_cancel_notify: AtomicBool::new(false),
+            held_cancels: Mutex::new(None),
+        }
+    }
+
+    /// Holds back cancels for `channel` until [`ConnOutbox::release_cancels`].
+    pub fn hold_cancels(&self, channel: u16) {
+        *self.held_cancels.lock() = Some((channel, Vec::new()));
+    }
+
+    /// Sends the cancels held since [`ConnOutbox::hold_cancels`], after what was sent
+    /// meanwhile.
+    pub fn release_cancels(&self) {
+        let held = self.held_cancels.lock().take();
+        for item in held.into_iter().flat_map(|(_, items)| items) {
+            self.send(item);
         }
     }
 
@@ -131,10 +151,16 @@ impl ConnOutbox {
 
 impl Outbox for ConnOutbox {
     fn push(&self, item: Outbound) {
-        if matches!(item, Outbound::Cancel { .. })
-            && !self.consumer_cancel_notify.load(Ordering::Relaxed)
-        {
-            return;
+        if let Outbound::Cancel { channel, .. } = item {
+            if !self.consumer_cancel_notify.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some((held_for, items)) = &mut *self.held_cancels.lock() {
+                if *held_for == channel {
+                    items.push(OutItem::Broker(item));
+                    return;
+                }
+            }
         }
         self.send(OutItem::Broker(item));
     }

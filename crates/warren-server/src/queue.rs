@@ -70,14 +70,17 @@ impl ChannelMachine {
             }
             Method::QueueDelete(m) => {
                 let name = self.queue_name(&m.queue)?;
-                let n = ctx
+                // This channel's own consumers of the queue hear of it after delete-ok.
+                ctx.outbox.hold_cancels(self.id);
+                let deleted = ctx
                     .session
-                    .delete_queue(name.as_str(), m.if_unused, m.if_empty)?;
-                if !m.no_wait {
+                    .delete_queue(name.as_str(), m.if_unused, m.if_empty);
+                if let (Ok(n), false) = (&deleted, m.no_wait) {
                     ctx.outbox
-                        .method(self.id, queue::DeleteOk { message_count: n });
+                        .method(self.id, queue::DeleteOk { message_count: *n });
                 }
-                Ok(())
+                ctx.outbox.release_cancels();
+                deleted.map(drop).map_err(Into::into)
             }
             other => Err(AmqpError::command_invalid(format!(
                 "{} is not valid from a client",

@@ -38,6 +38,31 @@ async fn wrong_password_closes_connection_with_403() {
 }
 
 #[tokio::test]
+async fn plain_login_as_someone_else_is_refused() {
+    let broker = TestBroker::start().await;
+    // authzid "admin", authcid guest with the right password: a request to act as another
+    // user, which Warren does not grant. As for any unusable SASL response before the
+    // connection opens (RabbitMQ: a protocol error in the handshake), the socket is closed.
+    let mut c = RawClient::connect(broker.addr()).await;
+    let r = c
+        .handshake(Handshake {
+            response: b"admin\0guest\0guest".to_vec(),
+            ..Handshake::default()
+        })
+        .await;
+    assert!(matches!(r, Opened::Dropped), "{r:?}");
+    // The user naming itself is no request at all.
+    let mut c = RawClient::connect(broker.addr()).await;
+    let r = c
+        .handshake(Handshake {
+            response: b"guest\0guest\0guest".to_vec(),
+            ..Handshake::default()
+        })
+        .await;
+    assert!(matches!(r, Opened::Open { .. }), "{r:?}");
+}
+
+#[tokio::test]
 async fn unknown_user_closes_connection_with_403() {
     let broker = TestBroker::start().await;
     let mut c = RawClient::connect(broker.addr()).await;

@@ -38,6 +38,89 @@ async fn frame_larger_than_frame_max_closes_connection_with_501() {
     assert_eq!(c.expect_close().await, (501, 0, 0));
 }
 
+/// RabbitMQ accepts a frame payload of up to `frame_max` bytes (a frame 8 bytes longer), and
+/// pika fills body frames to exactly that: such a message must arrive whole.
+#[tokio::test]
+async fn body_frames_with_a_payload_of_frame_max_are_accepted() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open_with(
+        broker.addr(),
+        Handshake {
+            frame_max: Some(4096),
+            ..Handshake::default()
+        },
+    )
+    .await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        queue::Declare {
+            queue: s("fudge"),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            no_wait: false,
+            arguments: FieldTable::new(),
+        },
+    )
+    .await;
+    assert!(matches!(
+        c.read_method().await,
+        Some((1, Method::QueueDeclareOk(_)))
+    ));
+    c.send_method(1, publish_to("fudge")).await;
+    c.send_content_header(1, 8192).await;
+    c.send_frame(FrameType::Body, 1, &[7u8; 4096]).await;
+    c.send_frame(FrameType::Body, 1, &[7u8; 4096]).await;
+    c.send_method(
+        1,
+        basic::Get {
+            queue: s("fudge"),
+            no_ack: true,
+        },
+    )
+    .await;
+    let got = c.read_method().await;
+    assert!(matches!(got, Some((1, Method::BasicGetOk(_)))), "{got:?}");
+    let header = c.read_frame().await.expect("content header");
+    assert_eq!(header.kind, FrameType::Header);
+    let mut body = 0;
+    while body < 8192 {
+        let f = c.read_frame().await.expect("body frame");
+        assert_eq!(f.kind, FrameType::Body);
+        body += f.payload.len();
+    }
+    assert_eq!(body, 8192, "the whole message arrived");
+    // One byte more than that is a frame error.
+    c.send_method(1, publish_to("fudge")).await;
+    c.send_content_header(1, 4097).await;
+    c.send_frame(FrameType::Body, 1, &[7u8; 4097]).await;
+    assert_eq!(c.expect_close().await.0, 501);
+}
+
+#[tokio::test]
+async fn heartbeat_with_a_payload_closes_connection_with_501() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.send_frame(FrameType::Heartbeat, 0, &[1, 2, 3]).await;
+    assert_eq!(c.expect_close().await, (501, 0, 0));
+}
+
+#[tokio::test]
+async fn content_header_with_a_weight_closes_connection_with_505() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(1, publish_to("anywhere")).await;
+    // class 60, weight 1, body size 0, no properties.
+    let mut header = vec![0, 60, 0, 1];
+    header.extend_from_slice(&0u64.to_be_bytes());
+    header.extend_from_slice(&[0, 0]);
+    c.send_frame(FrameType::Header, 1, &header).await;
+    assert_eq!(c.expect_close().await.0, 505);
+}
+
 #[tokio::test]
 async fn server_closes_the_socket_once_its_close_is_answered() {
     let broker = TestBroker::start().await;

@@ -65,6 +65,22 @@ async fn message_larger_than_max_message_size_closes_channel_with_406() {
     assert_eq!(closed.code().await, 406);
 }
 
+/// The limit can be raised past the 16 MiB default (RabbitMQ allows up to 512 MiB).
+#[tokio::test]
+async fn a_raised_max_message_size_lets_larger_messages_through() {
+    let broker = TestBroker::with_config(ServerConfig {
+        max_message_size: 24 * 1024 * 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    let (_conn, ch) = broker.channel().await;
+    let q = temp_queue(&ch).await;
+    let body = vec![3u8; 20 * 1024 * 1024];
+    publish(&ch, "", &q, &body).await;
+    let got = get(&ch, &q, true).await.expect("a 20 MiB message");
+    assert_eq!(got.delivery.data.len(), body.len());
+}
+
 #[tokio::test]
 async fn user_id_other_than_the_login_closes_channel_with_406() {
     let broker = TestBroker::start().await;

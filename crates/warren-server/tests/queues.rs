@@ -412,6 +412,96 @@ async fn exclusive_queue_is_deleted_when_its_connection_drops() {
     eventually(|| vhost.queue("dropped-with-socket").is_err()).await;
 }
 
+/// RabbitMQ answers a channel that deletes a queue it consumes from with `queue.delete-ok`
+/// first and its `basic.cancel` after; py-amqp raises `ConsumerCancelled` out of
+/// `queue_delete` when the cancel comes first.
+#[tokio::test]
+async fn delete_ok_comes_before_the_deleting_channels_own_cancel() {
+    use warren_codec::{basic, queue, FieldTable as RawTable, Method};
+    let broker = TestBroker::start().await;
+    let mut raw = common::raw::RawClient::open(broker.addr()).await;
+    raw.open_channel(1).await;
+    raw.send_method(
+        1,
+        queue::Declare {
+            queue: "consumed-then-deleted".try_into().expect("shortstr"),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            no_wait: false,
+            arguments: RawTable::new(),
+        },
+    )
+    .await;
+    raw.read_method().await.expect("declare-ok");
+    raw.send_method(
+        1,
+        basic::Consume {
+            queue: "consumed-then-deleted".try_into().expect("shortstr"),
+            consumer_tag: "mine".try_into().expect("shortstr"),
+            no_local: false,
+            no_ack: false,
+            exclusive: false,
+            no_wait: false,
+            arguments: RawTable::new(),
+        },
+    )
+    .await;
+    raw.read_method().await.expect("consume-ok");
+    for _ in 0..3 {
+        raw.send_method(
+            1,
+            queue::Delete {
+                queue: "consumed-then-deleted".try_into().expect("shortstr"),
+                if_unused: false,
+                if_empty: false,
+                no_wait: false,
+            },
+        )
+        .await;
+        let first = raw.read_method().await;
+        assert!(
+            matches!(first, Some((1, Method::QueueDeleteOk(_)))),
+            "{first:?}"
+        );
+        let second = raw.read_method().await;
+        assert!(
+            matches!(&second, Some((1, Method::BasicCancel(c))) if c.consumer_tag.as_str() == "mine"),
+            "{second:?}"
+        );
+        // Again, on a new queue of the same name.
+        raw.send_method(
+            1,
+            queue::Declare {
+                queue: "consumed-then-deleted".try_into().expect("shortstr"),
+                passive: false,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                no_wait: false,
+                arguments: RawTable::new(),
+            },
+        )
+        .await;
+        raw.read_method().await.expect("declare-ok");
+        raw.send_method(
+            1,
+            basic::Consume {
+                queue: "consumed-then-deleted".try_into().expect("shortstr"),
+                consumer_tag: "mine".try_into().expect("shortstr"),
+                no_local: false,
+                no_ack: false,
+                exclusive: false,
+                no_wait: false,
+                arguments: RawTable::new(),
+            },
+        )
+        .await;
+        raw.read_method().await.expect("consume-ok");
+    }
+}
+
 #[tokio::test]
 async fn auto_delete_queue_is_deleted_after_its_last_consumer_cancels() {
     let broker = TestBroker::start().await;

@@ -23,6 +23,9 @@ use warren_http::{Http, NodeInfo};
 use warren_server::alarm::Watermark;
 use warren_server::{Server, ServerConfig};
 
+/// RabbitMQ's ceiling for `max_message_size` (512 MiB).
+const MAX_MESSAGE_SIZE_LIMIT: u64 = 512 * 1024 * 1024;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "warren",
@@ -55,6 +58,12 @@ struct Cli {
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, value_name = "BYTES", default_value_t = 50_000_000)]
     disk_free_limit: u64,
+
+    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; at most
+    /// 536870912, 512 MiB). Larger publishes close their channel with 406.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_SIZE_LIMIT))]
+    max_message_size: u64,
 
     /// Where the management HTTP API listens (repeatable), or `none`. Default: 0.0.0.0:15672
     /// and [::]:15672.
@@ -167,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
         Watermark::Absolute(cli.memory_high_watermark as u64)
     };
     config.alarms.disk_free_limit = cli.disk_free_limit;
+    config.max_message_size = cli.max_message_size;
     config.alarms.data_dir = Some(cli.data_dir.clone());
     let management_addrs = http_addrs(&cli.management_listen, 15672)?;
     let prometheus_addrs = http_addrs(&cli.prometheus_listen, 15692)?;

@@ -165,3 +165,14 @@ fn http_listeners_can_be_moved_and_turned_off() {
     assert!(err.contains("management API listening"), "{err}");
     assert!(!err.contains("Prometheus metrics listening"), "{err}");
 }
+
+#[test]
+fn max_message_size_is_bounded_by_rabbitmqs_ceiling() {
+    let out = wait_exit(
+        spawn(&["--max-message-size", "536870913"]),
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-message-size"), "{err}");
+}
