@@ -18,7 +18,7 @@ use crate::policy::Policy;
 use crate::registry::{Connection, ConnectionControl, Registry};
 use crate::session::Session;
 use crate::spec::ConnectionId;
-use crate::spec::ConnectionInfo;
+use crate::spec::{ConnectionInfo, VHostMetadata};
 use crate::stats::{
     Churn, ChurnStats, ConnectionCounters, ExchangeStats, MessageStats, SizeHistogram,
 };
@@ -177,11 +177,31 @@ impl Broker {
             return Ok(v.clone());
         }
         if let Some(p) = &self.persistence {
-            p.save_vhost(name)?;
+            p.save_vhost(name, &VHostMetadata::default())?;
         }
         let v = VHost::new(name, self.persistence.clone(), self.churn.clone());
         vhosts.insert(name.to_owned(), v.clone());
         Ok(v)
+    }
+
+    /// Creates a vhost or changes its description, tags and default queue type (durably when
+    /// the broker persists). The default queue type must be one Warren declares (classic,
+    /// quorum, stream). Returns whether the vhost is new.
+    pub fn put_vhost(&self, name: &str, metadata: VHostMetadata) -> Result<bool> {
+        if let Some(t) = &metadata.default_queue_type {
+            if crate::queue_args::QueueType::parse(t).is_none() {
+                return Err(BrokerError::Invalid(format!(
+                    "default queue type '{t}' is not one of classic, quorum, stream"
+                )));
+            }
+        }
+        let existed = self.vhost(name).is_some();
+        let v = self.add_vhost(name)?;
+        if let Some(p) = &self.persistence {
+            p.save_vhost(name, &metadata)?;
+        }
+        v.set_metadata(metadata);
+        Ok(!existed)
     }
 
     /// Deletes a vhost with everything in it: its connections are closed (the clients are
@@ -303,8 +323,8 @@ impl Broker {
         ));
         let broker = Broker::with_persistence(Some(p.clone()));
         let topology = p.topology();
-        for v in &topology.vhosts {
-            broker.add_vhost(v)?;
+        for (v, metadata) in &topology.vhosts {
+            broker.add_vhost(v)?.set_metadata(metadata.clone());
         }
         for (vhost, spec) in &topology.exchanges {
             broker.add_vhost(vhost)?.restore_exchange(spec);

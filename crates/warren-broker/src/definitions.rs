@@ -14,7 +14,7 @@ use crate::auth::{HashAlgorithm, PasswordHash, Permission, TopicPermission};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::exchange::Destination;
-use crate::spec::{ExchangeKind, ExchangeSpec, QueueSpec};
+use crate::spec::{ExchangeKind, ExchangeSpec, QueueSpec, VHostMetadata};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -50,7 +50,7 @@ pub struct UserDef {
 }
 
 /// RabbitMQ writes tags as a list (4.x) or a comma-separated string (3.x).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Tags {
     #[default]
@@ -77,6 +77,46 @@ impl Tags {
 #[derive(Debug, Deserialize)]
 pub struct VHostDef {
     pub name: String,
+    /// RabbitMQ 3.11+ writes `metadata: {description, tags}`; older exports and hand-written
+    /// files put `description` and `tags` beside the name.
+    #[serde(default)]
+    pub metadata: Option<VHostMetadataDef>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Tags,
+    #[serde(default)]
+    pub default_queue_type: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct VHostMetadataDef {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Tags,
+    #[serde(default)]
+    pub default_queue_type: Option<String>,
+}
+
+impl VHostDef {
+    fn metadata(&self) -> VHostMetadata {
+        let m = self.metadata.as_ref();
+        let tags = match m.map(|m| &m.tags) {
+            Some(t) if !matches!(t, Tags::None) => t.clone().into_vec(),
+            _ => self.tags.clone().into_vec(),
+        };
+        VHostMetadata {
+            description: m
+                .and_then(|m| m.description.clone())
+                .or_else(|| self.description.clone())
+                .unwrap_or_default(),
+            tags,
+            default_queue_type: m
+                .and_then(|m| m.default_queue_type.clone())
+                .or_else(|| self.default_queue_type.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +135,16 @@ pub struct TopicPermissionDef {
     pub exchange: String,
     pub write: String,
     pub read: String,
+}
+
+/// A vhost's `metadata` as RabbitMQ shows it (`default_queue_type` only when set, as 3.10
+/// has no such field).
+pub fn metadata_json(m: &VHostMetadata) -> Value {
+    let mut o = json!({"description": m.description, "tags": m.tags});
+    if let (Some(t), Value::Object(map)) = (&m.default_queue_type, &mut o) {
+        map.insert("default_queue_type".into(), json!(t));
+    }
+    o
 }
 
 /// A topic permission as the API and definitions show it.
@@ -251,7 +301,9 @@ impl Definitions {
     /// Applies the definitions to `broker`. Errors name the offending entry.
     pub fn apply(self, broker: &Broker) -> Result<()> {
         for v in &self.vhosts {
-            broker.add_vhost(&v.name)?;
+            broker
+                .put_vhost(&v.name, v.metadata())
+                .map_err(about(format!("vhost '{}'", v.name)))?;
         }
         for u in self.users {
             let algorithm = match u.hashing_algorithm.as_deref() {
@@ -405,14 +457,13 @@ impl Definitions {
                     "limits": crate::limits::to_json(&broker.user_limits(&u.name)),
                 }));
             }
-            let mut names: Vec<String> =
-                broker.vhosts().iter().map(|v| v.name.to_string()).collect();
-            names.sort();
-            for name in names {
+            let mut all = broker.vhosts();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            for v in all {
                 vhosts.push(json!({
-                    "name": name,
+                    "name": v.name.to_string(),
                     "limits": [],
-                    "metadata": {"description": "", "tags": []},
+                    "metadata": metadata_json(&v.metadata()),
                 }));
             }
             for (user, vhost, p) in broker.permissions() {

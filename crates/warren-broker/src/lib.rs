@@ -81,6 +81,6 @@ pub use session::{
 };
 pub use spec::{
     Accepted, ConnectionId, ConnectionInfo, ExchangeKind, ExchangeSpec, LogRef, QueueCounts,
-    QueueSpec,
+    QueueSpec, VHostMetadata,
 };
 pub use vhost::{Delivered, Route, VHost};

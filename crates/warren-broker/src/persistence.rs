@@ -21,7 +21,7 @@ use crate::auth::{HashAlgorithm, PasswordHash, Permission, TopicPermission, User
 use crate::durability::Ticket;
 use crate::error::BrokerError;
 use crate::message::Message;
-use crate::spec::{ExchangeKind, ExchangeSpec, QueueSpec};
+use crate::spec::{ExchangeKind, ExchangeSpec, QueueSpec, VHostMetadata};
 
 /// The broker's handle on its disk.
 pub struct Persistence {
@@ -58,7 +58,7 @@ pub struct BindingRecord {
 /// Everything the meta store held at start-up.
 #[derive(Debug, Default)]
 pub struct Topology {
-    pub vhosts: Vec<String>,
+    pub vhosts: Vec<(String, VHostMetadata)>,
     pub exchanges: Vec<(String, ExchangeSpec)>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
@@ -188,11 +188,19 @@ impl Persistence {
             .map_err(|e| BrokerError::storage("cannot record the change", e))
     }
 
-    pub fn save_vhost(&self, name: &str) -> Result<(), BrokerError> {
-        self.put(
-            &key("vhost", &[name]),
-            &FieldTable::from([("name", text(name))]),
-        )
+    pub fn save_vhost(&self, name: &str, m: &VHostMetadata) -> Result<(), BrokerError> {
+        let mut t = FieldTable::from([
+            ("name", text(name)),
+            ("description", text(&m.description)),
+            (
+                "tags",
+                FieldValue::Array(m.tags.iter().map(|t| text(t)).collect()),
+            ),
+        ]);
+        if let Some(q) = &m.default_queue_type {
+            t.insert(ShortString::from_static("default_queue_type"), text(q));
+        }
+        self.put(&key("vhost", &[name]), &t)
     }
 
     /// Records a policy (its JSON, as the API shows it).
@@ -381,7 +389,22 @@ impl Persistence {
             let vhost = get_text(&rec, "vhost").unwrap_or_default();
             let name = get_text(&rec, "name").unwrap_or_default();
             match kind {
-                "vhost" => t.vhosts.push(name),
+                "vhost" => {
+                    let tags = match rec.get("tags") {
+                        Some(FieldValue::Array(a)) => a
+                            .iter()
+                            .filter_map(FieldValue::as_str)
+                            .map(str::to_owned)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let metadata = VHostMetadata {
+                        description: get_text(&rec, "description").unwrap_or_default(),
+                        tags,
+                        default_queue_type: get_text(&rec, "default_queue_type"),
+                    };
+                    t.vhosts.push((name, metadata));
+                }
                 "vhost_limits" | "user_limits" => {
                     let owner = get_text(&rec, "owner").unwrap_or_default();
                     let limits = get_text(&rec, "json")

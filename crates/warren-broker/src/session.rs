@@ -333,13 +333,26 @@ impl Session {
         } else {
             d.name
         };
+        let mut arguments = d.arguments;
+        // As RabbitMQ: a long-lived queue declared without a type gets the vhost's default
+        // (and says so in its arguments).
+        if d.durable && !d.exclusive && !d.auto_delete && !d.passive {
+            if let Some(t) = self.vhost.metadata().default_queue_type {
+                if arguments.get("x-queue-type").is_none() {
+                    arguments.insert(
+                        ShortString::from_static("x-queue-type"),
+                        FieldValue::LongString(t.as_str().into()),
+                    );
+                }
+            }
+        }
         let spec = QueueSpec {
             name: name.clone(),
             // As RabbitMQ: an exclusive queue is transient whatever it asks for.
             durable: d.durable && !d.exclusive,
             exclusive: d.exclusive,
             auto_delete: d.auto_delete,
-            arguments: d.arguments,
+            arguments,
         };
         if !d.passive {
             queue_args::check_type(&spec, &self.access.vhost)?;

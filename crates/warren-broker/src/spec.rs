@@ -81,6 +81,16 @@ impl ExchangeKind {
     }
 }
 
+/// What an operator says about a vhost (RabbitMQ's vhost metadata).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VHostMetadata {
+    pub description: String,
+    pub tags: Vec<String>,
+    /// The type a durable, non-exclusive, non-auto-delete queue declared here without
+    /// `x-queue-type` gets (None: classic).
+    pub default_queue_type: Option<String>,
+}
+
 /// The declared shape of an exchange, compared on redeclare.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeSpec {

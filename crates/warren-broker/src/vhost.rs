@@ -20,7 +20,9 @@ use crate::message::Message;
 use crate::persistence::{BindingRecord, SharedPersistence};
 use crate::policy::{self, Policy, Target};
 use crate::queue::{Home, Queue, QueueHost, Subscriber};
-use crate::spec::{Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec};
+use crate::spec::{
+    Accepted, ConnectionId, ExchangeKind, ExchangeSpec, QueueCounts, QueueSpec, VHostMetadata,
+};
 use crate::stats::{Churn, MessageStats, SizeHistogram};
 
 /// The queues a message was routed to (deduplicated).
@@ -52,6 +54,7 @@ pub struct VHost {
     /// Policies and operator policies, by name.
     policies: RwLock<Vec<Policy>>,
     operator_policies: RwLock<Vec<Policy>>,
+    metadata: RwLock<VHostMetadata>,
 }
 
 /// What became of a message handed to its queues by [`VHost::deliver`].
@@ -113,6 +116,7 @@ impl VHost {
             limits: RwLock::new(Limits::new()),
             policies: RwLock::new(Vec::new()),
             operator_policies: RwLock::new(Vec::new()),
+            metadata: RwLock::new(VHostMetadata::default()),
         });
         {
             let mut ex = vhost.exchanges.write();
@@ -129,6 +133,15 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// Its description, tags and default queue type.
+    pub fn metadata(&self) -> VHostMetadata {
+        self.metadata.read().clone()
+    }
+
+    pub(crate) fn set_metadata(&self, m: VHostMetadata) {
+        *self.metadata.write() = m;
     }
 
     /// What a queue of this vhost needs to know of it.

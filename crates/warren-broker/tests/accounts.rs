@@ -169,3 +169,20 @@ fn users_and_permissions_round_trip_through_the_store() {
         );
     });
 }
+
+#[test]
+fn vhost_metadata_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = warren_broker::VHostMetadata {
+        description: "orders".into(),
+        tags: vec!["prod".into()],
+        default_queue_type: Some("quorum".into()),
+    };
+    with_broker(dir.path(), |b| {
+        assert!(b.put_vhost("v", meta.clone()).expect("recorded"));
+        assert!(!b.put_vhost("v", meta.clone()).expect("recorded"));
+    });
+    with_broker(dir.path(), |b| {
+        assert_eq!(b.vhost("v").expect("restored").metadata(), meta);
+    });
+}

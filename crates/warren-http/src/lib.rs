@@ -44,8 +44,6 @@ pub struct NodeInfo {
     pub memory_limit: u64,
     /// Free disk below which publishers are blocked, in bytes.
     pub disk_free_limit: u64,
-    /// The data directory (for free disk space).
-    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeInfo {
@@ -66,7 +64,6 @@ impl NodeInfo {
             prometheus_listener: None,
             memory_limit: 0,
             disk_free_limit: 0,
-            data_dir: None,
         }
     }
 }
@@ -75,6 +72,11 @@ impl NodeInfo {
 pub trait Alarms: Send + Sync {
     /// (memory alarm raised, disk alarm raised)
     fn raised(&self) -> (bool, bool);
+
+    /// Free disk space where the data lives, in bytes (None: unknown).
+    fn disk_free(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// No alarm source: nothing is ever raised.

@@ -218,12 +218,7 @@ fn process(page: &mut Page, http: &Http) {
         "Free disk space low watermark in bytes",
         http.node.disk_free_limit,
     );
-    let free = http
-        .node
-        .data_dir
-        .as_deref()
-        .and_then(free_disk)
-        .unwrap_or(0);
+    let free = http.alarms.disk_free().unwrap_or(0);
     page.one(
         "rabbitmq_disk_space_available_bytes",
         "gauge",
@@ -256,24 +251,6 @@ fn process(page: &mut Page, http: &Http) {
         "is 1 if file descriptor limit alarm is in effect",
         0,
     );
-}
-
-/// Free space (bytes) of the filesystem holding `dir`, from `df`'s view: `statvfs`.
-fn free_disk(dir: &std::path::Path) -> Option<u64> {
-    let out = std::process::Command::new("df")
-        .arg("-Pk")
-        .arg(dir)
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    let kib: u64 = text
-        .lines()
-        .nth(1)?
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 fn objects(page: &mut Page, r: &Reading) {

@@ -1244,3 +1244,129 @@ async fn runtime_parameters_show_vhost_limits() {
         "rabbitmq-cluster-id-test-cluster"
     );
 }
+
+#[tokio::test]
+async fn vhost_metadata_is_kept_exported_and_sets_the_default_queue_type() {
+    let n = start().await;
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/vhosts/meta",
+            Some(
+                json!({"description": "orders", "tags": "prod,eu", "default_queue_type": "quorum"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let v = n.get_json("/api/vhosts/meta").await;
+    assert_eq!(v["description"], "orders");
+    assert_eq!(v["tags"], json!(["prod", "eu"]));
+    assert_eq!(v["default_queue_type"], "quorum");
+    assert_eq!(
+        v["metadata"],
+        json!({"description": "orders", "tags": ["prod", "eu"], "default_queue_type": "quorum"})
+    );
+    // A durable queue declared without a type gets the vhost's; others stay classic.
+    let (s, b) = n
+        .guest(
+            Method::PUT,
+            "/api/queues/meta/typed",
+            Some(json!({"durable": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let q = n.get_json("/api/queues/meta/typed").await;
+    assert_eq!(q["type"], "quorum", "{q}");
+    assert_eq!(q["arguments"]["x-queue-type"], "quorum");
+    n.guest(
+        Method::PUT,
+        "/api/queues/meta/passing",
+        Some(json!({"durable": false, "auto_delete": true})),
+    )
+    .await;
+    assert_eq!(
+        n.get_json("/api/queues/meta/passing").await["type"],
+        "classic"
+    );
+    // 3.11-style `metadata`, and a bad type.
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/vhosts/meta",
+            Some(json!({"metadata": {"description": "changed", "tags": ["x"]}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        n.get_json("/api/vhosts/meta").await["description"],
+        "changed"
+    );
+    let (s, _) = n
+        .guest(
+            Method::PUT,
+            "/api/vhosts/meta",
+            Some(json!({"default_queue_type": "fancy"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Carried by definitions, both ways.
+    let defs = n.get_json("/api/definitions").await;
+    let exported = defs["vhosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "meta")
+        .cloned()
+        .expect("exported");
+    assert_eq!(exported["metadata"]["description"], "changed");
+    let (s, b) = n
+        .guest(
+            Method::POST,
+            "/api/definitions",
+            Some(json!({"vhosts": [{"name": "imported", "metadata": {"description": "d", "tags": ["t"], "default_queue_type": "stream"}}]})),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let v = n.get_json("/api/vhosts/imported").await;
+    assert_eq!(v["description"], "d");
+    assert_eq!(v["default_queue_type"], "stream");
+}
+
+#[tokio::test]
+async fn a_queue_and_a_channel_list_their_consumers() {
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    let n = start().await;
+    let conn = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{}/%2F", n.amqp),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(
+        "watched",
+        QueueDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .expect("declare");
+    let _consumer = ch
+        .basic_consume(
+            "watched",
+            "eyes",
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    let q = n.get_json("/api/queues/%2F/watched").await;
+    assert_eq!(q["consumer_details"][0]["consumer_tag"], "eyes", "{q}");
+    let channel_name = q["consumer_details"][0]["channel_details"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = n
+        .get_json(&format!("/api/channels/{}", urlencode(&channel_name)))
+        .await;
+    assert_eq!(c["consumer_details"][0]["queue"]["name"], "watched", "{c}");
+}

@@ -1278,7 +1278,7 @@ function overviewPage(page) {
       { label: 'Memory', value: n => usage(n.mem_used, n.mem_limit, fmt.bytes, n.mem_alarm) },
       { label: 'File descriptors', value: n => usage(n.fd_used, n.fd_total, fmt.int) },
       { label: 'Sockets', value: n => usage(n.sockets_used, n.sockets_total, fmt.int) },
-      { label: 'Disk free limit', value: n => [fmt.bytes(n.disk_free_limit), n.disk_free_alarm ? badge('alarm', 'disk alarm', 'alarm') : ''] },
+      { label: 'Disk free', value: n => [n.disk_free == null ? '' : `${fmt.bytes(n.disk_free)} (limit ${fmt.bytes(n.disk_free_limit)})`, n.disk_free_alarm ? badge('alarm', 'disk alarm', 'alarm') : ''] },
       { label: 'Cores', value: n => fmt.int(n.processors), num: true },
     ], list, { name: 'nodes' }));
   });
@@ -1389,8 +1389,7 @@ function queuePage(page, { vhost, name }) {
       ['Effective policy definition', kvTable(q.effective_policy_definition)],
       ['Arguments', kvTable(q.arguments)],
     ]));
-    // The queue object has no consumer_details: the vhost's consumers, narrowed to this queue.
-    const all = await api('GET', path`/api/consumers/${vhost}`);
+    // A single queue carries its consumers (consumer_details), as RabbitMQ's does.
     fill(consumers, table([
       { label: 'Channel', value: c => (c.channel_details && c.channel_details.name ? link(c.channel_details.name, 'channels', c.channel_details.name) : '') },
       { label: 'Consumer tag', value: c => c.consumer_tag },
@@ -1399,7 +1398,7 @@ function queuePage(page, { vhost, name }) {
       { label: 'Prefetch', value: c => fmt.int(c.prefetch_count), num: true },
       { label: 'Active', value: c => (c.active ? 'yes' : 'no') },
       { label: 'Arguments', value: c => kvTable(c.arguments, '') },
-    ], all.filter(c => c.queue && c.queue.name === name && c.queue.vhost === vhost), { name: 'consumers', empty: 'No consumers.' }));
+    ], q.consumer_details || [], { name: 'consumers', empty: 'No consumers.' }));
     await loadBindings();
   });
 
@@ -1683,14 +1682,13 @@ function channelPage(page, { name }) {
       ['Unacked', fmt.int(c.messages_unacknowledged)],
       ['Unconfirmed', fmt.int(c.messages_unconfirmed)],
     ]));
-    // Like queues, channels carry no consumer_details: the vhost's consumers, narrowed.
-    const all = await api('GET', path`/api/consumers/${c.vhost}`);
+    // A single channel carries its consumers too.
     fill(consumers, table([
       { label: 'Queue', value: x => link(x.queue.name, 'queues', x.queue.vhost, x.queue.name) },
       { label: 'Consumer tag', value: x => x.consumer_tag },
       { label: 'Ack required', value: x => (x.ack_required ? 'yes' : 'no') },
       { label: 'Prefetch', value: x => fmt.int(x.prefetch_count), num: true },
-    ], all.filter(x => x.channel_details && x.channel_details.name === name), { name: 'consumers', empty: 'No consumers.' }));
+    ], c.consumer_details || [], { name: 'consumers', empty: 'No consumers.' }));
   });
 }
 

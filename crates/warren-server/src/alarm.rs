@@ -85,7 +85,8 @@ pub fn total_memory() -> u64 {
     machine.min(cgroup)
 }
 
-fn free_disk(dir: &std::path::Path) -> Option<u64> {
+/// Bytes free for unprivileged writers on the filesystem holding `dir`.
+pub fn free_disk(dir: &std::path::Path) -> Option<u64> {
     let st = rustix::fs::statvfs(dir).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -116,12 +116,19 @@ async fn bind_http(addrs: &[SocketAddr], what: &str, defaults: bool) -> Result<V
 }
 
 /// The server's alarm state, as the management API reads it.
-struct AlarmView(watch::Receiver<warren_server::alarm::AlarmState>);
+struct AlarmView {
+    state: watch::Receiver<warren_server::alarm::AlarmState>,
+    data_dir: PathBuf,
+}
 
 impl warren_http::Alarms for AlarmView {
     fn raised(&self) -> (bool, bool) {
-        let s = *self.0.borrow();
+        let s = *self.state.borrow();
         (s.memory, s.disk)
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        warren_server::alarm::free_disk(&self.data_dir)
     }
 }
 
@@ -216,8 +223,11 @@ async fn run(cli: Cli) -> Result<()> {
     node.prometheus_listener = prometheus.first().and_then(|l| l.local_addr().ok());
     node.memory_limit = server.memory_limit();
     node.disk_free_limit = cli.disk_free_limit;
-    node.data_dir = Some(cli.data_dir.clone());
-    let http = Http::with_alarms(broker.clone(), node, Box::new(AlarmView(server.alarms())));
+    let alarms = AlarmView {
+        state: server.alarms(),
+        data_dir: cli.data_dir.clone(),
+    };
+    let http = Http::with_alarms(broker.clone(), node, Box::new(alarms));
     let mut http_tasks = Vec::new();
     for l in management {
         if let Ok(addr) = l.local_addr() {

@@ -18,12 +18,13 @@ pub(super) fn vhost_json(http: &Http, v: &VHost, p: &HashMap<String, String>) ->
         &format!("{key}/gauges"),
         Window::from_params(p, "lengths"),
     );
+    let meta = v.metadata();
     let mut o = json!({
         "name": v.name.to_string(),
-        "description": "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
-        "default_queue_type": "classic",
+        "description": meta.description,
+        "tags": meta.tags,
+        "metadata": warren_broker::definitions::metadata_json(&meta),
+        "default_queue_type": meta.default_queue_type.as_deref().unwrap_or("classic"),
         "tracing": false,
         "cluster_state": {http.node.name.clone(): "running"},
         "messages": ready + unacked,
@@ -82,9 +83,25 @@ pub(super) async fn put_vhost(
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    body_object(&body)?;
-    let existed = http.broker.vhost(&name).is_some();
-    http.broker.add_vhost(&name)?;
+    let m = body_object(&body)?;
+    // RabbitMQ 3.11+ clients send `metadata`; others the fields themselves.
+    let meta = match m.get("metadata") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => m.clone(),
+    };
+    let field = |k: &str| meta.get(k).or_else(|| m.get(k));
+    let metadata = VHostMetadata {
+        description: field("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        tags: tags_of(field("tags")),
+        default_queue_type: field("default_queue_type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+    };
+    let existed = !http.broker.put_vhost(&name, metadata)?;
     if !existed {
         // As RabbitMQ's management API: whoever creates a vhost gets full rights in it.
         http.broker

@@ -241,11 +241,17 @@ pub(super) async fn channel(
     Path(name): Path<String>,
     Query(p): Params,
 ) -> ApiResult<Response> {
-    channel_list(&http, &caller, |_| true)
+    let mut c = channel_list(&http, &caller, |_| true)
         .into_iter()
         .find(|c| c["name"] == name.as_str())
-        .map(|c| respond_one(c, &ListQuery::from_params(&p)))
-        .ok_or_else(ApiError::not_found)
+        .ok_or_else(ApiError::not_found)?;
+    // As RabbitMQ, a single channel also lists its consumers.
+    let consumers: Vec<Value> = consumer_list(&http, &caller, None)
+        .into_iter()
+        .filter(|k| k["channel_details"]["name"] == name.as_str())
+        .collect();
+    c["consumer_details"] = Value::Array(consumers);
+    Ok(respond_one(c, &ListQuery::from_params(&p)))
 }
 
 pub(super) fn consumer_list(http: &Http, caller: &Caller, vhost: Option<&str>) -> Vec<Value> {

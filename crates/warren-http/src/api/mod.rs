@@ -19,7 +19,7 @@ use warren_broker::definitions::{
 };
 use warren_broker::{
     Binding, Destination, ExchangeDeclare, HashAlgorithm, PasswordHash, Permission, Publish,
-    Publisher, Queue, QueueDeclare, TopicPermission, VHost,
+    Publisher, Queue, QueueDeclare, TopicPermission, VHost, VHostMetadata,
 };
 use warren_codec::{BasicProperties, FieldTable, FieldValue, ShortString};
 

@@ -159,7 +159,7 @@ pub(super) async fn cluster_name(State(http): St, _c: Caller) -> Json<Value> {
 pub(super) fn node_json(http: &Http) -> Value {
     let (mem_alarm, disk_alarm) = http.alarms.raised();
     let uptime = http.started.elapsed().as_millis().min(u128::from(u32::MAX)) as u64;
-    json!({
+    let mut node = json!({
         "name": http.node.name,
         "type": "disc",
         "running": true,
@@ -190,7 +190,11 @@ pub(super) fn node_json(http: &Http) -> Value {
         "enabled_plugins": ["rabbitmq_management", "rabbitmq_prometheus"],
         "rabbitmq_version": warren_broker::definitions::RABBIT_VERSION,
         "net_ticktime": 60,
-    })
+    });
+    if let (Some(free), Value::Object(o)) = (http.alarms.disk_free(), &mut node) {
+        o.insert("disk_free".into(), json!(free));
+    }
+    node
 }
 
 pub(super) async fn nodes(

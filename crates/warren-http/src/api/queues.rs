@@ -193,10 +193,14 @@ pub(super) async fn queue(
     caller.require_vhost(&http, &vhost)?;
     let v = http.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
     let q = v.queue(&name)?;
-    Ok(respond_one(
-        queue_json(&http, &vhost, &q),
-        &ListQuery::from_params(&p),
-    ))
+    let mut o = queue_json(&http, &vhost, &q);
+    // As RabbitMQ, a single queue also lists its consumers.
+    let consumers: Vec<Value> = consumer_list(&http, &caller, Some(&vhost))
+        .into_iter()
+        .filter(|c| c["queue"]["name"] == name.as_str())
+        .collect();
+    o["consumer_details"] = Value::Array(consumers);
+    Ok(respond_one(o, &ListQuery::from_params(&p)))
 }
 
 pub(super) async fn put_queue(
