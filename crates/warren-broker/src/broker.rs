@@ -49,6 +49,25 @@ pub struct PolicyFields<'a> {
     pub definition: &'a serde_json::Value,
 }
 
+/// What a new data directory starts with (RabbitMQ's `default_user`, `default_pass`,
+/// `default_vhost`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    pub user: String,
+    pub password: String,
+    pub vhost: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            user: DEFAULT_USER.into(),
+            password: "guest".into(),
+            vhost: DEFAULT_VHOST.into(),
+        }
+    }
+}
+
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     users: RwLock<HashMap<String, User>>,
@@ -58,6 +77,8 @@ pub struct Broker {
     topic_permissions: RwLock<BTreeMap<(String, String, String), TopicPermission>>,
     /// Users that may connect only from loopback addresses (`loopback_users` in RabbitMQ).
     loopback_users: RwLock<Vec<String>>,
+    /// Open connections allowed on the node (`connection_max`; 0: no limit).
+    connection_max: AtomicU64,
     next_connection: AtomicU64,
     persistence: SharedPersistence,
     registry: Registry,
@@ -91,12 +112,17 @@ impl Broker {
     /// rights on it are created (and recorded) only if the store has never held them: always
     /// in memory, once per data directory otherwise.
     pub fn with_persistence(persistence: SharedPersistence) -> Self {
+        Self::with_defaults(persistence, &Defaults::default())
+    }
+
+    /// As [`Broker::with_persistence`], with `defaults` for a new data directory.
+    pub fn with_defaults(persistence: SharedPersistence, defaults: &Defaults) -> Self {
         let mut b = Broker::empty();
         b.persistence = persistence;
         // Users and permissions are kept with the topology; the defaults are created only in
         // a new data directory, as RabbitMQ does, so a deleted guest stays deleted.
         if !b.restore_accounts() {
-            if let Err(e) = b.create_defaults() {
+            if let Err(e) = b.create_defaults(defaults) {
                 tracing::error!(error = %e, "cannot record the default user and vhost");
             }
         }
@@ -126,25 +152,37 @@ impl Broker {
         accounts.defaults_created
     }
 
-    /// The default vhost, guest/guest and guest's full rights on it; recorded, with the fact
-    /// that they were created, when the broker persists.
-    fn create_defaults(&self) -> Result<()> {
-        self.add_vhost(DEFAULT_VHOST)?;
+    /// The default vhost, the default user (an administrator) and its full rights there;
+    /// recorded, with the fact that they were created, when the broker persists.
+    fn create_defaults(&self, d: &Defaults) -> Result<()> {
+        self.add_vhost(&d.vhost)?;
         self.add_user(
-            DEFAULT_USER,
-            Some(PasswordHash::new("guest", HashAlgorithm::Sha256)),
+            &d.user,
+            Some(PasswordHash::new(&d.password, HashAlgorithm::Sha256)),
             vec!["administrator".into()],
         )?;
-        self.set_permission(DEFAULT_USER, DEFAULT_VHOST, Permission::full())?;
+        self.set_permission(&d.user, &d.vhost, Permission::full())?;
         if let Some(p) = &self.persistence {
             p.mark_defaults_created()?;
             tracing::info!(
-                user = DEFAULT_USER,
-                vhost = DEFAULT_VHOST,
+                user = %d.user,
+                vhost = %d.vhost,
                 "new data directory: created the default user and vhost"
             );
         }
         Ok(())
+    }
+
+    /// Caps the open connections on the node (RabbitMQ's `connection_max`; None: no limit).
+    pub fn set_connection_max(&self, max: Option<u64>) {
+        self.connection_max
+            .store(max.map_or(0, |m| m.max(1)), Ordering::Relaxed);
+    }
+
+    /// Replaces the users that may log in only from loopback addresses (RabbitMQ's
+    /// `loopback_users`; `guest` by default).
+    pub fn set_loopback_users(&self, users: Vec<String>) {
+        *self.loopback_users.write() = users;
     }
 
     /// A broker with no vhosts and no users (definitions fill it in).
@@ -157,6 +195,7 @@ impl Broker {
             permissions: RwLock::new(HashMap::new()),
             topic_permissions: RwLock::new(BTreeMap::new()),
             loopback_users: RwLock::new(Vec::new()),
+            connection_max: AtomicU64::new(0),
             next_connection: AtomicU64::new(1),
             persistence: None,
             registry: Registry::new(churn.clone(), user_limits.clone()),
@@ -298,6 +337,11 @@ impl Broker {
     /// Opens (or creates) the broker's data in `dir` and brings back what it held: durable
     /// vhosts, exchanges, queues and bindings, and the persistent messages of durable queues.
     pub fn open(dir: &std::path::Path, sync: SyncMode) -> Result<Self> {
+        Self::open_with(dir, sync, &Defaults::default())
+    }
+
+    /// As [`Broker::open`], with `defaults` for a new data directory.
+    pub fn open_with(dir: &std::path::Path, sync: SyncMode, defaults: &Defaults) -> Result<Self> {
         let meta = warren_store::MetaStore::open(dir.join("meta")).map_err(|e| {
             BrokerError::storage(&format!("cannot open {}", dir.join("meta").display()), e)
         })?;
@@ -321,7 +365,7 @@ impl Broker {
             meta,
             recovery.queues.keys().copied(),
         ));
-        let broker = Broker::with_persistence(Some(p.clone()));
+        let broker = Broker::with_defaults(Some(p.clone()), defaults);
         let topology = p.topology();
         for (v, metadata) in &topology.vhosts {
             broker.add_vhost(v)?.set_metadata(metadata.clone());
@@ -632,9 +676,15 @@ impl Broker {
         Ok(Session::new(v, access, conn))
     }
 
-    /// RabbitMQ's order at `connection.open`: the vhost's connection limit, then the user's
-    /// (each counts the other open connections).
+    /// RabbitMQ's order at `connection.open`: the node's connection limit, the vhost's, then
+    /// the user's (each counts the other open connections).
     fn check_connection_limits(&self, user: &str, vhost: &str) -> Result<()> {
+        let node_max = self.connection_max.load(Ordering::Relaxed);
+        if node_max != 0 && self.registry.open_count() as u64 >= node_max {
+            return Err(BrokerError::NotAllowed(format!(
+                "connection refused: node connection limit ({node_max}) is reached"
+            )));
+        }
         let Some(v) = self.vhost(vhost) else {
             return Err(BrokerError::NotAllowed(format!("vhost {vhost} not found")));
         };

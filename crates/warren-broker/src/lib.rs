@@ -61,7 +61,7 @@ mod vhost;
 pub use auth::{
     Access, AccessKind, HashAlgorithm, PasswordHash, Permission, TopicPermission, User,
 };
-pub use broker::{Broker, PolicyFields, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
+pub use broker::{Broker, Defaults, PolicyFields, SyncMode, Totals, DEFAULT_USER, DEFAULT_VHOST};
 pub use channel::{
     Channel, ChannelMode, ChannelSnapshot, Consumer, ConsumerSnapshot, Settlement, Taken,
 };

@@ -189,6 +189,11 @@ impl Registry {
         (in_vhost as u64, by_user as u64)
     }
 
+    /// Open connections on the node.
+    pub fn open_count(&self) -> usize {
+        self.connections.read().len()
+    }
+
     pub fn all(&self) -> Vec<Arc<Connection>> {
         let mut v: Vec<Arc<Connection>> = self.connections.read().values().cloned().collect();
         v.sort_by_key(|c| c.id);

@@ -164,6 +164,24 @@ async fn tick(broker: Arc<Broker>, every: Duration) {
     }
 }
 
+/// Raises the open-file limit to the hard limit: every connection is a descriptor, and past
+/// the soft limit (often 1024) accept fails and new clients wait. Returns the limit now in
+/// force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current != now.maximum {
+        let raised = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// A listening socket. IPv6 sockets are v6-only so that `0.0.0.0:P` and `[::]:P` can both be
 /// bound, whatever the system's `bindv6only` default.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -18,13 +18,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use warren_broker::definitions::Definitions;
-use warren_broker::{Broker, SyncMode};
+use warren_broker::{Broker, Defaults, SyncMode};
 use warren_http::{Http, NodeInfo};
 use warren_server::alarm::Watermark;
 use warren_server::{Server, ServerConfig};
 
-/// RabbitMQ's ceiling for `max_message_size` (512 MiB).
-const MAX_MESSAGE_SIZE_LIMIT: u64 = 512 * 1024 * 1024;
+mod config;
+
+use config::{Settings, Threshold, MAX_MESSAGE_SIZE_LIMIT};
+
+/// Read when it exists and neither `--config` nor `WARREN_CONFIG_FILE` names a file.
+const DEFAULT_CONFIG_FILE: &str = "/etc/warren/warren.conf";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +37,11 @@ const MAX_MESSAGE_SIZE_LIMIT: u64 = 512 * 1024 * 1024;
     about = "An AMQP 0-9-1 message broker compatible with RabbitMQ clients"
 )]
 struct Cli {
+    /// A configuration file in rabbitmq.conf's format (see docs/configuration.md). Default:
+    /// $WARREN_CONFIG_FILE, else /etc/warren/warren.conf if it exists. Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// Address to accept AMQP connections on (repeatable). Default: 0.0.0.0:5672 and [::]:5672.
     #[arg(long = "amqp-listen", value_name = "ADDR:PORT")]
     amqp_listen: Vec<SocketAddr>,
@@ -46,24 +55,25 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     definitions: Option<PathBuf>,
 
-    /// Memory use above which publishers are blocked: a fraction of RAM (0.6) or bytes.
-    #[arg(long, value_name = "FRACTION|BYTES", default_value = "0.6")]
-    memory_high_watermark: f64,
+    /// Memory use above which publishers are blocked: a fraction of RAM (default 0.6) or
+    /// bytes.
+    #[arg(long, value_name = "FRACTION|BYTES")]
+    memory_high_watermark: Option<f64>,
 
     /// When a persistent message counts as stored: `fsync` (on disk before it is confirmed)
     /// or `page-cache` (written to the OS, as RabbitMQ's classic queues do).
     #[arg(long, value_name = "MODE", default_value = "fsync", value_parser = ["fsync", "page-cache"])]
     persist_mode: String,
 
-    /// Free disk space (bytes) below which publishers are blocked.
-    #[arg(long, value_name = "BYTES", default_value_t = 50_000_000)]
-    disk_free_limit: u64,
+    /// Free disk space (bytes) below which publishers are blocked. Default: 50000000.
+    #[arg(long, value_name = "BYTES")]
+    disk_free_limit: Option<u64>,
 
-    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; at most
-    /// 536870912, 512 MiB). Larger publishes close their channel with 406.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; default 16
+    /// MiB, at most 536870912, 512 MiB). Larger publishes close their channel with 406.
+    #[arg(long, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_SIZE_LIMIT))]
-    max_message_size: u64,
+    max_message_size: Option<u64>,
 
     /// Where the management HTTP API listens (repeatable), or `none`. Default: 0.0.0.0:15672
     /// and [::]:15672.
@@ -86,10 +96,7 @@ fn http_addrs(given: &[String], port: u16) -> Result<Vec<SocketAddr>> {
         return Ok(Vec::new());
     }
     if given.is_empty() {
-        return Ok(vec![
-            SocketAddr::from(([0, 0, 0, 0], port)),
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
-        ]);
+        return Ok(config::every_interface(port));
     }
     given
         .iter()
@@ -100,13 +107,18 @@ fn http_addrs(given: &[String], port: u16) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
-/// Binds HTTP listeners; with the default addresses, a machine without IPv6 keeps IPv4.
-async fn bind_http(addrs: &[SocketAddr], what: &str, defaults: bool) -> Result<Vec<TcpListener>> {
+/// Binds HTTP listeners; when `tolerant`, a machine without IPv6 keeps the IPv4 ones.
+async fn bind_http(addrs: &[SocketAddr], what: &str, tolerant: bool) -> Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for a in addrs {
         match warren_server::listen(*a) {
             Ok(l) => out.push(l),
-            Err(e) if defaults && a.is_ipv6() && e.kind() != std::io::ErrorKind::AddrInUse => {
+            Err(e)
+                if tolerant
+                    && a.is_ipv6()
+                    && a.ip().is_unspecified()
+                    && e.kind() != std::io::ErrorKind::AddrInUse =>
+            {
                 warn!(error = %e, "IPv6 {what} listener unavailable");
             }
             Err(e) => bail!("cannot listen for {what} on {a}: {e}"),
@@ -143,8 +155,13 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build_broker(data_dir: &Path, sync: SyncMode, definitions: Option<&Path>) -> Result<Broker> {
-    let broker = Broker::open(data_dir, sync)?;
+fn build_broker(
+    data_dir: &Path,
+    sync: SyncMode,
+    defaults: &Defaults,
+    definitions: Option<&Path>,
+) -> Result<Broker> {
+    let broker = Broker::open_with(data_dir, sync, defaults)?;
     if let Some(path) = definitions {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read definitions file {}", path.display()))?;
@@ -156,7 +173,90 @@ fn build_broker(data_dir: &Path, sync: SyncMode, definitions: Option<&Path>) -> 
     Ok(broker)
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// The file `--config`, `WARREN_CONFIG_FILE` or the default path names (None: no file).
+fn config_file(cli: &Cli) -> Option<PathBuf> {
+    if let Some(p) = &cli.config {
+        return Some(p.clone());
+    }
+    if let Some(p) = std::env::var_os("WARREN_CONFIG_FILE") {
+        return Some(PathBuf::from(p));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+    default.exists().then_some(default)
+}
+
+/// A memory or disk threshold in bytes, or as RabbitMQ's fraction of RAM.
+fn watermark(t: Threshold) -> Watermark {
+    match t {
+        Threshold::Relative(f) => Watermark::Relative(f),
+        Threshold::Absolute(b) => Watermark::Absolute(b),
+    }
+}
+
+/// The server's settings: defaults, then the file and environment (`s`), then flags.
+fn server_config(cli: &Cli, s: &Settings) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    if let Some(t) = s.memory_high_watermark {
+        config.alarms.memory_high_watermark = watermark(t);
+    }
+    if let Some(f) = cli.memory_high_watermark {
+        config.alarms.memory_high_watermark = if f <= 1.0 {
+            Watermark::Relative(f)
+        } else {
+            Watermark::Absolute(f as u64)
+        };
+    }
+    match s.disk_free_limit {
+        Some(Threshold::Absolute(b)) => config.alarms.disk_free_limit = b,
+        // RabbitMQ's `disk_free_limit.relative`: a multiple of the machine's RAM.
+        Some(Threshold::Relative(f)) => {
+            config.alarms.disk_free_limit = (warren_server::alarm::total_memory() as f64 * f) as u64
+        }
+        None => {}
+    }
+    if let Some(b) = cli.disk_free_limit {
+        config.alarms.disk_free_limit = b;
+    }
+    config.alarms.data_dir = Some(cli.data_dir.clone());
+    if let Some(m) = cli.max_message_size.or(s.max_message_size) {
+        config.max_message_size = m;
+    }
+    if let Some(h) = s.heartbeat {
+        config.heartbeat = h;
+    }
+    if let Some(f) = s.frame_max {
+        config.frame_max = f;
+    }
+    if let Some(c) = s.channel_max {
+        config.channel_max = c;
+    }
+    if let Some(t) = s.consumer_timeout {
+        config.consumer_timeout = t;
+    }
+    if let Some(t) = s.handshake_timeout {
+        config.handshake_timeout = t;
+    }
+    config
+}
+
+/// Listener addresses: a flag's, else the file's, else every interface on `port`; and
+/// whether an IPv6 "any" address among them may be skipped on a machine without IPv6.
+fn listener_addrs(
+    flag: &[String],
+    file: Option<&Vec<SocketAddr>>,
+    port: u16,
+) -> Result<(Vec<SocketAddr>, bool)> {
+    let addrs = if !flag.is_empty() {
+        http_addrs(flag, port)?
+    } else {
+        file.cloned()
+            .unwrap_or_else(|| config::every_interface(port))
+    };
+    let tolerant = addrs.iter().any(|a| a.is_ipv6() && a.ip().is_unspecified());
+    Ok((addrs, tolerant))
+}
+
+async fn run(cli: Cli, settings: Settings) -> Result<()> {
     // Signal handlers first: a SIGTERM that arrives once a listener is up must stop the
     // broker cleanly, not kill it with the default action.
     let (tx, rx) = watch::channel(false);
@@ -171,48 +271,78 @@ async fn run(cli: Cli) -> Result<()> {
     } else {
         SyncMode::Fsync
     };
+    let defaults = Defaults {
+        user: settings
+            .default_user
+            .clone()
+            .unwrap_or(Defaults::default().user),
+        password: settings
+            .default_pass
+            .clone()
+            .unwrap_or(Defaults::default().password),
+        vhost: settings
+            .default_vhost
+            .clone()
+            .unwrap_or(Defaults::default().vhost),
+    };
+    let definitions = cli
+        .definitions
+        .clone()
+        .or_else(|| settings.load_definitions.clone());
     let broker = Arc::new(build_broker(
         &cli.data_dir,
         sync,
-        cli.definitions.as_deref(),
+        &defaults,
+        definitions.as_deref(),
     )?);
-    let mut config = ServerConfig::default();
-    config.alarms.memory_high_watermark = if cli.memory_high_watermark <= 1.0 {
-        Watermark::Relative(cli.memory_high_watermark)
+    if let Some(users) = &settings.loopback_users {
+        broker.set_loopback_users(users.clone());
+    }
+    if let Some(max) = settings.connection_max {
+        broker.set_connection_max(max.map(|m| m as u64));
+    }
+    let fd_limit = warren_server::raise_fd_limit();
+    info!(limit = fd_limit, "open-file limit");
+    let config = server_config(&cli, &settings);
+    let disk_free_limit = config.alarms.disk_free_limit;
+    let (management_addrs, management_defaults) = listener_addrs(
+        &cli.management_listen,
+        settings.management_listeners.as_ref(),
+        15672,
+    )?;
+    let (prometheus_addrs, prometheus_defaults) = listener_addrs(
+        &cli.prometheus_listen,
+        settings.prometheus_listeners.as_ref(),
+        15692,
+    )?;
+    let management = bind_http(&management_addrs, "management", management_defaults).await?;
+    let prometheus = bind_http(&prometheus_addrs, "Prometheus", prometheus_defaults).await?;
+    let amqp_addrs = if cli.amqp_listen.is_empty() {
+        settings
+            .amqp_listeners
+            .clone()
+            .unwrap_or_else(|| config::every_interface(5672))
     } else {
-        Watermark::Absolute(cli.memory_high_watermark as u64)
+        cli.amqp_listen.clone()
     };
-    config.alarms.disk_free_limit = cli.disk_free_limit;
-    config.max_message_size = cli.max_message_size;
-    config.alarms.data_dir = Some(cli.data_dir.clone());
-    let management_addrs = http_addrs(&cli.management_listen, 15672)?;
-    let prometheus_addrs = http_addrs(&cli.prometheus_listen, 15692)?;
-    let management = bind_http(
-        &management_addrs,
-        "management",
-        cli.management_listen.is_empty(),
-    )
-    .await?;
-    let prometheus = bind_http(
-        &prometheus_addrs,
-        "Prometheus",
-        cli.prometheus_listen.is_empty(),
-    )
-    .await?;
-    let server = if cli.amqp_listen.is_empty() {
-        // Both families by default; a machine without IPv6 still gets IPv4.
-        let v4: SocketAddr = "0.0.0.0:5672".parse()?;
-        let v6: SocketAddr = "[::]:5672".parse()?;
-        match Server::bind(&[v4, v6], broker.clone(), config.clone()).await {
-            Ok(s) => s,
-            Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
-                warn!(error = %e, "IPv6 listener unavailable; listening on IPv4 only");
-                Server::bind(&[v4], broker.clone(), config).await?
-            }
-            Err(e) => bail!("{e}"),
+    let server = match Server::bind(&amqp_addrs, broker.clone(), config.clone()).await {
+        Ok(s) => s,
+        // Every interface of both families: a machine without IPv6 still gets IPv4.
+        Err(e)
+            if e.kind() != std::io::ErrorKind::AddrInUse
+                && amqp_addrs
+                    .iter()
+                    .any(|a| a.is_ipv6() && a.ip().is_unspecified()) =>
+        {
+            warn!(error = %e, "IPv6 listener unavailable; listening on IPv4 only");
+            let v4: Vec<SocketAddr> = amqp_addrs
+                .iter()
+                .copied()
+                .filter(SocketAddr::is_ipv4)
+                .collect();
+            Server::bind(&v4, broker.clone(), config).await?
         }
-    } else {
-        Server::bind(&cli.amqp_listen, broker.clone(), config).await?
+        Err(e) => bail!("{e}"),
     };
     for addr in server.local_addrs() {
         info!(%addr, "listening for AMQP 0-9-1");
@@ -222,7 +352,7 @@ async fn run(cli: Cli) -> Result<()> {
     node.management_listener = management.first().and_then(|l| l.local_addr().ok());
     node.prometheus_listener = prometheus.first().and_then(|l| l.local_addr().ok());
     node.memory_limit = server.memory_limit();
-    node.disk_free_limit = cli.disk_free_limit;
+    node.disk_free_limit = disk_free_limit;
     let alarms = AlarmView {
         state: server.alarms(),
         data_dir: cli.data_dir.clone(),
@@ -287,14 +417,24 @@ impl Signals {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // The file is read before logging starts: its `log.console.level` chooses the level
+    // (RUST_LOG, when set, still wins).
+    let settings = match Settings::load(config_file(&cli).as_deref(), std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let level = settings.log_level.clone().unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -305,7 +445,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(cli)) {
+    if let Err(e) = runtime.block_on(run(cli, settings)) {
         eprintln!("warren: {e:#}");
         std::process::exit(1);
     }
