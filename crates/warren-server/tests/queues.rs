@@ -421,39 +421,41 @@ async fn delete_ok_comes_before_the_deleting_channels_own_cancel() {
     let broker = TestBroker::start().await;
     let mut raw = common::raw::RawClient::open(broker.addr()).await;
     raw.open_channel(1).await;
-    raw.send_method(
-        1,
-        queue::Declare {
-            queue: "consumed-then-deleted".try_into().expect("shortstr"),
-            passive: false,
-            durable: false,
-            exclusive: false,
-            auto_delete: false,
-            no_wait: false,
-            arguments: RawTable::new(),
-        },
-    )
-    .await;
-    raw.read_method().await.expect("declare-ok");
-    raw.send_method(
-        1,
-        basic::Consume {
-            queue: "consumed-then-deleted".try_into().expect("shortstr"),
-            consumer_tag: "mine".try_into().expect("shortstr"),
-            no_local: false,
-            no_ack: false,
-            exclusive: false,
-            no_wait: false,
-            arguments: RawTable::new(),
-        },
-    )
-    .await;
-    raw.read_method().await.expect("consume-ok");
+    let name = || "consumed-then-deleted".try_into().expect("shortstr");
+    // Several rounds, on a new queue of the same name each time.
     for _ in 0..3 {
         raw.send_method(
             1,
+            queue::Declare {
+                queue: name(),
+                passive: false,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                no_wait: false,
+                arguments: RawTable::new(),
+            },
+        )
+        .await;
+        raw.read_method().await.expect("declare-ok");
+        raw.send_method(
+            1,
+            basic::Consume {
+                queue: name(),
+                consumer_tag: "mine".try_into().expect("shortstr"),
+                no_local: false,
+                no_ack: false,
+                exclusive: false,
+                no_wait: false,
+                arguments: RawTable::new(),
+            },
+        )
+        .await;
+        raw.read_method().await.expect("consume-ok");
+        raw.send_method(
+            1,
             queue::Delete {
-                queue: "consumed-then-deleted".try_into().expect("shortstr"),
+                queue: name(),
                 if_unused: false,
                 if_empty: false,
                 no_wait: false,
@@ -470,35 +472,6 @@ async fn delete_ok_comes_before_the_deleting_channels_own_cancel() {
             matches!(&second, Some((1, Method::BasicCancel(c))) if c.consumer_tag.as_str() == "mine"),
             "{second:?}"
         );
-        // Again, on a new queue of the same name.
-        raw.send_method(
-            1,
-            queue::Declare {
-                queue: "consumed-then-deleted".try_into().expect("shortstr"),
-                passive: false,
-                durable: false,
-                exclusive: false,
-                auto_delete: false,
-                no_wait: false,
-                arguments: RawTable::new(),
-            },
-        )
-        .await;
-        raw.read_method().await.expect("declare-ok");
-        raw.send_method(
-            1,
-            basic::Consume {
-                queue: "consumed-then-deleted".try_into().expect("shortstr"),
-                consumer_tag: "mine".try_into().expect("shortstr"),
-                no_local: false,
-                no_ack: false,
-                exclusive: false,
-                no_wait: false,
-                arguments: RawTable::new(),
-            },
-        )
-        .await;
-        raw.read_method().await.expect("consume-ok");
     }
 }
 

@@ -283,6 +283,29 @@ pub(super) async fn permission(
     Ok(Json(permission_json(&user, &vhost, &p)).into_response())
 }
 
+/// The three text fields of a permission PUT, with RabbitMQ's answers for missing ones
+/// (`[{key_missing,read}]`) and for a user or vhost that does not exist.
+fn rights_fields<'a>(
+    http: &Http,
+    m: &'a Map<String, Value>,
+    user: &str,
+    vhost: &str,
+    keys: [&str; 3],
+) -> ApiResult<[&'a str; 3]> {
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|k| text_field(m, k).is_none())
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
+    }
+    if http.broker.user(user).is_none() || http.broker.vhost(vhost).is_none() {
+        return Err(ApiError::bad_request("vhost_or_user_not_found"));
+    }
+    Ok(keys.map(|k| text_field(m, k).unwrap_or("")))
+}
+
 pub(super) async fn put_permission(
     State(http): St,
     caller: Caller,
@@ -291,25 +314,9 @@ pub(super) async fn put_permission(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let m = body_object(&body)?;
-    let missing: Vec<&str> = ["configure", "write", "read"]
-        .into_iter()
-        .filter(|k| text_field(&m, k).is_none())
-        .collect();
-    if !missing.is_empty() {
-        let keys: Vec<String> = missing
-            .iter()
-            .map(|k| format!("{{key_missing,{k}}}"))
-            .collect();
-        return Err(ApiError::bad_request(format!("[{}]", keys.join(","))));
-    }
-    if http.broker.user(&user).is_none() || http.broker.vhost(&vhost).is_none() {
-        return Err(ApiError::bad_request("vhost_or_user_not_found"));
-    }
-    let perm = Permission::new(
-        text_field(&m, "configure").unwrap_or(""),
-        text_field(&m, "write").unwrap_or(""),
-        text_field(&m, "read").unwrap_or(""),
-    )?;
+    let [configure, write, read] =
+        rights_fields(&http, &m, &user, &vhost, ["configure", "write", "read"])?;
+    let perm = Permission::new(configure, write, read)?;
     let created = http.broker.set_permission(&user, &vhost, perm)?;
     Ok(created_or_updated(created))
 }
@@ -405,22 +412,9 @@ pub(super) async fn put_topic_permission(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let m = body_object(&body)?;
-    let missing: Vec<String> = ["exchange", "write", "read"]
-        .into_iter()
-        .filter(|k| text_field(&m, k).is_none())
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
-    if http.broker.user(&user).is_none() || http.broker.vhost(&vhost).is_none() {
-        return Err(ApiError::bad_request("vhost_or_user_not_found"));
-    }
-    let perm = TopicPermission::new(
-        text_field(&m, "exchange").unwrap_or(""),
-        text_field(&m, "write").unwrap_or(""),
-        text_field(&m, "read").unwrap_or(""),
-    )?;
+    let [exchange, write, read] =
+        rights_fields(&http, &m, &user, &vhost, ["exchange", "write", "read"])?;
+    let perm = TopicPermission::new(exchange, write, read)?;
     let created = http.broker.set_topic_permission(&user, &vhost, perm)?;
     Ok(created_or_updated(created))
 }
