@@ -217,6 +217,10 @@ impl ChannelMachine {
                 if self.closing {
                     return Ok(());
                 }
+                // A message on its way in is publishing: under a memory alarm its connection
+                // is blocked part-way, not read to the end (a large body would take in the
+                // memory the alarm is there to protect).
+                ctx.published.set(true);
                 let Some(pending) = self.pending.as_mut() else {
                     return Err(AmqpError::unexpected_frame(
                         "expected method frame, got non method frame instead",

@@ -140,6 +140,9 @@ impl ConnectionControl for CloseHandle {
     }
 }
 
+/// How often a connection blocked by an alarm checks that its peer is still there.
+const BLOCKED_PROBE: Duration = Duration::from_secs(2);
+
 /// How far past `frame_max` an incoming frame may go. RabbitMQ accepts a payload of up to
 /// `frame_max` bytes (a frame of `frame_max` + 8), and widely used clients (pika among them)
 /// fill body frames to exactly that; refusing them would lose their large messages.
@@ -793,6 +796,10 @@ impl Connection {
             if self.update_blocked(&alarms) {
                 // Spec (RabbitMQ extension): a blocked publisher is not read from until the
                 // alarm clears; its heartbeats wait in the socket buffer, so none is "missed".
+                // Not reading, it cannot see its peer leave either, and a peer that left
+                // mid-message would keep its partial body (the memory the alarm is about)
+                // for good: a heartbeat now and then finds out (writing to a closed socket
+                // fails), and the connection ends.
                 let durability = self.durability();
                 tokio::select! {
                     _ = durability => {}
@@ -801,6 +808,13 @@ impl Connection {
                     _ = self.close_request.notify.notified() => self.close_requested(),
                     _ = shutdown.changed() => {}
                     _ = sleep_until_opt(deadline) => return Exit::Done,
+                    _ = self.ctx.outbox.gone.notified() => return Exit::Done,
+                    _ = tokio::time::sleep(BLOCKED_PROBE) => {
+                        self.ctx.outbox.send(OutItem::Heartbeat);
+                    }
+                }
+                if self.ctx.outbox.is_closed() {
+                    return Exit::Done;
                 }
                 last_read = Instant::now();
                 continue;

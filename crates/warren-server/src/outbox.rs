@@ -45,6 +45,9 @@ pub enum OutItem {
         reply_text: ShortString,
         message: Arc<Message>,
     },
+    /// A heartbeat frame now: a probe that finds a peer gone while its connection is not
+    /// being read (a write to a closed socket fails).
+    Heartbeat,
     /// Write everything before this, then close the socket.
     Shutdown,
 }
@@ -69,6 +72,8 @@ pub struct ConnOutbox {
     pub resume: Notify,
     /// The writer has stopped (socket gone); pushes are dropped.
     closed: AtomicBool,
+    /// Notified when the writer stops.
+    pub gone: Notify,
     /// Whether the client understands server-sent `basic.cancel`.
     consumer_cancel_notify: AtomicBool,
     /// While a channel deletes a queue, the cancels for that channel's own consumers wait
@@ -93,6 +98,7 @@ impl ConnOutbox {
             congested: AtomicBool::new(false),
             resume: Notify::new(),
             closed: AtomicBool::new(false),
+            gone: Notify::new(),
             consumer_cancel_notify: AtomicBool::new(false),
             held_cancels: Mutex::new(None),
         }
@@ -344,6 +350,7 @@ fn encode(batch: &mut Batch, item: OutItem, frame_max: u32) -> bool {
             batch.write_content(channel, &message, frame_max);
         }
         OutItem::Method(channel, m) => write_method_frame(buf, channel, &m),
+        OutItem::Heartbeat => frame::write_heartbeat(buf),
         OutItem::Shutdown => return false,
     }
     true
@@ -427,6 +434,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
 fn close(outbox: &ConnOutbox) {
     outbox.closed.store(true, Ordering::Relaxed);
     outbox.take();
+    outbox.gone.notify_one();
 }
 
 /// `connection.close` for a hard error or a shutdown, followed by closing the socket once the

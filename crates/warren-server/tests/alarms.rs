@@ -117,3 +117,57 @@ async fn alarm_does_not_block_a_connection_that_does_not_publish() {
     let q = temp_queue(&ch).await;
     assert!(get(&ch, &q, true).await.is_none());
 }
+
+/// Issue 12, fault 1: a publisher in the middle of a large message is blocked part-way (not
+/// read to the end), and when its client leaves while blocked, the connection ends and lets
+/// go of the partial body although nothing is read from it.
+#[tokio::test]
+async fn a_blocked_publisher_mid_message_is_not_read_on_and_is_let_go_when_its_client_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let broker = TestBroker::with_config(disk_alarm_config(&data)).await;
+    let mut c = RawClient::open(broker.addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        basic::Publish {
+            exchange: ShortString::empty(),
+            routing_key: ShortString::from_static("anywhere"),
+            mandatory: false,
+            immediate: false,
+        },
+    )
+    .await;
+    let size: usize = 15 * 1024 * 1024;
+    c.send_content_header(1, size as u64).await;
+    // The whole body but one byte, in frame_max-sized frames, from a task of its own: the
+    // broker must stop taking it long before the end.
+    let chunk = vec![7u8; c.frame_max as usize - 8];
+    let sender = tokio::spawn(async move {
+        let mut left = size - 1;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            c.send_frame(FrameType::Body, 1, &chunk[..n]).await;
+            left -= n;
+        }
+        c
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !sender.is_finished(),
+        "the broker read a 15 MiB body through a raised alarm"
+    );
+    assert_eq!(broker.broker().connections().len(), 1);
+    // The client leaves (its task and socket are dropped) while the alarm still stands.
+    sender.abort();
+    let _ = sender.await;
+    let start = std::time::Instant::now();
+    while !broker.broker().connections().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a blocked connection whose client left was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
