@@ -101,24 +101,47 @@ impl AlarmConfig {
 
     /// One sample of both alarms.
     pub fn sample(&self, limit: u64) -> AlarmState {
-        AlarmState {
+        self.sample_with_headroom(limit).0
+    }
+
+    /// One sample, and the free disk space above the limit (None: no disk to watch).
+    fn sample_with_headroom(&self, limit: u64) -> (AlarmState, Option<u64>) {
+        let free = self.data_dir.as_deref().and_then(free_disk);
+        let state = AlarmState {
             memory: resident_memory() > limit,
-            disk: self
-                .data_dir
-                .as_deref()
-                .and_then(free_disk)
-                .is_some_and(|free| free < self.disk_free_limit),
+            disk: free.is_some_and(|free| free < self.disk_free_limit),
+        };
+        (state, free.map(|f| f.saturating_sub(self.disk_free_limit)))
+    }
+
+    /// When to look again: every `interval`, but sooner the closer the disk is to its limit,
+    /// so that a fast publisher cannot fill the disk between two looks (a second at 1 GB/s
+    /// is a gigabyte). The check is one `statvfs`.
+    fn next_check(&self, headroom: Option<u64>) -> Duration {
+        match headroom {
+            Some(h) => self
+                .interval
+                .min(Duration::from_secs_f64(h as f64 / DISK_WRITE_RATE_BOUND))
+                .max(MIN_DISK_CHECK),
+            None => self.interval,
         }
     }
 }
 
+/// The fastest the log is assumed to fill a disk, bytes per second: what sets how often the
+/// free space is checked when it runs low.
+const DISK_WRITE_RATE_BOUND: f64 = 2e9;
+/// The most often the free space is checked.
+const MIN_DISK_CHECK: Duration = Duration::from_millis(5);
+
 /// Samples the alarms until every receiver is gone, publishing changes to `tx`.
 pub async fn monitor(config: AlarmConfig, tx: watch::Sender<AlarmState>) {
     let limit = config.memory_limit();
-    let mut ticker = tokio::time::interval(config.interval);
+    let mut next = Duration::ZERO;
     loop {
-        ticker.tick().await;
-        let state = config.sample(limit);
+        tokio::time::sleep(next).await;
+        let (state, headroom) = config.sample_with_headroom(limit);
+        next = config.next_check(headroom);
         let previous = *tx.borrow();
         if state != previous {
             if state.memory != previous.memory {
@@ -171,6 +194,19 @@ mod tests {
         let state = cfg.sample(cfg.memory_limit());
         assert!(state.memory);
         assert_eq!(state.reason(), Some("low on memory"));
+    }
+
+    #[test]
+    fn the_disk_is_checked_sooner_as_it_fills() {
+        let cfg = AlarmConfig::default();
+        assert_eq!(cfg.next_check(None), cfg.interval);
+        assert_eq!(cfg.next_check(Some(100_000_000_000)), cfg.interval);
+        // 200 MB above the limit: at 2 GB/s that is 100 ms away.
+        assert_eq!(
+            cfg.next_check(Some(200_000_000)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(cfg.next_check(Some(0)), MIN_DISK_CHECK);
     }
 
     #[test]

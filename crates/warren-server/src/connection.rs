@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -509,6 +509,7 @@ pub async fn serve(
         consumer_timeout: config.consumer_timeout.map(|d| d.as_millis() as u64),
         consumer_timeout_check: config.consumer_timeout_check,
         close_request,
+        stuck: Vec::new(),
     };
     let _ = conn.run(&mut reader, signals).await;
     conn.teardown();
@@ -742,6 +743,10 @@ struct Connection {
     consumer_timeout_check: Duration,
     /// The broker's requests to close this connection (the management API's).
     close_request: Arc<CloseRequest>,
+    /// Queues whose consumers took nothing during a whole throttle wait, with their
+    /// `handed_out` count then: publishing to them is not paced again until it moves. A
+    /// stuck consumer must not slow its publishers down (the queue pages to disk instead).
+    stuck: Vec<(Weak<Queue>, u64)>,
 }
 
 impl Connection {
@@ -1061,7 +1066,8 @@ impl Connection {
     /// stuck consumer cannot stall a publisher for long; and skipped for connections that also
     /// consume, which could otherwise hold back their own acks.
     async fn throttle(&mut self) {
-        let queues = std::mem::take(&mut *self.ctx.published_to.borrow_mut());
+        let mut queues = std::mem::take(&mut *self.ctx.published_to.borrow_mut());
+        queues.retain(|q| q.is_backlogged() && !self.is_stuck(q));
         if queues.is_empty()
             || self
                 .channels
@@ -1082,9 +1088,30 @@ impl Connection {
             if now != seen {
                 (seen, moved_at) = (now, Instant::now());
             } else if moved_at.elapsed() >= THROTTLE_STALL {
+                self.stuck.retain(|(q, _)| q.strong_count() > 0);
+                for q in queues.iter().filter(|q| q.is_backlogged()) {
+                    self.stuck.push((Arc::downgrade(q), q.handed_out()));
+                }
                 break;
             }
         }
+    }
+
+    /// Whether `q`'s consumers were found stuck and have taken nothing since (forgets the
+    /// finding once they have).
+    fn is_stuck(&mut self, q: &Arc<Queue>) -> bool {
+        let Some(i) = self
+            .stuck
+            .iter()
+            .position(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(q)))
+        else {
+            return false;
+        };
+        if self.stuck[i].1 == q.handed_out() {
+            return true;
+        }
+        self.stuck.swap_remove(i);
+        false
     }
 
     /// Resolves once the log position some channel's held replies wait for is durable (never,
