@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests, then the pika and amqplib tutorial
 # suites, the operators' tools against the management API and metrics (rabbitmqadmin classic
-# and v2, promtool, a real Prometheus), the web UI in headless Chromium (Selenium), and a
-# short warren-perf run against a freshly started `warren`. Installs what the suites need on
+# and v2, promtool, a real Prometheus), the web UI in headless Chromium (Selenium), TLS (pika,
+# amqplib and rabbitmqadmin against a second warren with AMQPS and HTTPS), and a short
+# warren-perf run against a freshly started `warren`. Installs what the suites need on
 # first use (pika and selenium from PyPI, amqplib from npm, Debian's rabbitmq-server and
 # prometheus packages for their tools, Debian's chromium and chromium-driver for the UI,
 # rabbitmqadmin v2 with cargo install, cached in ~/.cache/warren-tools).
@@ -55,9 +56,9 @@ r = json.loads(sys.argv[1].strip().splitlines()[-1])
 assert r["sent"] > 0 and r["received"] > 0 and r["confirmed"] > 0, r
 PY
 
-echo "== interop suites (pika, amqplib; rabbitmqadmin, promtool, Prometheus; the web UI)"
+echo "== interop suites (pika, amqplib; rabbitmqadmin, promtool, Prometheus; the web UI; TLS)"
 AMQP_URL="$url" MGMT_URL="http://127.0.0.1:$mgmt_port" METRICS_URL="http://127.0.0.1:$metrics_port" \
-  tests/interop/run.sh pika amqplib http ui
+  INTEROP_WARREN_BIN="$PWD/target/debug/warren" tests/interop/run.sh pika amqplib http ui tls
 
 echo "== clean shutdown on SIGTERM"
 kill -TERM "$warren_pid"

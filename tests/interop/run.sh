@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs the RabbitMQ tutorials with pika and with amqplib against the broker at $AMQP_URL.
 #
-#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F tests/interop/run.sh [pika] [amqplib] [http] [ui]
+#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F tests/interop/run.sh [pika] [amqplib] [http] [ui] [tls]
 #
 # The http suite (rabbitmqadmin classic and v2, promtool, a real Prometheus and the
 # RabbitMQ-Overview dashboard) also needs MGMT_URL and METRICS_URL, and installs its tools
 # with setup_tools.sh. The ui suite (the web UI in headless Chromium, through Selenium) needs
 # MGMT_URL, installs Debian's chromium and chromium-driver with setup_browser.sh, and saves
-# its screenshots into $UI_SCREENSHOTS when that is set.
+# its screenshots into $UI_SCREENSHOTS when that is set. The tls suite starts a Warren of its
+# own ($INTEROP_WARREN_BIN, default target/debug/warren) with AMQPS and HTTPS listeners and
+# certificates made with openssl, and drives it with pika, amqplib and rabbitmqadmin (classic
+# and v2, from setup_tools.sh).
 #
 # Prints one PASS/FAIL line per test and ends with "N passed, M failed" alone on a line.
 # Exits non-zero if any test failed (or none ran). Each suite runs under a hard time limit.
@@ -73,8 +76,16 @@ for suite in "${suites[@]}"; do
       fi
       run_suite ui "$here/.venv/bin/python" "$here/ui_browser.py"
       ;;
+    tls)
+      if ! v2="$("$here/setup_tools.sh")"; then
+        echo "FAIL tls setup: tests/interop/setup_tools.sh failed"
+        failed=$((failed + 1))
+        continue
+      fi
+      RABBITMQADMIN_V2="$v2" run_suite tls "$here/.venv/bin/python" "$here/tls_interop.py"
+      ;;
     *)
-      echo "FAIL $suite: no such suite (pika, amqplib, http, ui)"
+      echo "FAIL $suite: no such suite (pika, amqplib, http, ui, tls)"
       failed=$((failed + 1))
       ;;
   esac

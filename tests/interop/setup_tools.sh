@@ -3,6 +3,7 @@
 #   rabbitmqadmin (classic, Python) -> Debian's rabbitmq-server package (its service is not
 #                                      started: policy-rc.d refuses it during the install)
 #   promtool, prometheus            -> Debian's prometheus package (same)
+#   openssl (the tls suite's certificates) -> Debian's openssl package
 #   rabbitmqadmin v2 (Rust)         -> cargo install, cached in $WARREN_TOOLS (default
 #                                      ~/.cache/warren-tools); printed on stdout as its path
 set -euo pipefail
@@ -14,6 +15,7 @@ RABBITMQADMIN_V2_VERSION="2.35.0"
 missing=()
 command -v rabbitmqadmin >/dev/null || missing+=(rabbitmq-server)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
+command -v openssl >/dev/null || missing+=(openssl)
 if [[ ${#missing[@]} -gt 0 ]]; then
   log "installing ${missing[*]} (Debian packages)"
   # Do not let the packages start their services (a RabbitMQ on 5672, a Prometheus on 9090).

@@ -666,6 +666,24 @@ impl Broker {
         Ok(user)
     }
 
+    /// SASL EXTERNAL: the user a verified client certificate names. The certificate is the
+    /// proof, so no password is checked, only that the user exists (and, for a loopback-only
+    /// user, that the peer is local), as RabbitMQ's `rabbit_auth_mechanism_ssl` with the
+    /// internal user database does.
+    pub fn authenticate_external(&self, username: &str, from_loopback: bool) -> Result<User> {
+        let user = self.users.read().get(username).cloned().ok_or_else(|| {
+            BrokerError::AuthenticationFailed(format!(
+                "user '{username}' named by the client certificate does not exist"
+            ))
+        })?;
+        if !from_loopback && self.loopback_users.read().iter().any(|u| u == username) {
+            return Err(BrokerError::AuthenticationFailed(format!(
+                "User '{username}' can only connect via localhost"
+            )));
+        }
+        Ok(user)
+    }
+
     /// `connection.open`: a session for `user` in `vhost` on connection `conn` (0 for none),
     /// or 530 NOT_ALLOWED.
     pub fn open_session(&self, user: &User, vhost: &str, conn: ConnectionId) -> Result<Session> {

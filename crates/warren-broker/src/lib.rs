@@ -81,6 +81,6 @@ pub use session::{
 };
 pub use spec::{
     Accepted, ConnectionId, ConnectionInfo, ExchangeKind, ExchangeSpec, LogRef, QueueCounts,
-    QueueSpec, VHostMetadata,
+    QueueSpec, TlsInfo, VHostMetadata,
 };
 pub use vhost::{Delivered, Route, VHost};

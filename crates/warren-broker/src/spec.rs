@@ -129,7 +129,24 @@ pub struct ConnectionInfo {
     pub channel_max: u16,
     /// Negotiated heartbeat in seconds (0: none).
     pub heartbeat: u16,
-    pub tls: bool,
+    /// The TLS session, for a connection accepted on a TLS listener.
+    pub tls: Option<TlsInfo>,
+}
+
+/// A connection's TLS session, in the words RabbitMQ's management API uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `tlsv1.2` or `tlsv1.3`.
+    pub protocol: String,
+    /// Erlang's names: `ecdhe_rsa` (`any` for TLS 1.3), `aes_256_gcm`, `aead`.
+    pub key_exchange: String,
+    pub cipher: String,
+    pub hash: String,
+    /// The client certificate, when one was verified: subject and issuer as RFC 4514
+    /// names, validity as `not-before - not-after`.
+    pub peer_cert_subject: Option<String>,
+    pub peer_cert_issuer: Option<String>,
+    pub peer_cert_validity: Option<String>,
 }
 
 impl ConnectionInfo {

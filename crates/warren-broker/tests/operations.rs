@@ -578,7 +578,7 @@ fn connections_register_and_close_by_name() {
         frame_max: 131072,
         channel_max: 2047,
         heartbeat: 60,
-        tls: false,
+        tls: None,
     };
     let conn = b.register_connection(
         &sess,

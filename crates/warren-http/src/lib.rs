@@ -2,7 +2,7 @@
 //! Prometheus metrics (port 15692), so that rabbitmqadmin, KEDA, Terraform and the
 //! RabbitMQ-Overview dashboard work against Warren unchanged.
 //!
-//! Owns: HTTP listeners, authentication and the management tags, RabbitMQ's JSON shapes,
+//! Owns: HTTP and HTTPS listeners, authentication and the management tags, RabbitMQ's JSON shapes,
 //! list sorting and paging, rates sampled from the broker's counters, the Prometheus text,
 //! the web UI's files (served at `/`, compiled in).
 //! Must not know: AMQP framing, the store. Every read goes through the broker's registry,
@@ -17,6 +17,7 @@ mod list;
 mod metrics;
 mod process;
 mod rates;
+mod tls;
 mod ui;
 
 use std::net::SocketAddr;
@@ -40,6 +41,11 @@ pub struct NodeInfo {
     pub amqp_listeners: Vec<SocketAddr>,
     pub management_listener: Option<SocketAddr>,
     pub prometheus_listener: Option<SocketAddr>,
+    /// Where AMQPS clients connect.
+    pub amqps_listeners: Vec<SocketAddr>,
+    /// The HTTPS listeners of the management API and of the metrics.
+    pub management_tls_listener: Option<SocketAddr>,
+    pub prometheus_tls_listener: Option<SocketAddr>,
     /// Memory use above which publishers are blocked, in bytes.
     pub memory_limit: u64,
     /// Free disk below which publishers are blocked, in bytes.
@@ -47,6 +53,29 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// Every listener as RabbitMQ names its protocol (`amqp`, `amqp/ssl`, `http`, `https`,
+    /// `http/prometheus`, `https/prometheus`), with its address.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out: Vec<(&'static str, SocketAddr)> = Vec::new();
+        out.extend(self.amqp_listeners.iter().map(|a| ("amqp", *a)));
+        out.extend(self.amqps_listeners.iter().map(|a| ("amqp/ssl", *a)));
+        out.extend(self.management_listener.map(|a| ("http", a)));
+        out.extend(self.management_tls_listener.map(|a| ("https", a)));
+        out.extend(self.prometheus_listener.map(|a| ("http/prometheus", a)));
+        out.extend(
+            self.prometheus_tls_listener
+                .map(|a| ("https/prometheus", a)),
+        );
+        out
+    }
+
+    /// The port the management API (the web UI) is reached on: HTTP's, else HTTPS's.
+    pub fn management_port(&self) -> u16 {
+        self.management_listener
+            .or(self.management_tls_listener)
+            .map_or(0, |a| a.port())
+    }
+
     /// RabbitMQ's `internal_cluster_id` / `rabbitmq_cluster_permanent_id`.
     pub fn cluster_id(&self) -> String {
         format!("rabbitmq-cluster-id-{}", self.cluster_name)
@@ -62,6 +91,9 @@ impl NodeInfo {
             amqp_listeners: Vec::new(),
             management_listener: None,
             prometheus_listener: None,
+            amqps_listeners: Vec::new(),
+            management_tls_listener: None,
+            prometheus_tls_listener: None,
             memory_limit: 0,
             disk_free_limit: 0,
         }
@@ -150,19 +182,43 @@ pub fn sample_now(http: &Http) {
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
     if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
+        .with_graceful_shutdown(stopped(shutdown))
         .await
     {
         tracing::error!(error = %e, "HTTP listener failed");
+    }
+}
+
+/// Serves `router` over HTTPS on `listener` until `shutdown` turns true; each connection's
+/// TLS handshake uses the configuration `tls` holds when it arrives (a reloaded certificate
+/// is used from the next connection on).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+) {
+    use axum::serve::ListenerExt;
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    // The no-op tap gives axum's `SocketAddr` connect info for a listener of our own (the
+    // handlers read the peer's address for loopback-only users).
+    let listener = tls::TlsListener::new(listener, tls).tap_io(|_| {});
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(shutdown))
+        .await
+    {
+        tracing::error!(error = %e, "HTTPS listener failed");
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
     }
 }

@@ -470,7 +470,7 @@ mod tests {
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat: 0,
-            tls: false,
+            tls: None,
         };
         let registered = broker.register_connection(
             &session,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -28,7 +28,7 @@ use crate::alarm::AlarmState;
 use crate::channel::ChannelMachine;
 use crate::error::{AmqpError, AmqpResult};
 use crate::outbox::{connection_close, run_writer, ConnOutbox, OutItem, WriterConfig};
-use crate::ServerConfig;
+use crate::{AuthMechanism, ServerConfig};
 
 /// Broker-wide signals every connection watches.
 #[derive(Clone)]
@@ -390,7 +390,26 @@ pub async fn serve(
     // Owned halves, not `tokio::io::split`: that one puts the socket behind a mutex held
     // during each read and write, so the reader and writer tasks would wait on each other.
     let local = stream.local_addr().unwrap_or(peer);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    serve_io(rd, wr, peer, local, None, broker, config, signals).await;
+}
+
+/// Serves a connection's two directions (a plain socket's halves, or a TLS stream's) until
+/// it closes. `tls` is the TLS session the connection arrived on, if any.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_io<R, W>(
+    rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<crate::tls::Session>,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+    signals: Signals,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let counters = Arc::new(ConnectionCounters::default());
     let mut reader = FrameReader::new(rd, config.frame_max, counters.clone());
 
@@ -429,7 +448,15 @@ pub async fn serve(
     let conn_id = broker.next_connection_id();
     let handshake = tokio::time::timeout(
         config.handshake_timeout,
-        handshake(&mut reader, &outbox, &broker, &config, peer, conn_id),
+        handshake(
+            &mut reader,
+            &outbox,
+            &broker,
+            &config,
+            peer,
+            conn_id,
+            tls.as_ref(),
+        ),
     )
     .await;
     let opened = match handshake {
@@ -482,7 +509,7 @@ pub async fn serve(
         frame_max: opened.frame_max,
         channel_max: opened.channel_max,
         heartbeat: opened.heartbeat.map_or(0, |h| h.as_secs() as u16),
-        tls: false,
+        tls: tls.map(|t| t.info),
     };
     let registered = broker.register_connection(
         &session,
@@ -606,14 +633,24 @@ async fn handshake<R: AsyncRead + Unpin>(
     config: &ServerConfig,
     peer: SocketAddr,
     conn_id: ConnectionId,
+    tls: Option<&crate::tls::Session>,
 ) -> AmqpResult<Option<Opened>> {
+    // EXTERNAL is offered only where a verified client certificate arrived (RabbitMQ's
+    // rabbit_auth_mechanism_ssl offers it on such sockets only): the certificate is the proof.
+    let cert = tls.and_then(|t| t.peer_cert.as_ref());
+    let offered: Vec<&str> = config
+        .auth_mechanisms
+        .iter()
+        .filter(|m| **m != AuthMechanism::External || cert.is_some())
+        .map(|m| m.name())
+        .collect();
     outbox.method(
         0,
         connection::Start {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(config),
-            mechanisms: LongString::from("PLAIN AMQPLAIN"),
+            mechanisms: LongString::from(offered.join(" ")),
             locales: LongString::from("en_US"),
         },
     );
@@ -633,12 +670,39 @@ async fn handshake<R: AsyncRead + Unpin>(
     };
     let cancel_notify = client_capability(&start_ok.client_properties, "consumer_cancel_notify");
     let blocked_notify = client_capability(&start_ok.client_properties, "connection.blocked");
-    let (username, password) =
-        match parse_credentials(start_ok.mechanism.as_str(), &start_ok.response) {
+    let mechanism = start_ok.mechanism.as_str();
+    if !offered.contains(&mechanism) {
+        return refuse_silently(
+            peer,
+            AmqpError::access_refused(format!(
+                "unsupported authentication mechanism '{mechanism}'"
+            )),
+        );
+    }
+    let loopback = peer.ip().is_loopback();
+    let (username, login) = if mechanism == AuthMechanism::External.name() {
+        // RabbitMQ reads nothing from EXTERNAL's response: the certificate names the user.
+        match cert.map(|c| c.login_name(&config.cert_login)) {
+            Some(Ok(name)) => {
+                let login = broker
+                    .authenticate_external(&name, loopback)
+                    .map_err(|e| e.to_string());
+                (name, login)
+            }
+            Some(Err(why)) => (String::new(), Err(why)),
+            None => (String::new(), Err("no client certificate".to_owned())),
+        }
+    } else {
+        let (username, password) = match parse_credentials(mechanism, &start_ok.response) {
             Ok(credentials) => credentials,
             Err(e) => return refuse_silently(peer, e),
         };
-    let user = match broker.authenticate(&username, &password, peer.ip().is_loopback()) {
+        let login = broker
+            .authenticate(&username, &password, loopback)
+            .map_err(|e| e.to_string());
+        (username, login)
+    };
+    let user = match login {
         Ok(user) => user,
         Err(e) => {
             // As RabbitMQ: the reason goes to the log; the client gets `connection.close`

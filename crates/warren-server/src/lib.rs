@@ -1,8 +1,10 @@
 //! `warren-server`: the AMQP 0-9-1 server.
 //!
-//! Owns: TCP listeners, the connection handshake (SASL PLAIN and AMQPLAIN, tuning), heartbeats,
-//! one task per connection with its channel state machines, the mapping of AMQP methods onto
-//! `warren-broker`, and the mapping of broker errors onto reply codes ([`error`]).
+//! Owns: TCP and TLS listeners ([`tls`]: rustls configurations from PEM files, reloaded when
+//! the files change), the connection handshake (SASL PLAIN, AMQPLAIN and EXTERNAL, tuning),
+//! heartbeats, one task per connection with its channel state machines, the mapping of AMQP
+//! methods onto `warren-broker`, and the mapping of broker errors onto reply codes
+//! ([`error`]).
 //!
 //! Must not know: HTTP. It does not implement routing or queueing itself: the broker does.
 
@@ -14,6 +16,7 @@ pub mod error;
 pub mod exchange;
 pub mod outbox;
 pub mod queue;
+pub mod tls;
 pub mod tx;
 
 use std::net::SocketAddr;
@@ -51,6 +54,38 @@ pub struct ServerConfig {
     /// How often each connection checks its channels against the consumer timeout (a
     /// timeout fires up to this much late; RabbitMQ checks about once a minute).
     pub consumer_timeout_check: Duration,
+    /// SASL mechanisms offered, in this order (RabbitMQ's `auth_mechanisms`). EXTERNAL is
+    /// offered only on TLS connections whose client sent a verified certificate.
+    pub auth_mechanisms: Vec<AuthMechanism>,
+    /// Where EXTERNAL finds the user's name in a client certificate.
+    pub cert_login: tls::CertLogin,
+}
+
+/// A SASL mechanism Warren can offer in `connection.start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMechanism {
+    Plain,
+    Amqplain,
+    /// The user named by the client's TLS certificate.
+    External,
+}
+
+impl AuthMechanism {
+    /// The name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMechanism::Plain => "PLAIN",
+            AuthMechanism::Amqplain => "AMQPLAIN",
+            AuthMechanism::External => "EXTERNAL",
+        }
+    }
+
+    /// The mechanism a name (as in `auth_mechanisms.1 = PLAIN`) stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Plain, Self::Amqplain, Self::External]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
 }
 
 impl Default for ServerConfig {
@@ -68,13 +103,28 @@ impl Default for ServerConfig {
                 warren_broker::queue_args::DEFAULT_CONSUMER_TIMEOUT_MS,
             )),
             consumer_timeout_check: Duration::from_secs(5),
+            // RabbitMQ's PLAIN and AMQPLAIN, and EXTERNAL as its rabbitmq_auth_mechanism_ssl
+            // plugin adds it (offered only where a client certificate was verified).
+            auth_mechanisms: vec![
+                AuthMechanism::Plain,
+                AuthMechanism::Amqplain,
+                AuthMechanism::External,
+            ],
+            cert_login: tls::CertLogin::default(),
         }
     }
 }
 
+/// A bound listening socket; a TLS one has the configuration its connections start from
+/// (the latest, as [`tls::Reloader`] publishes it).
+struct Bound {
+    socket: TcpListener,
+    tls: Option<watch::Receiver<tls::TlsConfig>>,
+}
+
 /// Bound listeners, ready to serve.
 pub struct Server {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Bound>,
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
     alarms: (
@@ -90,19 +140,41 @@ impl Server {
         broker: Arc<Broker>,
         config: ServerConfig,
     ) -> std::io::Result<Self> {
-        let mut listeners = Vec::new();
-        for addr in addrs {
-            let l = listen(*addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })?;
-            listeners.push(l);
-        }
-        Ok(Server {
-            listeners,
+        let mut server = Server {
+            listeners: Vec::new(),
             broker,
             config: Arc::new(config),
             alarms: watch::channel(alarm::AlarmState::default()),
-        })
+        };
+        server.bind_more(addrs, None)?;
+        Ok(server)
+    }
+
+    /// Adds AMQPS listeners (RabbitMQ's `listeners.ssl`): each accepted socket does a TLS
+    /// handshake with the configuration `tls` holds at that moment.
+    pub fn bind_tls(
+        &mut self,
+        addrs: &[SocketAddr],
+        tls: watch::Receiver<tls::TlsConfig>,
+    ) -> std::io::Result<()> {
+        self.bind_more(addrs, Some(tls))
+    }
+
+    fn bind_more(
+        &mut self,
+        addrs: &[SocketAddr],
+        tls: Option<watch::Receiver<tls::TlsConfig>>,
+    ) -> std::io::Result<()> {
+        for addr in addrs {
+            let socket = listen(*addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            self.listeners.push(Bound {
+                socket,
+                tls: tls.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// The resource alarms as they change (the management API reports them).
@@ -115,11 +187,21 @@ impl Server {
         self.config.alarms.memory_limit()
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// The plain AMQP addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(false)
+    }
+
+    /// The AMQPS addresses actually bound.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(true)
+    }
+
+    fn addrs(&self, tls: bool) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter(|l| l.tls.is_some() == tls)
+            .filter_map(|l| l.socket.local_addr().ok())
             .collect()
     }
 
@@ -198,7 +280,7 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Bound,
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
     signals: connection::Signals,
@@ -207,16 +289,28 @@ async fn accept_loop(
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(connection::serve(
-                        stream,
-                        peer,
-                        broker.clone(),
-                        config.clone(),
-                        signals.clone(),
-                    ));
+                    match &listener.tls {
+                        None => conns.spawn(connection::serve(
+                            stream,
+                            peer,
+                            broker.clone(),
+                            config.clone(),
+                            signals.clone(),
+                        )),
+                        // The handshake runs in the connection's task: a slow client must
+                        // not hold up the next accept.
+                        Some(tls) => conns.spawn(tls::serve(
+                            stream,
+                            peer,
+                            tls.borrow().clone(),
+                            broker.clone(),
+                            config.clone(),
+                            signals.clone(),
+                        )),
+                    };
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

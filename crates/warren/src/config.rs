@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
+use warren_server::tls::{CertLogin, LoginFrom, SanType, TlsOptions, TlsVersion, Verify};
+use warren_server::AuthMechanism;
 
 /// Where a setting came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,20 @@ pub struct Settings {
     pub amqp_listeners: Option<Vec<SocketAddr>>,
     pub management_listeners: Option<Vec<SocketAddr>>,
     pub prometheus_listeners: Option<Vec<SocketAddr>>,
+    /// `listeners.ssl.*` (an empty list: `listeners.ssl = none`).
+    pub amqps_listeners: Option<Vec<SocketAddr>>,
+    /// `ssl_options.*`: the AMQPS listeners' certificates and peer verification.
+    pub ssl_options: TlsOptions,
+    /// `management.ssl.port`/`ip` and the HTTPS listener's TLS options.
+    pub management_tls_listeners: Option<Vec<SocketAddr>>,
+    pub management_tls: TlsOptions,
+    /// `prometheus.ssl.port`/`ip` and its TLS options.
+    pub prometheus_tls_listeners: Option<Vec<SocketAddr>>,
+    pub prometheus_tls: TlsOptions,
+    /// `ssl_cert_login_from`, `ssl_cert_login_san_type`, `ssl_cert_login_san_index`.
+    pub cert_login: CertLogin,
+    /// `auth_mechanisms.*`, in the order given.
+    pub auth_mechanisms: Option<Vec<AuthMechanism>>,
     pub default_user: Option<String>,
     pub default_pass: Option<String>,
     pub default_vhost: Option<String>,
@@ -108,7 +124,7 @@ impl Settings {
 
     /// Applies a file's lines.
     pub fn apply_file(&mut self, text: &str) -> Result<(), ConfigError> {
-        let mut listeners = Listeners::default();
+        let mut gathered = Gathered::default();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -121,9 +137,9 @@ impl Settings {
                     text: line.to_owned(),
                 });
             };
-            self.set(key.trim(), value.trim(), origin, &mut listeners)?;
+            self.set(key.trim(), value.trim(), origin, &mut gathered)?;
         }
-        listeners.apply(self);
+        gathered.apply(self);
         Ok(())
     }
 
@@ -132,7 +148,7 @@ impl Settings {
         &mut self,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), ConfigError> {
-        let mut listeners = Listeners::default();
+        let mut gathered = Gathered::default();
         let mut vars: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("WARREN_") && !NOT_SETTINGS.contains(&k.as_str()))
@@ -140,9 +156,9 @@ impl Settings {
         vars.sort();
         for (var, value) in vars {
             let key = var["WARREN_".len()..].to_lowercase().replace("__", ".");
-            self.set(&key, value.trim(), Origin::Env(var.clone()), &mut listeners)?;
+            self.set(&key, value.trim(), Origin::Env(var.clone()), &mut gathered)?;
         }
-        listeners.apply(self);
+        gathered.apply(self);
         Ok(())
     }
 
@@ -151,7 +167,7 @@ impl Settings {
         key: &str,
         value: &str,
         origin: Origin,
-        listeners: &mut Listeners,
+        gathered: &mut Gathered,
     ) -> Result<(), ConfigError> {
         let bad = |reason: &str| ConfigError::BadValue {
             origin: origin.clone(),
@@ -164,31 +180,98 @@ impl Settings {
             key: key.to_owned(),
             reason,
         };
+        let port = || value.parse::<u16>().map_err(|_| bad("not a port"));
+        let ip = || {
+            value
+                .parse::<IpAddr>()
+                .map_err(|_| bad("not an IP address"))
+        };
         let parts: Vec<&str> = key.split('.').collect();
         match parts.as_slice() {
-            ["listeners", "tcp"] if value == "none" => listeners.amqp_none = true,
+            ["listeners", "tcp"] if value == "none" => gathered.amqp_none = true,
             ["listeners", "tcp", _] => {
-                listeners.amqp.extend(endpoint(value).ok_or_else(|| {
+                gathered.amqp.extend(endpoint(value).ok_or_else(|| {
                     bad("expected a port, or an address and port (0.0.0.0:5672, ::1:5672)")
                 })?);
             }
-            ["management", "tcp", "port"] => {
-                listeners.management.port = Some(value.parse().map_err(|_| bad("not a port"))?)
+            ["listeners", "ssl"] if value == "none" => gathered.amqps_none = true,
+            ["listeners", "ssl", _] => {
+                gathered.amqps.extend(endpoint(value).ok_or_else(|| {
+                    bad("expected a port, or an address and port (0.0.0.0:5671, ::1:5671)")
+                })?);
             }
-            ["management", "tcp", "ip"] => {
-                listeners.management.ip = Some(value.parse().map_err(|_| bad("not an IP address"))?)
+            ["management", "tcp", "port"] => gathered.management.port = Some(port()?),
+            ["management", "tcp", "ip"] => gathered.management.ip = Some(ip()?),
+            ["prometheus", "tcp", "port"] => gathered.prometheus.port = Some(port()?),
+            ["prometheus", "tcp", "ip"] => gathered.prometheus.ip = Some(ip()?),
+            ["management", "ssl", "port"] => gathered.management_tls.port = Some(port()?),
+            ["management", "ssl", "ip"] => gathered.management_tls.ip = Some(ip()?),
+            ["prometheus", "ssl", "port"] => gathered.prometheus_tls.port = Some(port()?),
+            ["prometheus", "ssl", "ip"] => gathered.prometheus_tls.ip = Some(ip()?),
+            ["ssl_options", "password"]
+            | ["management", "ssl", "password"]
+            | ["prometheus", "ssl", "password"] => {
+                return Err(not_yet(
+                    "encrypted private keys are not supported; give an unencrypted keyfile",
+                ))
             }
-            ["prometheus", "tcp", "port"] => {
-                listeners.prometheus.port = Some(value.parse().map_err(|_| bad("not a port"))?)
+            ["ssl_options", "ciphers", ..]
+            | ["management", "ssl", "ciphers", ..]
+            | ["prometheus", "ssl", "ciphers", ..] => {
+                return Err(not_yet(
+                    "cipher suites are rustls's defaults (TLS 1.2 ECDHE with AES-GCM or \
+                     ChaCha20-Poly1305, and TLS 1.3's)",
+                ))
             }
-            ["prometheus", "tcp", "ip"] => {
-                listeners.prometheus.ip = Some(value.parse().map_err(|_| bad("not an IP address"))?)
+            ["ssl_options", option @ ..] => {
+                if !tls_option(&mut self.ssl_options, option, value, &bad)? {
+                    return Err(unknown(origin, key));
+                }
             }
-            ["listeners", "ssl", ..]
-            | ["ssl_options", ..]
-            | ["management", "ssl", ..]
-            | ["prometheus", "ssl", ..] => {
-                return Err(not_yet("Warren has no TLS listeners yet"));
+            ["management", "ssl", option @ ..] => {
+                if !tls_option(&mut self.management_tls, option, value, &bad)? {
+                    return Err(unknown(origin, key));
+                }
+            }
+            ["prometheus", "ssl", option @ ..] => {
+                if !tls_option(&mut self.prometheus_tls, option, value, &bad)? {
+                    return Err(unknown(origin, key));
+                }
+            }
+            ["ssl_cert_login_from"] => {
+                self.cert_login.from = match value {
+                    "common_name" => LoginFrom::CommonName,
+                    "distinguished_name" => LoginFrom::DistinguishedName,
+                    "subject_alternative_name" | "subject_alt_name" => {
+                        LoginFrom::SubjectAlternativeName
+                    }
+                    _ => {
+                        return Err(bad(
+                            "common_name, distinguished_name or subject_alternative_name",
+                        ))
+                    }
+                }
+            }
+            ["ssl_cert_login_san_type"] => {
+                self.cert_login.san_type = match value {
+                    "dns" => SanType::Dns,
+                    "email" => SanType::Email,
+                    "uri" => SanType::Uri,
+                    "ip" => SanType::Ip,
+                    _ => return Err(bad("dns, email, uri or ip")),
+                }
+            }
+            ["ssl_cert_login_san_index"] => {
+                self.cert_login.san_index = value
+                    .parse()
+                    .map_err(|_| bad("a number, 0 for the first"))?
+            }
+            ["auth_mechanisms", _] => {
+                let m = AuthMechanism::from_name(value)
+                    .ok_or_else(|| bad("PLAIN, AMQPLAIN or EXTERNAL"))?;
+                if !gathered.auth_mechanisms.contains(&m) {
+                    gathered.auth_mechanisms.push(m);
+                }
             }
             ["default_user"] => {
                 self.default_user = Some(nonempty(value).ok_or_else(|| bad("empty"))?)
@@ -290,24 +373,93 @@ impl Settings {
             ["log", "console"] => {
                 boolean(value).ok_or_else(|| bad("expected true or false"))?;
             }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    origin,
-                    key: key.to_owned(),
-                })
-            }
+            _ => return Err(unknown(origin, key)),
         }
         Ok(())
     }
 }
 
-/// Listener keys, gathered while reading (a port and an IP arrive on separate lines).
+fn unknown(origin: Origin, key: &str) -> ConfigError {
+    ConfigError::UnknownKey {
+        origin,
+        key: key.to_owned(),
+    }
+}
+
+/// One TLS option (the part of the key after `ssl_options.` or `management.ssl.`), as
+/// RabbitMQ names them. Ok(false): not an option Warren knows.
+fn tls_option(
+    o: &mut TlsOptions,
+    option: &[&str],
+    value: &str,
+    bad: &dyn Fn(&str) -> ConfigError,
+) -> Result<bool, ConfigError> {
+    let path = || {
+        nonempty(value)
+            .map(PathBuf::from)
+            .ok_or_else(|| bad("a file path"))
+    };
+    let flag = || boolean(value).ok_or_else(|| bad("expected true or false"));
+    match option {
+        ["certfile"] => o.certfile = Some(path()?),
+        ["keyfile"] => o.keyfile = Some(path()?),
+        ["cacertfile"] => o.cacertfile = Some(path()?),
+        ["verify"] => {
+            o.verify = match value {
+                "verify_peer" => Verify::Peer,
+                "verify_none" => Verify::None,
+                _ => return Err(bad("verify_peer or verify_none")),
+            }
+        }
+        ["fail_if_no_peer_cert"] => o.fail_if_no_peer_cert = flag()?,
+        ["versions", _] => {
+            let v = match value {
+                "tlsv1.2" => TlsVersion::Tls12,
+                "tlsv1.3" => TlsVersion::Tls13,
+                "tlsv1.1" | "tlsv1" => {
+                    return Err(bad("TLS 1.0 and 1.1 are not supported (tlsv1.2, tlsv1.3)"))
+                }
+                _ => return Err(bad("tlsv1.2 or tlsv1.3")),
+            };
+            if !o.versions.contains(&v) {
+                o.versions.push(v);
+            }
+        }
+        ["honor_cipher_order"] => o.honor_cipher_order = flag()?,
+        // rustls always picks the key-exchange group by the server's preference, which is
+        // what `true` asks for; `false` cannot be honoured, so it is refused.
+        ["honor_ecc_order"] => {
+            if !flag()? {
+                return Err(bad("only true: the server's preference always decides"));
+            }
+        }
+        // rustls never renegotiates, which is what these ask for.
+        ["client_renegotiation"] => {
+            if flag()? {
+                return Err(bad("only false: renegotiation is never offered"));
+            }
+        }
+        ["secure_renegotiate"] => {
+            flag()?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Keys gathered over one source's lines, applied at its end (a port and an IP arrive on
+/// separate lines; a list's items on one line each).
 #[derive(Default)]
-struct Listeners {
+struct Gathered {
     amqp: Vec<SocketAddr>,
     amqp_none: bool,
+    amqps: Vec<SocketAddr>,
+    amqps_none: bool,
     management: HttpListener,
     prometheus: HttpListener,
+    management_tls: HttpListener,
+    prometheus_tls: HttpListener,
+    auth_mechanisms: Vec<AuthMechanism>,
 }
 
 #[derive(Default)]
@@ -330,18 +482,33 @@ impl HttpListener {
     }
 }
 
-impl Listeners {
+impl Gathered {
     fn apply(self, s: &mut Settings) {
         if self.amqp_none {
             s.amqp_listeners = Some(Vec::new());
         } else if !self.amqp.is_empty() {
             s.amqp_listeners = Some(self.amqp);
         }
+        if self.amqps_none {
+            s.amqps_listeners = Some(Vec::new());
+        } else if !self.amqps.is_empty() {
+            s.amqps_listeners = Some(self.amqps);
+        }
         if let Some(a) = self.management.addrs(15672) {
             s.management_listeners = Some(a);
         }
         if let Some(a) = self.prometheus.addrs(15692) {
             s.prometheus_listeners = Some(a);
+        }
+        // RabbitMQ's HTTPS ports.
+        if let Some(a) = self.management_tls.addrs(15671) {
+            s.management_tls_listeners = Some(a);
+        }
+        if let Some(a) = self.prometheus_tls.addrs(15691) {
+            s.prometheus_tls_listeners = Some(a);
+        }
+        if !self.auth_mechanisms.is_empty() {
+            s.auth_mechanisms = Some(self.auth_mechanisms);
         }
     }
 }
@@ -488,11 +655,160 @@ mod tests {
         assert!(e.to_string().starts_with("line 1: max_message_size"), "{e}");
         let e = parse("just words").unwrap_err();
         assert_eq!(e.to_string(), "line 1: 'just words' is not `key = value`");
-        let e = parse("listeners.ssl.default = 5671").unwrap_err();
+        let e = parse("ssl_options.password = secret").unwrap_err();
         assert!(matches!(e, ConfigError::NotYet { .. }), "{e}");
         assert!(parse("frame_max = 100").is_err());
         assert!(parse("disk_free_limit.absolute = 5 parsecs").is_err());
         assert!(parse("log.console.level = loud").is_err());
+    }
+
+    #[test]
+    fn tls_keys_are_read() {
+        let s = parse(
+            "listeners.ssl.default = 5671\n\
+             listeners.ssl.local = 127.0.0.1:5681\n\
+             ssl_options.cacertfile = /etc/warren/ca.pem\n\
+             ssl_options.certfile = /etc/warren/server.pem\n\
+             ssl_options.keyfile = /etc/warren/server.key\n\
+             ssl_options.verify = verify_peer\n\
+             ssl_options.fail_if_no_peer_cert = true\n\
+             ssl_options.versions.1 = tlsv1.3\n\
+             ssl_options.versions.2 = tlsv1.2\n\
+             ssl_options.honor_cipher_order = true\n\
+             ssl_options.honor_ecc_order = true\n\
+             ssl_options.client_renegotiation = false\n\
+             ssl_options.secure_renegotiate = true\n\
+             ssl_cert_login_from = subject_alternative_name\n\
+             ssl_cert_login_san_type = email\n\
+             ssl_cert_login_san_index = 1\n\
+             auth_mechanisms.1 = EXTERNAL\n\
+             auth_mechanisms.2 = PLAIN\n\
+             management.ssl.port = 15671\n\
+             management.ssl.ip = 127.0.0.1\n\
+             management.ssl.cacertfile = /etc/warren/mgmt-ca.pem\n\
+             management.ssl.certfile = /etc/warren/mgmt.pem\n\
+             management.ssl.keyfile = /etc/warren/mgmt.key\n\
+             prometheus.ssl.port = 15691\n\
+             prometheus.ssl.certfile = /etc/warren/prom.pem\n\
+             prometheus.ssl.keyfile = /etc/warren/prom.key\n\
+             prometheus.ssl.verify = verify_none\n",
+        )
+        .expect("valid");
+        let mut amqps = every_interface(5671);
+        amqps.push("127.0.0.1:5681".parse().unwrap());
+        assert_eq!(s.amqps_listeners, Some(amqps));
+        // TLS listeners are beside the plain ones, whose defaults stay.
+        assert_eq!(s.amqp_listeners, None);
+        assert_eq!(
+            s.ssl_options,
+            TlsOptions {
+                certfile: Some("/etc/warren/server.pem".into()),
+                keyfile: Some("/etc/warren/server.key".into()),
+                cacertfile: Some("/etc/warren/ca.pem".into()),
+                verify: Verify::Peer,
+                fail_if_no_peer_cert: true,
+                versions: vec![TlsVersion::Tls13, TlsVersion::Tls12],
+                honor_cipher_order: true,
+            }
+        );
+        assert_eq!(
+            s.cert_login,
+            CertLogin {
+                from: LoginFrom::SubjectAlternativeName,
+                san_type: SanType::Email,
+                san_index: 1,
+            }
+        );
+        assert_eq!(
+            s.auth_mechanisms,
+            Some(vec![AuthMechanism::External, AuthMechanism::Plain])
+        );
+        assert_eq!(
+            s.management_tls_listeners,
+            Some(vec!["127.0.0.1:15671".parse().unwrap()])
+        );
+        assert_eq!(
+            s.management_tls.cacertfile,
+            Some(PathBuf::from("/etc/warren/mgmt-ca.pem"))
+        );
+        assert_eq!(
+            s.management_tls.certfile,
+            Some(PathBuf::from("/etc/warren/mgmt.pem"))
+        );
+        assert_eq!(s.prometheus_tls_listeners, Some(every_interface(15691)));
+        assert_eq!(
+            s.prometheus_tls.keyfile,
+            Some(PathBuf::from("/etc/warren/prom.key"))
+        );
+        assert_eq!(s.prometheus_tls.verify, Verify::None);
+        assert_eq!(s.management_listeners, None);
+
+        let s = parse("listeners.ssl = none\nssl_cert_login_from = distinguished_name\n")
+            .expect("valid");
+        assert_eq!(s.amqps_listeners, Some(vec![]));
+        assert_eq!(s.cert_login.from, LoginFrom::DistinguishedName);
+        // An IP alone takes RabbitMQ's HTTPS port.
+        let s = parse("management.ssl.ip = ::1\n").expect("valid");
+        assert_eq!(
+            s.management_tls_listeners,
+            Some(vec!["[::1]:15671".parse().unwrap()])
+        );
+    }
+
+    #[test]
+    fn bad_tls_values_are_refused_with_the_key() {
+        for (line, reason) in [
+            (
+                "ssl_options.verify = sometimes",
+                "verify_peer or verify_none",
+            ),
+            (
+                "ssl_options.versions.1 = tlsv1.1",
+                "TLS 1.0 and 1.1 are not supported",
+            ),
+            ("ssl_options.versions.1 = sslv3", "tlsv1.2 or tlsv1.3"),
+            ("ssl_options.fail_if_no_peer_cert = yes", "true or false"),
+            ("ssl_options.certfile = ", "a file path"),
+            ("ssl_options.honor_ecc_order = false", "only true"),
+            ("listeners.ssl.default = port", "expected a port"),
+            ("management.ssl.port = 99999", "not a port"),
+            ("ssl_cert_login_from = serial", "common_name"),
+            (
+                "ssl_cert_login_san_type = other_name",
+                "dns, email, uri or ip",
+            ),
+            (
+                "auth_mechanisms.1 = ANONYMOUS",
+                "PLAIN, AMQPLAIN or EXTERNAL",
+            ),
+        ] {
+            let e = parse(line).expect_err(line).to_string();
+            assert!(e.starts_with("line 1: "), "{e}");
+            assert!(e.contains(reason), "{line}: {e}");
+        }
+        let e = parse("ssl_options.depth = 2").unwrap_err();
+        assert_eq!(e.to_string(), "line 1: unknown key 'ssl_options.depth'");
+        let e = parse("management.ssl.ciphers.1 = x").unwrap_err();
+        assert!(matches!(e, ConfigError::NotYet { .. }), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_environment_too() {
+        let mut s = parse("ssl_options.certfile = /from/file.pem\n").expect("valid");
+        s.apply_env([
+            (
+                "WARREN_SSL_OPTIONS__KEYFILE".to_owned(),
+                "/from/env.key".to_owned(),
+            ),
+            (
+                "WARREN_LISTENERS__SSL__DEFAULT".to_owned(),
+                "5671".to_owned(),
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(s.ssl_options.certfile, Some("/from/file.pem".into()));
+        assert_eq!(s.ssl_options.keyfile, Some("/from/env.key".into()));
+        assert_eq!(s.amqps_listeners, Some(every_interface(5671)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -21,6 +22,7 @@ use warren_broker::definitions::Definitions;
 use warren_broker::{Broker, Defaults, SyncMode};
 use warren_http::{Http, NodeInfo};
 use warren_server::alarm::Watermark;
+use warren_server::tls::{self, TlsOptions};
 use warren_server::{Server, ServerConfig};
 
 mod config;
@@ -45,6 +47,11 @@ struct Cli {
     /// Address to accept AMQP connections on (repeatable). Default: 0.0.0.0:5672 and [::]:5672.
     #[arg(long = "amqp-listen", value_name = "ADDR:PORT")]
     amqp_listen: Vec<SocketAddr>,
+
+    /// Address to accept AMQPS (AMQP over TLS) connections on (repeatable), with the
+    /// certificates of the config file's `ssl_options`. Default: the file's `listeners.ssl`.
+    #[arg(long = "amqps-listen", value_name = "ADDR:PORT")]
+    amqps_listen: Vec<SocketAddr>,
 
     /// Directory for the broker's data.
     #[arg(long, value_name = "DIR", default_value = "warren-data")]
@@ -236,21 +243,52 @@ fn server_config(cli: &Cli, s: &Settings) -> ServerConfig {
     if let Some(t) = s.handshake_timeout {
         config.handshake_timeout = t;
     }
+    if let Some(m) = &s.auth_mechanisms {
+        config.auth_mechanisms = m.clone();
+    }
+    config.cert_login = s.cert_login;
     config
 }
 
-/// Listener addresses: a flag's, else the file's, else every interface on `port`; and
-/// whether an IPv6 "any" address among them may be skipped on a machine without IPv6.
+/// How often certificate files are checked for changes (SIGHUP checks at once).
+const TLS_RELOAD_CHECK: Duration = Duration::from_secs(5);
+
+/// The TLS configuration of a listener family: loaded now (a bad file stops the start) and
+/// kept in step with its files. None when the family has no TLS listener; an error when its
+/// options are set but no listener is, since they would silently do nothing.
+fn tls_reloader(
+    prefix: &str,
+    listeners: &[SocketAddr],
+    options: &TlsOptions,
+    listener_key: &str,
+) -> Result<Option<Arc<tls::Reloader>>> {
+    if listeners.is_empty() {
+        if options.is_set() && listener_key != "listeners.ssl" {
+            bail!("{prefix}.* options are set but {listener_key} is not");
+        }
+        return Ok(None);
+    }
+    Ok(Some(tls::Reloader::new(prefix, options.clone())?))
+}
+
+/// Listener addresses: a flag's, else the file's, else every interface on `port` (none
+/// when `tls_only`: as RabbitMQ, an HTTPS listener configured alone replaces the default
+/// HTTP one); and whether an IPv6 "any" address among them may be skipped on a machine
+/// without IPv6.
 fn listener_addrs(
     flag: &[String],
     file: Option<&Vec<SocketAddr>>,
     port: u16,
+    tls_only: bool,
 ) -> Result<(Vec<SocketAddr>, bool)> {
     let addrs = if !flag.is_empty() {
         http_addrs(flag, port)?
+    } else if let Some(f) = file {
+        f.clone()
+    } else if tls_only {
+        Vec::new()
     } else {
-        file.cloned()
-            .unwrap_or_else(|| config::every_interface(port))
+        config::every_interface(port)
     };
     let tolerant = addrs.iter().any(|a| a.is_ipv6() && a.ip().is_unspecified());
     Ok((addrs, tolerant))
@@ -305,18 +343,69 @@ async fn run(cli: Cli, settings: Settings) -> Result<()> {
     info!(limit = fd_limit, "open-file limit");
     let config = server_config(&cli, &settings);
     let disk_free_limit = config.alarms.disk_free_limit;
+    let management_tls_addrs = settings
+        .management_tls_listeners
+        .clone()
+        .unwrap_or_default();
+    let prometheus_tls_addrs = settings
+        .prometheus_tls_listeners
+        .clone()
+        .unwrap_or_default();
     let (management_addrs, management_defaults) = listener_addrs(
         &cli.management_listen,
         settings.management_listeners.as_ref(),
         15672,
+        !management_tls_addrs.is_empty(),
     )?;
     let (prometheus_addrs, prometheus_defaults) = listener_addrs(
         &cli.prometheus_listen,
         settings.prometheus_listeners.as_ref(),
         15692,
+        !prometheus_tls_addrs.is_empty(),
     )?;
+    let amqps_addrs = if cli.amqps_listen.is_empty() {
+        settings.amqps_listeners.clone().unwrap_or_default()
+    } else {
+        cli.amqps_listen.clone()
+    };
+    // Certificates are read before anything listens: a bad path stops the start here.
+    let amqps_tls = tls_reloader(
+        "ssl_options",
+        &amqps_addrs,
+        &settings.ssl_options,
+        "listeners.ssl",
+    )?;
+    let management_tls = tls_reloader(
+        "management.ssl",
+        &management_tls_addrs,
+        &settings.management_tls,
+        "management.ssl.port",
+    )?;
+    let prometheus_tls = tls_reloader(
+        "prometheus.ssl",
+        &prometheus_tls_addrs,
+        &settings.prometheus_tls,
+        "prometheus.ssl.port",
+    )?;
+    if amqps_tls.is_none() && settings.ssl_options.is_set() {
+        warn!("ssl_options are set but no AMQPS listener is (listeners.ssl)");
+    }
+    let tolerant =
+        |addrs: &[SocketAddr]| addrs.iter().any(|a| a.is_ipv6() && a.ip().is_unspecified());
     let management = bind_http(&management_addrs, "management", management_defaults).await?;
     let prometheus = bind_http(&prometheus_addrs, "Prometheus", prometheus_defaults).await?;
+    let management_https = bind_http(
+        &management_tls_addrs,
+        "management (HTTPS)",
+        tolerant(&management_tls_addrs),
+    )
+    .await?;
+    let prometheus_https = bind_http(
+        &prometheus_tls_addrs,
+        "Prometheus (HTTPS)",
+        tolerant(&prometheus_tls_addrs),
+    )
+    .await?;
     let amqp_addrs = if cli.amqp_listen.is_empty() {
         settings
             .amqp_listeners
@@ -325,7 +414,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<()> {
     } else {
         cli.amqp_listen.clone()
     };
-    let server = match Server::bind(&amqp_addrs, broker.clone(), config.clone()).await {
+    let mut server = match Server::bind(&amqp_addrs, broker.clone(), config.clone()).await {
         Ok(s) => s,
         // Every interface of both families: a machine without IPv6 still gets IPv4.
         Err(e)
@@ -344,13 +433,33 @@ async fn run(cli: Cli, settings: Settings) -> Result<()> {
         }
         Err(e) => bail!("{e}"),
     };
+    if let Some(tls) = &amqps_tls {
+        for a in &amqps_addrs {
+            match server.bind_tls(std::slice::from_ref(a), tls.subscribe()) {
+                Ok(()) => {}
+                Err(e)
+                    if tolerant(std::slice::from_ref(a))
+                        && e.kind() != std::io::ErrorKind::AddrInUse =>
+                {
+                    warn!(error = %e, "IPv6 AMQPS listener unavailable");
+                }
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
     for addr in server.local_addrs() {
         info!(%addr, "listening for AMQP 0-9-1");
     }
+    for addr in server.tls_addrs() {
+        info!(%addr, "listening for AMQP 0-9-1 over TLS");
+    }
     let mut node = NodeInfo::new(&ServerConfig::default().cluster_name);
     node.amqp_listeners = server.local_addrs();
+    node.amqps_listeners = server.tls_addrs();
     node.management_listener = management.first().and_then(|l| l.local_addr().ok());
     node.prometheus_listener = prometheus.first().and_then(|l| l.local_addr().ok());
+    node.management_tls_listener = management_https.first().and_then(|l| l.local_addr().ok());
+    node.prometheus_tls_listener = prometheus_https.first().and_then(|l| l.local_addr().ok());
     node.memory_limit = server.memory_limit();
     node.disk_free_limit = disk_free_limit;
     let alarms = AlarmView {
@@ -378,6 +487,61 @@ async fn run(cli: Cli, settings: Settings) -> Result<()> {
             http.prometheus_router(),
             rx.clone(),
         )));
+    }
+    let https = [
+        (
+            management_https,
+            &management_tls,
+            http.management_router(),
+            "management API (HTTPS)",
+        ),
+        (
+            prometheus_https,
+            &prometheus_tls,
+            http.prometheus_router(),
+            "Prometheus metrics (HTTPS)",
+        ),
+    ];
+    for (listeners, tls, router, what) in https {
+        let Some(tls) = tls else { continue };
+        for l in listeners {
+            if let Ok(addr) = l.local_addr() {
+                info!(%addr, "{what} listening");
+            }
+            http_tasks.push(tokio::spawn(warren_http::serve_tls(
+                l,
+                tls.subscribe(),
+                router.clone(),
+                rx.clone(),
+            )));
+        }
+    }
+    let reloaders: Vec<Arc<tls::Reloader>> = [amqps_tls, management_tls, prometheus_tls]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !reloaders.is_empty() {
+        http_tasks.push(tokio::spawn(tls::watch_files(
+            reloaders.clone(),
+            TLS_RELOAD_CHECK,
+            rx.clone(),
+        )));
+        // SIGHUP: check the certificate files now rather than at the next poll.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        info!("SIGHUP received: checking TLS certificate files");
+                        let rs = reloaders.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            rs.iter().for_each(|r| r.reload_logged())
+                        })
+                        .await;
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "cannot handle SIGHUP"),
+        }
     }
     http_tasks.push(tokio::spawn(warren_http::run_sampler(
         http.clone(),

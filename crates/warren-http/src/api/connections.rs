@@ -6,6 +6,7 @@ use super::*;
 pub(super) fn connection_json(http: &Http, c: &warren_broker::Connection) -> Value {
     let s = c.snapshot();
     let i = &s.info;
+    let tls = i.tls.as_ref();
     let r = http.rates.get(&format!("connection/{}", i.name), 2);
     let user_provided = i
         .client_properties
@@ -27,11 +28,14 @@ pub(super) fn connection_json(http: &Http, c: &warren_broker::Connection) -> Val
         "port": i.local.port(),
         "peer_host": i.peer.ip().to_string(),
         "peer_port": i.peer.port(),
-        "ssl": i.tls,
-        "ssl_protocol": Value::Null, "ssl_key_exchange": Value::Null,
-        "ssl_cipher": Value::Null, "ssl_hash": Value::Null,
-        "peer_cert_issuer": Value::Null, "peer_cert_subject": Value::Null,
-        "peer_cert_validity": Value::Null,
+        "ssl": tls.is_some(),
+        "ssl_protocol": tls.map(|t| t.protocol.as_str()),
+        "ssl_key_exchange": tls.map(|t| t.key_exchange.as_str()),
+        "ssl_cipher": tls.map(|t| t.cipher.as_str()),
+        "ssl_hash": tls.map(|t| t.hash.as_str()),
+        "peer_cert_issuer": tls.and_then(|t| t.peer_cert_issuer.as_deref()),
+        "peer_cert_subject": tls.and_then(|t| t.peer_cert_subject.as_deref()),
+        "peer_cert_validity": tls.and_then(|t| t.peer_cert_validity.as_deref()),
         "channel_max": i.channel_max,
         "frame_max": i.frame_max,
         "timeout": i.heartbeat,

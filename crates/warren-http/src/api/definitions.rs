@@ -130,15 +130,7 @@ pub(super) async fn health_alarms(State(http): St, _c: Caller) -> Response {
 }
 
 pub(super) async fn health_port(State(http): St, _c: Caller, Path(port): Path<u16>) -> Response {
-    let listening = http.node.amqp_listeners.iter().any(|a| a.port() == port)
-        || http
-            .node
-            .management_listener
-            .is_some_and(|a| a.port() == port)
-        || http
-            .node
-            .prometheus_listener
-            .is_some_and(|a| a.port() == port);
+    let listening = http.node.listeners().iter().any(|(_, a)| a.port() == port);
     if listening {
         Json(json!({"status": "ok", "port": port})).into_response()
     } else {
@@ -155,16 +147,10 @@ pub(super) async fn health_protocol(
     _c: Caller,
     Path(protocol): Path<String>,
 ) -> Response {
-    let have: Vec<&str> = [
-        (!http.node.amqp_listeners.is_empty()).then_some("amqp"),
-        http.node.management_listener.map(|_| "http"),
-        http.node.prometheus_listener.map(|_| "http/prometheus"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let have: Vec<&str> = http.node.listeners().iter().map(|(p, _)| *p).collect();
     let wanted = match protocol.as_str() {
         "amqp091" | "amqp0-9-1" | "amqp" => "amqp",
+        "amqps" | "amqp/ssl" => "amqp/ssl",
         "http" | "management" => "http",
         other => other,
     };

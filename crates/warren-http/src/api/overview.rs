@@ -4,23 +4,20 @@
 use super::*;
 
 pub(super) fn listeners(http: &Http) -> Value {
-    let mut out = Vec::new();
-    let mut add = |protocol: &str, addr: Option<std::net::SocketAddr>| {
-        if let Some(a) = addr {
-            out.push(json!({
+    let out = http
+        .node
+        .listeners()
+        .into_iter()
+        .map(|(protocol, a)| {
+            json!({
                 "node": http.node.name,
                 "protocol": protocol,
                 "ip_address": a.ip().to_string(),
                 "port": a.port(),
                 "socket_opts": [],
-            }));
-        }
-    };
-    for a in &http.node.amqp_listeners {
-        add("amqp", Some(*a));
-    }
-    add("http", http.node.management_listener);
-    add("http/prometheus", http.node.prometheus_listener);
+            })
+        })
+        .collect();
     Value::Array(out)
 }
 
@@ -107,7 +104,7 @@ pub(super) async fn overview(
             "node": http.node.name,
             "description": "RabbitMQ Management",
             "path": "/",
-            "port": http.node.management_listener.map_or(0, |a| a.port()).to_string(),
+            "port": http.node.management_port().to_string(),
         }],
     });
     if let (Some(ms), Value::Object(m)) = (

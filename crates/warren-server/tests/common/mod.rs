@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
