@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust unit and integration tests, then the pika and amqplib tutorial
+# Runs every test: the Rust unit and integration tests (with the fuzz corpus replayed), a
+# short run of each fuzz target (cargo-fuzz, installed and cached on first use), then the
+# pika and amqplib tutorial
 # suites, the operators' tools against the management API and metrics (rabbitmqadmin classic
 # and v2, promtool, a real Prometheus), the web UI in headless Chromium (Selenium), TLS (pika,
 # amqplib and rabbitmqadmin against a second warren with AMQPS and HTTPS), and a short
@@ -13,6 +15,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== cargo test"
 cargo test --workspace --all-targets
+
+echo "== fuzzing: every target for a few seconds from the committed corpus (scripts/fuzz.sh)"
+scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-10}"
 
 echo "== building warren and warren-perf"
 cargo build --workspace --bins
