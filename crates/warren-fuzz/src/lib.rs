@@ -18,6 +18,8 @@ pub const TARGETS: &[&str] = &[
     "field_tables",
     "properties",
     "definitions",
+    "channel_frames",
+    "config",
 ];
 
 /// Runs the check called `name` on `data` (None: no such target).
@@ -28,6 +30,8 @@ pub fn run(name: &str, data: &[u8]) -> Option<()> {
         "field_tables" => field_tables(data),
         "properties" => properties(data),
         "definitions" => definitions(data),
+        "channel_frames" => channel_frames(data),
+        "config" => config(data),
         _ => return None,
     }
     Some(())
@@ -125,4 +129,101 @@ pub fn definitions(data: &[u8]) {
     let broker = warren_broker::Broker::empty();
     let _ = defs.apply(&broker);
     let _ = warren_broker::definitions::Definitions::export(&broker, None);
+}
+
+/// A frame sequence for channel 1 fed to the channel's state machine as the connection would
+/// (methods, content headers, bodies; in-memory broker): the content assembler and every
+/// method handler must refuse what they cannot take with an AMQP error, never a panic. The
+/// first error ends the run, as it would close the channel or the connection.
+pub fn channel_frames(data: &[u8]) {
+    use std::sync::Arc;
+    use warren_broker::stats::ConnectionCounters;
+    use warren_broker::{Broker, ConnectionControl, ConnectionInfo};
+    use warren_codec::{FieldTable, FrameType};
+    use warren_server::channel::ChannelMachine;
+    use warren_server::connection::ConnCtx;
+    use warren_server::outbox::ConnOutbox;
+
+    struct NoControl;
+    impl ConnectionControl for NoControl {
+        fn close(&self, _reason: &str) {}
+    }
+
+    let broker = Arc::new(Broker::new());
+    let Ok(user) = broker.authenticate("guest", "guest", true) else {
+        return;
+    };
+    let Ok(session) = broker.open_session(&user, "/", 1) else {
+        return;
+    };
+    let (peer, local) = (
+        std::net::SocketAddr::from(([127, 0, 0, 1], 1000)),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 5672)),
+    );
+    let info = ConnectionInfo {
+        name: ConnectionInfo::name_for(peer, local),
+        peer,
+        local,
+        user: "guest".into(),
+        vhost: "/".into(),
+        client_properties: FieldTable::new(),
+        connected_at: 0,
+        protocol: "AMQP 0-9-1",
+        auth_mechanism: "PLAIN".into(),
+        frame_max: 131_072,
+        channel_max: 2047,
+        heartbeat: 0,
+        tls: None,
+    };
+    let registered = broker.register_connection(
+        &session,
+        info,
+        Arc::new(ConnectionCounters::default()),
+        Box::new(NoControl),
+    );
+    let outbox = Arc::new(ConnOutbox::new());
+    let Ok(channel) = registered.open_channel(1, outbox.clone()) else {
+        return;
+    };
+    let ctx = ConnCtx::new(session, registered, broker.durability(), outbox, 1 << 20);
+    let mut machine = ChannelMachine::new(1, channel);
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(f)) = decode_frame(&mut buf, 131_072) {
+        let result = match f.kind {
+            FrameType::Method => match Method::decode(f.payload) {
+                Ok(Method::BasicPublish(p)) => machine.handle_publish(p),
+                Ok(m) => machine.handle_method_frame(&ctx, m),
+                // The connection would close (502/503): end as it would.
+                Err(_) => break,
+            },
+            FrameType::Header | FrameType::Body => machine.handle_content_frame(&ctx, f),
+            FrameType::Heartbeat => Ok(()),
+        };
+        if result.is_err() {
+            break;
+        }
+        machine.flush_confirms(&ctx, ctx.durability.reached());
+    }
+    // As the connection ends: consumers and unacked messages go back (without this, the
+    // queue and its consumer keep each other alive, which the leak checker reports).
+    machine.end(&ctx);
+    broker.connection_closed(1);
+}
+
+/// A configuration file (rabbitmq.conf's format), then the same text as `WARREN_*`
+/// variables: every line is a setting or an error naming it, never a panic.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut settings = warren::config::Settings::default();
+    let _ = settings.apply_file(text);
+    let env = text.lines().filter_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        Some((
+            format!("WARREN_{}", k.trim().to_uppercase().replace('.', "__")),
+            v.trim().to_owned(),
+        ))
+    });
+    let _ = warren::config::Settings::default().apply_env(env);
 }

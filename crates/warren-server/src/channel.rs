@@ -427,6 +427,16 @@ impl ChannelMachine {
         self.broker_channel.close();
         ctx.registered.close_channel(&self.broker_channel);
     }
+
+    /// The connection is ending: tears the channel down, unless it already was when it
+    /// started closing (then only its registry entry is left).
+    pub fn end(mut self, ctx: &ConnCtx) {
+        if self.closing {
+            ctx.registered.close_channel(&self.broker_channel);
+        } else {
+            self.teardown(ctx);
+        }
+    }
 }
 
 /// The channel state machine driven without a socket: AMQP methods and content frames in,

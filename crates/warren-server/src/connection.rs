@@ -1288,13 +1288,8 @@ impl Connection {
 
     fn teardown(&mut self) {
         for slot in self.channels.iter_mut() {
-            if let Some(mut ch) = slot.take() {
-                if !ch.closing {
-                    ch.teardown(&self.ctx);
-                } else {
-                    // Torn down when it started closing; only the registry entry is left.
-                    self.ctx.registered.close_channel(&ch.broker_channel);
-                }
+            if let Some(ch) = slot.take() {
+                ch.end(&self.ctx);
             }
         }
     }

@@ -25,9 +25,7 @@ use warren_server::alarm::Watermark;
 use warren_server::tls::{self, TlsOptions};
 use warren_server::{Server, ServerConfig};
 
-mod config;
-
-use config::{Settings, Threshold, MAX_MESSAGE_SIZE_LIMIT};
+use warren::config::{self, Settings, Threshold, MAX_MESSAGE_SIZE_LIMIT};
 
 /// Read when it exists and neither `--config` nor `WARREN_CONFIG_FILE` names a file.
 const DEFAULT_CONFIG_FILE: &str = "/etc/warren/warren.conf";
