@@ -137,56 +137,15 @@ pub fn definitions(data: &[u8]) {
 /// first error ends the run, as it would close the channel or the connection.
 pub fn channel_frames(data: &[u8]) {
     use std::sync::Arc;
-    use warren_broker::stats::ConnectionCounters;
-    use warren_broker::{Broker, ConnectionControl, ConnectionInfo};
-    use warren_codec::{FieldTable, FrameType};
-    use warren_server::channel::ChannelMachine;
-    use warren_server::connection::ConnCtx;
-    use warren_server::outbox::ConnOutbox;
+    use warren_codec::FrameType;
 
-    struct NoControl;
-    impl ConnectionControl for NoControl {
-        fn close(&self, _reason: &str) {}
-    }
-
-    let broker = Arc::new(Broker::new());
-    let Ok(user) = broker.authenticate("guest", "guest", true) else {
+    let broker = Arc::new(warren_broker::Broker::new());
+    let Ok(warren_server::driven::Driven {
+        ctx, mut machine, ..
+    }) = warren_server::driven::driven(&broker, 1 << 20)
+    else {
         return;
     };
-    let Ok(session) = broker.open_session(&user, "/", 1) else {
-        return;
-    };
-    let (peer, local) = (
-        std::net::SocketAddr::from(([127, 0, 0, 1], 1000)),
-        std::net::SocketAddr::from(([127, 0, 0, 1], 5672)),
-    );
-    let info = ConnectionInfo {
-        name: ConnectionInfo::name_for(peer, local),
-        peer,
-        local,
-        user: "guest".into(),
-        vhost: "/".into(),
-        client_properties: FieldTable::new(),
-        connected_at: 0,
-        protocol: "AMQP 0-9-1",
-        auth_mechanism: "PLAIN".into(),
-        frame_max: 131_072,
-        channel_max: 2047,
-        heartbeat: 0,
-        tls: None,
-    };
-    let registered = broker.register_connection(
-        &session,
-        info,
-        Arc::new(ConnectionCounters::default()),
-        Box::new(NoControl),
-    );
-    let outbox = Arc::new(ConnOutbox::new());
-    let Ok(channel) = registered.open_channel(1, outbox.clone()) else {
-        return;
-    };
-    let ctx = ConnCtx::new(session, registered, broker.durability(), outbox, 1 << 20);
-    let mut machine = ChannelMachine::new(1, channel);
     let mut buf = BytesMut::from(data);
     while let Ok(Some(f)) = decode_frame(&mut buf, 131_072) {
         let result = match f.kind {

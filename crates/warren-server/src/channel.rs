@@ -444,64 +444,15 @@ impl ChannelMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{ConnOutbox, OutItem};
+    use crate::outbox::OutItem;
     use bytes::BytesMut;
-    use warren_broker::stats::ConnectionCounters;
-    use warren_broker::{Broker, ConnectionControl, ConnectionInfo, Outbound};
-    use warren_codec::{confirm, frame, queue, tx, FieldTable, Method};
+    use warren_broker::{Broker, Outbound};
+    use warren_codec::{confirm, frame, queue, tx, Method};
 
-    struct NoControl;
-    impl ConnectionControl for NoControl {
-        fn close(&self, _reason: &str) {}
-    }
-
-    struct Harness {
-        ctx: ConnCtx,
-        machine: ChannelMachine,
-        outbox: Arc<ConnOutbox>,
-    }
+    type Harness = crate::driven::Driven;
 
     fn harness() -> Harness {
-        let broker = Arc::new(Broker::new());
-        let user = broker.authenticate("guest", "guest", true).expect("guest");
-        let session = broker.open_session(&user, "/", 1).expect("session");
-        let peer = "127.0.0.1:1000".parse().expect("addr");
-        let local = "127.0.0.1:5672".parse().expect("addr");
-        let info = ConnectionInfo {
-            name: ConnectionInfo::name_for(peer, local),
-            peer,
-            local,
-            user: "guest".into(),
-            vhost: "/".into(),
-            client_properties: FieldTable::new(),
-            connected_at: 0,
-            protocol: "AMQP 0-9-1",
-            auth_mechanism: "PLAIN".into(),
-            frame_max: 131_072,
-            channel_max: 2047,
-            heartbeat: 0,
-            tls: None,
-        };
-        let registered = broker.register_connection(
-            &session,
-            info,
-            Arc::new(ConnectionCounters::default()),
-            Box::new(NoControl),
-        );
-        let outbox = Arc::new(ConnOutbox::new());
-        let channel = registered.open_channel(1, outbox.clone()).expect("channel");
-        let ctx = ConnCtx::new(
-            session,
-            registered,
-            broker.durability(),
-            outbox.clone(),
-            16 << 20,
-        );
-        Harness {
-            ctx,
-            machine: ChannelMachine::new(1, channel),
-            outbox,
-        }
+        crate::driven::driven(&Arc::new(Broker::new()), 16 << 20).expect("a driven channel")
     }
 
     impl Harness {

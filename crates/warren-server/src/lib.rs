@@ -12,6 +12,7 @@ pub mod alarm;
 pub mod basic;
 pub mod channel;
 pub mod connection;
+pub mod driven;
 pub mod error;
 pub mod exchange;
 pub mod outbox;

@@ -2,57 +2,9 @@
 //! limits and tuning take effect; environment variables override it; a bad key stops the
 //! start with the key and the line.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-struct Warren {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Warren {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts warren with `conf` as its config file and `env` set; waits for `port` to accept.
-fn start(conf: &str, env: &[(&str, &str)], port: u16) -> Warren {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("warren.conf");
-    std::fs::write(&path, conf).expect("write config");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren"));
-    cmd.args(["--config", path.to_str().expect("utf-8")])
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().expect("utf-8"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("spawn warren");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "warren did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Warren { child, _dir: dir }
-}
+use common::{free_port, refused_start, start_with_env};
 
 async fn connect(url: &str) -> lapin::Result<lapin::Connection> {
     lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
@@ -79,7 +31,7 @@ async fn the_file_sets_listeners_defaults_limits_and_tuning() {
          log.console.level = warning\n"
     );
     // The environment overrides the file.
-    let _w = start(&conf, &[("WARREN_DEFAULT_PASS", "from-the-env")], amqp);
+    let _w = start_with_env(&conf, &[("WARREN_DEFAULT_PASS", "from-the-env")], amqp);
     let url = format!("amqp://admin:from-the-env@127.0.0.1:{amqp}/main");
     assert!(
         connect(&format!("amqp://admin:from-the-file@127.0.0.1:{amqp}/main"))
@@ -156,26 +108,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[test]
 fn a_bad_key_stops_the_start_with_the_key_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("warren.conf");
-    std::fs::write(&path, "heartbeat = 30\nheartbeet = 30\n").expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--config", path.to_str().expect("utf-8")])
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().expect("utf-8"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut err = String::new();
-    for line in BufReader::new(child.stderr.take().expect("stderr")).lines() {
-        err.push_str(&line.expect("line"));
-        err.push('\n');
-    }
-    let status = child.wait().expect("exit");
-    assert!(!status.success());
+    let err = refused_start("heartbeat = 30\nheartbeet = 30\n");
     assert!(err.contains("line 2: unknown key 'heartbeet'"), "{err}");
-    assert!(err.contains(path.to_str().expect("utf-8")), "{err}");
+    assert!(err.contains("warren.conf"), "the file is named: {err}");
 }

@@ -1,5 +1,5 @@
-//! Shared harness for the binary's TLS tests: the real `warren` started with a config file,
-//! certificates made at run time with rcgen, and a small HTTPS client.
+//! Shared harness for the binary's tests: the real `warren` started with a config file (and
+//! environment), certificates made at run time with rcgen, and a small HTTPS client.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -37,6 +37,11 @@ impl Drop for Warren {
 
 /// Starts warren with `conf` as its config file and waits until `port` accepts.
 pub fn start(conf: &str, port: u16) -> Warren {
+    start_with_env(conf, &[], port)
+}
+
+/// As [`start`], with environment variables set (e.g. `WARREN_*` settings).
+pub fn start_with_env(conf: &str, env: &[(&str, &str)], port: u16) -> Warren {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warren.conf");
     std::fs::write(&path, conf).expect("write config");
@@ -46,6 +51,7 @@ pub fn start(conf: &str, port: u16) -> Warren {
             "--data-dir",
             dir.path().join("data").to_str().expect("utf-8"),
         ])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
