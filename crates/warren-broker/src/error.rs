@@ -68,11 +68,21 @@ pub enum BrokerError {
     /// was confirmed or declared that depends on it.
     #[error("{0}")]
     Storage(String),
+    /// The disk is full: the message log takes no new messages until space returns (a
+    /// connection error: 506). What it accepted before is kept and confirmed once written.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 impl From<warren_store::StoreError> for BrokerError {
     fn from(e: warren_store::StoreError) -> Self {
-        BrokerError::Storage(format!("cannot write the message log: {e}"))
+        match e {
+            warren_store::StoreError::NoSpace => BrokerError::DiskFull(
+                "disk full: the message log refuses new persistent messages until space returns"
+                    .into(),
+            ),
+            e => BrokerError::Storage(format!("cannot write the message log: {e}")),
+        }
     }
 }
 

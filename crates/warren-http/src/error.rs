@@ -112,7 +112,7 @@ impl From<BrokerError> for ApiError {
             | BrokerError::NotImplemented(m)
             | BrokerError::Invalid(m)
             | BrokerError::Malformed(m) => ApiError::bad_request(m),
-            BrokerError::Storage(m) => ApiError::internal(m),
+            BrokerError::Storage(m) | BrokerError::DiskFull(m) => ApiError::internal(m),
         }
     }
 }

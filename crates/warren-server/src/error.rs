@@ -102,6 +102,7 @@ impl From<BrokerError> for AmqpError {
             BrokerError::Malformed(_) => constants::SYNTAX_ERROR,
             // Nothing may be confirmed that is not stored: the connection goes.
             BrokerError::Storage(_) => constants::INTERNAL_ERROR,
+            BrokerError::DiskFull(_) => constants::RESOURCE_ERROR,
         };
         AmqpError::new(code, e.to_string())
     }

@@ -4,13 +4,14 @@
 //! cost is bounded by the tail, not by the total data. The file is replaced atomically
 //! (temp file, fsync, rename, fsync of the directory).
 
-use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use roaring::RoaringTreemap;
 
 use crate::error::{Result, StoreError};
+use crate::fs::{self, Fs, FsFile, OpenMode};
 use crate::index::{IdMap, Index, Loose, SegStat, Slot};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -268,50 +269,67 @@ fn decode_body(r: &mut impl Read, room: u64) -> io::Result<(Index, Position)> {
 
 /// Writes a checkpoint of `index` to the temporary file (not yet synced); [`install`] makes it
 /// the checkpoint.
-pub(crate) fn write_tmp(dir: &Path, index: &Index, pos: Position) -> Result<File> {
+pub(crate) fn write_tmp(
+    fs: &dyn Fs,
+    dir: &Path,
+    index: &Index,
+    pos: Position,
+) -> Result<Arc<dyn FsFile>> {
     let tmp = dir.join(CHECKPOINT_TMP);
-    let f = File::create(&tmp).map_err(|e| StoreError::io("create checkpoint", &tmp, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
-    encode(index, pos, &mut w).map_err(|e| StoreError::io("write checkpoint", &tmp, e))?;
-    w.into_inner()
-        .map_err(|e| StoreError::io("write checkpoint", &tmp, e.into_error()))
+    let f = fs
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(|e| StoreError::io("create checkpoint", &tmp, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, fs::Writer::new(&*f, 0));
+    let written = encode(index, pos, &mut w).and_then(|()| w.flush());
+    drop(w);
+    if let Err(e) = written {
+        // A full disk must not keep a half checkpoint's worth of space.
+        let _ = f.set_len(0);
+        return Err(StoreError::io("write checkpoint", &tmp, e));
+    }
+    Ok(f)
 }
 
 /// Makes the temporary file written by [`write_tmp`] the checkpoint, atomically.
-pub(crate) fn install(dir: &Path, tmp_file: File) -> Result<()> {
+pub(crate) fn install(fs: &dyn Fs, dir: &Path, tmp_file: Arc<dyn FsFile>) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP);
     let dst = dir.join(CHECKPOINT_FILE);
     // Durability: the new checkpoint's bytes must be on disk before the rename makes it the
     // checkpoint, or a crash could leave a name pointing at garbage.
     tmp_file
-        .sync_all()
+        .sync_data()
         .map_err(|e| StoreError::io("fsync checkpoint", &tmp, e))?;
     drop(tmp_file);
-    fs::rename(&tmp, &dst).map_err(|e| StoreError::io("rename checkpoint", &dst, e))?;
+    fs.rename(&tmp, &dst)
+        .map_err(|e| StoreError::io("rename checkpoint", &dst, e))?;
     // Durability: the rename itself lives in the directory.
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
 /// Reads the checkpoint file, if any. A missing file is `Ok(None)`; an unreadable or invalid one
 /// is reported as `Err(reason)` in the inner result so that recovery can fall back.
-pub(crate) fn read(dir: &Path) -> Result<Option<std::result::Result<(Index, Position), String>>> {
+pub(crate) fn read(
+    fs: &dyn Fs,
+    dir: &Path,
+) -> Result<Option<std::result::Result<(Index, Position), String>>> {
     let path = dir.join(CHECKPOINT_FILE);
-    let f = match File::open(&path) {
+    let f = match fs.open(&path, OpenMode::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::io("read checkpoint", &path, e)),
     };
     let len = f
-        .metadata()
-        .map_err(|e| StoreError::io("read checkpoint", &path, e))?
-        .len();
-    Ok(Some(decode(BufReader::with_capacity(1 << 20, f), len)))
+        .size()
+        .map_err(|e| StoreError::io("read checkpoint", &path, e))?;
+    Ok(Some(decode(
+        BufReader::with_capacity(1 << 20, fs::Reader::new(&*f, 0)),
+        len,
+    )))
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = File::open(dir).map_err(|e| StoreError::io("open directory", dir, e))?;
-    d.sync_all()
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| StoreError::io("fsync directory", dir, e))
 }
 

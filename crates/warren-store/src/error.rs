@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The caller passed something the store cannot record (empty queue list, oversize record).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// The disk is full: the record was not accepted. The writer keeps what it already
+    /// accepted and writes it (and accepts new records again) as soon as space returns.
+    #[error("no space left on the store's disk; new messages are refused until space returns")]
+    NoSpace,
     /// The writer thread failed (an earlier write or fsync error); the store accepts nothing more
     /// and must be reopened, which runs recovery.
     #[error("store writer failed: {0}")]
@@ -45,6 +49,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is the disk (or quota) being full.
+    pub(crate) fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace => true,
+            StoreError::Io { source, .. } => crate::fs::is_no_space(source),
+            _ => false,
+        }
+    }
+
+    /// The same failure, as one the writer cannot recover from (even a full disk).
+    pub(crate) fn fatal(self) -> Self {
+        match self {
+            e @ StoreError::Io { .. } => StoreError::WriterFailed(e.to_string()),
+            e => e,
+        }
+    }
+
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         StoreError::Io {
             context,

@@ -33,9 +33,11 @@ mod checkpoint;
 mod durable;
 mod error;
 mod format;
+pub mod fs;
 mod index;
 pub mod meta;
 mod recovery;
+pub mod sim;
 mod store;
 mod writer;
 

@@ -8,16 +8,18 @@
 //! `meta.log`, and the directory fsynced. The file is also compacted when it grows to several
 //! times its live size.
 
+use std::any::Any;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::checkpoint::sync_dir;
 use crate::error::{Result, StoreError};
 use crate::format::Cursor;
+use crate::fs::{self, Fs, FsFile, OpenMode, OsFs};
 
 const MAGIC: &[u8; 8] = b"WARRENMT";
 const VERSION: u32 = 1;
@@ -29,7 +31,7 @@ const TMP: &str = "meta.log.tmp";
 const LOCK: &str = "meta.lock";
 
 struct State {
-    file: File,
+    file: Arc<dyn FsFile>,
     map: BTreeMap<String, Vec<u8>>,
     /// Bytes in the file, and bytes its live entries would need: compaction when the former
     /// outgrows the latter.
@@ -42,9 +44,10 @@ struct State {
 /// Durable topology storage. `Send + Sync`; calls are serialized.
 pub struct MetaStore {
     dir: PathBuf,
+    fs: Arc<dyn Fs>,
     state: Mutex<State>,
     /// Holds the directory's `flock` until [`MetaStore::close`] (or drop).
-    lock: Mutex<Option<File>>,
+    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -145,28 +148,30 @@ fn replay(bytes: &[u8], path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, usize
 impl MetaStore {
     /// Opens (creating if needed) the metadata in `dir`, compacting it.
     pub fn open(dir: impl AsRef<Path>) -> Result<MetaStore> {
+        MetaStore::open_on(Arc::new(OsFs), dir)
+    }
+
+    /// [`MetaStore::open`] on the given file system.
+    pub fn open_on(fs: Arc<dyn Fs>, dir: impl AsRef<Path>) -> Result<MetaStore> {
         let dir = dir.as_ref().to_owned();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create metadata dir", &dir, e))?;
+        fs.create_dir_all(&dir)
+            .map_err(|e| StoreError::io("create metadata dir", &dir, e))?;
         let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::io("open metadata lock", &lock_path, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| StoreError::io("lock metadata (already open?)", &lock_path, e.into()))?;
+        let lock = fs
+            .lock(&lock_path)
+            .map_err(|e| StoreError::io("lock metadata (already open?)", &lock_path, e))?;
         let path = dir.join(FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let bytes = match fs.open(&path, OpenMode::Read) {
+            Ok(f) => fs::read_all(&*f).map_err(|e| StoreError::io("read metadata", &path, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StoreError::io("read metadata", &path, e)),
         };
         let (map, _) = replay(&bytes, &path)?;
-        let (file, file_len) = rewrite(&dir, &map)?;
+        let (file, file_len) = rewrite(&*fs, &dir, &map)?;
         let live_len = file_len;
         Ok(MetaStore {
             dir,
+            fs,
             state: Mutex::new(State {
                 file,
                 map,
@@ -185,20 +190,31 @@ impl MetaStore {
         let mut rec = Vec::with_capacity(16 + key.len() + value.len());
         encode(op, key, value, &mut rec)?;
         let path = self.dir.join(FILE);
-        st.file
-            .write_all(&rec)
-            .map_err(|e| StoreError::io("append metadata", &path, e))?;
-        // Durability: every metadata change is on disk before the call returns.
-        st.file
-            .sync_data()
-            .map_err(|e| StoreError::io("fsync metadata", &path, e))?;
+        let written = fs::write_all_at(&*st.file, &mut [IoSlice::new(&rec)], st.file_len)
+            .map_err(|e| StoreError::io("append metadata", &path, e))
+            // Durability: every metadata change is on disk before the call returns.
+            .and_then(|()| {
+                st.file
+                    .sync_data()
+                    .map_err(|e| StoreError::io("fsync metadata", &path, e))
+            });
+        if let Err(e) = written {
+            // A record cut short (a full disk) must not stay in front of the next one, or
+            // replay would stop there and lose every later change; nor may a record the
+            // caller was told failed come back after a restart.
+            let _ = st
+                .file
+                .set_len(st.file_len)
+                .and_then(|()| st.file.sync_data());
+            return Err(e);
+        }
         st.file_len += rec.len() as u64;
         Ok(())
     }
 
     fn maybe_compact(&self, st: &mut State) -> Result<()> {
         if st.file_len > 4 * st.live_len + (1 << 20) {
-            let (file, len) = rewrite(&self.dir, &st.map)?;
+            let (file, len) = rewrite(&*self.fs, &self.dir, &st.map)?;
             st.file = file;
             st.file_len = len;
             st.live_len = len;
@@ -256,7 +272,11 @@ impl MetaStore {
 }
 
 /// Writes `map` as a fresh file, atomically replacing `meta.log`; returns it open for appends.
-fn rewrite(dir: &Path, map: &BTreeMap<String, Vec<u8>>) -> Result<(File, u64)> {
+fn rewrite(
+    fs: &dyn Fs,
+    dir: &Path,
+    map: &BTreeMap<String, Vec<u8>>,
+) -> Result<(Arc<dyn FsFile>, u64)> {
     let tmp = dir.join(TMP);
     let dst = dir.join(FILE);
     let mut buf = Vec::new();
@@ -265,18 +285,20 @@ fn rewrite(dir: &Path, map: &BTreeMap<String, Vec<u8>>) -> Result<(File, u64)> {
     for (k, v) in map {
         encode(OP_PUT, k, v, &mut buf)?;
     }
-    let mut f = File::create(&tmp).map_err(|e| StoreError::io("create metadata", &tmp, e))?;
-    f.write_all(&buf)
+    let f = fs
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(|e| StoreError::io("create metadata", &tmp, e))?;
+    fs::write_all_at(&*f, &mut [IoSlice::new(&buf)], 0)
         .map_err(|e| StoreError::io("write metadata", &tmp, e))?;
     // Durability: the new file is complete on disk before it replaces the old one.
-    f.sync_all()
+    f.sync_data()
         .map_err(|e| StoreError::io("fsync metadata", &tmp, e))?;
     drop(f);
-    fs::rename(&tmp, &dst).map_err(|e| StoreError::io("rename metadata", &dst, e))?;
-    sync_dir(dir)?;
-    let file = OpenOptions::new()
-        .append(true)
-        .open(&dst)
+    fs.rename(&tmp, &dst)
+        .map_err(|e| StoreError::io("rename metadata", &dst, e))?;
+    sync_dir(fs, dir)?;
+    let file = fs
+        .open(&dst, OpenMode::Write)
         .map_err(|e| StoreError::io("open metadata", &dst, e))?;
     Ok((file, buf.len() as u64))
 }
@@ -284,6 +306,30 @@ fn rewrite(dir: &Path, map: &BTreeMap<String, Vec<u8>>) -> Result<(File, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::SimFs;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    #[test]
+    fn a_write_refused_by_a_full_disk_leaves_no_trace_and_later_writes_survive() {
+        let sim = SimFs::new();
+        let m = MetaStore::open_on(Arc::new(sim.clone()), "/meta").unwrap();
+        m.put("a", b"1").unwrap();
+        sim.set_capacity(Some(sim.used() + 20));
+        let e = m.put("big", &[7; 100]).unwrap_err();
+        assert!(e.is_no_space(), "{e}");
+        sim.set_capacity(None);
+        m.put("b", b"2").unwrap();
+        drop(m);
+        let again = MetaStore::open_on(Arc::new(sim.crash(7)), "/meta").unwrap();
+        assert_eq!(
+            again.iter(),
+            vec![
+                ("a".to_string(), b"1".to_vec()),
+                ("b".to_string(), b"2".to_vec())
+            ]
+        );
+    }
 
     #[test]
     fn put_delete_survive_reopen_and_torn_tail() {
@@ -343,7 +389,7 @@ mod tests {
         for _ in 0..600 {
             m.put("k", &v).unwrap();
         }
-        let len = fs::metadata(dir.path().join(FILE)).unwrap().len();
+        let len = std::fs::metadata(dir.path().join(FILE)).unwrap().len();
         assert!(len < 2 << 20, "file not compacted: {len}");
         drop(m);
         let m = MetaStore::open(dir.path()).unwrap();

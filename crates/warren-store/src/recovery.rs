@@ -1,12 +1,13 @@
 //! Recovery at open: load the checkpoint, replay the log after it, truncate a damaged tail.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, Position, CHECKPOINT_TMP};
 use crate::error::{Result, StoreError};
 use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, Fs, OpenMode};
 use crate::index::{Index, UnknownRelocate};
 use crate::{Location, TruncationReport};
 
@@ -22,17 +23,21 @@ pub(crate) struct Recovered {
     pub replayed_records: u64,
 }
 
-fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
+fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
     let mut segs = BTreeMap::new();
-    let rd = fs::read_dir(dir).map_err(|e| StoreError::io("list store directory", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| StoreError::io("list store directory", dir, e))?;
-        let name = entry.file_name();
-        if let Some(id) = name.to_str().and_then(format::parse_segment_file_name) {
-            segs.insert(id, entry.path());
+    let names = fs
+        .list(dir)
+        .map_err(|e| StoreError::io("list store directory", dir, e))?;
+    for name in names {
+        if let Some(id) = format::parse_segment_file_name(&name) {
+            segs.insert(id, dir.join(name));
         }
     }
     Ok(segs)
+}
+
+fn size_of(fs: &dyn Fs, path: &Path) -> io::Result<u64> {
+    fs.open(path, OpenMode::Read)?.size()
 }
 
 /// Where replay starts.
@@ -41,14 +46,17 @@ enum Start {
     Beginning,
 }
 
-pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
+pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     let tmp = dir.join(CHECKPOINT_TMP);
-    if tmp.exists() {
-        fs::remove_file(&tmp).map_err(|e| StoreError::io("remove stale checkpoint", &tmp, e))?;
+    match fs.remove(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(StoreError::io("remove stale checkpoint", &tmp, e))
+        }
+        _ => {}
     }
-    let mut segs = list_segments(dir)?;
-    let (mut index, start) = match checkpoint::read(dir)? {
-        Some(Ok((index, pos))) => match checkpoint_consistent(&segs, pos) {
+    let mut segs = list_segments(fs, dir)?;
+    let (mut index, start) = match checkpoint::read(fs, dir)? {
+        Some(Ok((index, pos))) => match checkpoint_consistent(fs, &segs, pos) {
             Ok(()) => (index, Start::Checkpoint(pos)),
             Err(why) => {
                 tracing::warn!(
@@ -84,14 +92,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
             for (id, path) in before {
                 let live = index.segs.get(&id).map_or(0, |s| s.live);
                 if live == 0 {
-                    fs::remove_file(&path)
+                    fs.remove(&path)
                         .map_err(|e| StoreError::io("delete dead segment", &path, e))?;
                     segs.remove(&id);
                     index.remove_segment(id);
                 } else {
-                    let len = fs::metadata(&path)
-                        .map_err(|e| StoreError::io("stat segment", &path, e))?
-                        .len();
+                    let len =
+                        size_of(fs, &path).map_err(|e| StoreError::io("stat segment", &path, e))?;
                     index.extend_segment(id, len);
                 }
             }
@@ -139,7 +146,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         };
         // Only the part after the checkpoint is read (a segment is up to 64 MiB).
         let from = resume.unwrap_or(0);
-        let (header, data, file_len) = read_segment(&path, from)?;
+        let (header, data, file_len) = read_segment(fs, &path, from)?;
         let damage = |offset: u64, reason: String| (offset, reason);
         let outcome: std::result::Result<u64, (u64, String)> = (|| {
             let first_lsn = format::decode_segment_header(&header).map_err(|r| damage(0, r))?;
@@ -191,7 +198,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                 // Durability: what was just replayed may exist only in the page cache (the
                 // previous process died between write and fsync, or ran in page-cache mode).
                 // It must be on disk before a checkpoint covering it can be written.
-                let f = fs::File::open(&path)
+                let f = fs
+                    .open(&path, OpenMode::Read)
                     .map_err(|e| StoreError::io("open segment for fsync", &path, e))?;
                 f.sync_data()
                     .map_err(|e| StoreError::io("fsync recovered segment", &path, e))?;
@@ -199,7 +207,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
             }
             Err((offset, reason)) => {
                 let later: Vec<u64> = ids[n + 1..].to_vec();
-                let report = cut(dir, &segs, id, offset, file_len, later, reason)?;
+                let report = cut(fs, dir, &segs, id, offset, file_len, later, reason)?;
                 if offset < SEGMENT_HEADER_LEN {
                     index.drop_segment(id);
                     // The damaged file is gone: the previous segment (if any) stays active.
@@ -235,36 +243,35 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
 
 /// Reads a segment's header (as much of it as exists) and its bytes from `from` on; returns
 /// them with the file's length.
-fn read_segment(path: &Path, from: u64) -> Result<(Vec<u8>, Vec<u8>, u64)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = fs::File::open(path).map_err(|e| StoreError::io("read segment", path, e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| StoreError::io("read segment", path, e))?
-        .len();
+fn read_segment(fs: &dyn Fs, path: &Path, from: u64) -> Result<(Vec<u8>, Vec<u8>, u64)> {
+    use std::io::Read;
+    let io_err = |e| StoreError::io("read segment", path, e);
+    let f = fs.open(path, OpenMode::Read).map_err(io_err)?;
+    let len = f.size().map_err(io_err)?;
     let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
-    (&mut f)
+    fs::Reader::new(&*f, 0)
         .take(SEGMENT_HEADER_LEN)
         .read_to_end(&mut header)
-        .map_err(|e| StoreError::io("read segment", path, e))?;
+        .map_err(io_err)?;
     let from = from.min(len);
-    f.seek(SeekFrom::Start(from))
-        .map_err(|e| StoreError::io("read segment", path, e))?;
     let mut data = Vec::with_capacity((len - from) as usize);
-    f.read_to_end(&mut data)
-        .map_err(|e| StoreError::io("read segment", path, e))?;
+    fs::Reader::new(&*f, from)
+        .read_to_end(&mut data)
+        .map_err(io_err)?;
     let end = from + data.len() as u64;
     Ok((header, data, end))
 }
 
 /// A checkpoint is usable only if the log still reaches the position it covers.
 fn checkpoint_consistent(
+    fs: &dyn Fs,
     segs: &BTreeMap<u64, PathBuf>,
     pos: Position,
 ) -> std::result::Result<(), String> {
     match segs.get(&pos.segment) {
         Some(path) => {
-            let len = fs::metadata(path).map_err(|e| e.to_string())?.len();
+            let f = fs.open(path, OpenMode::Read).map_err(|e| e.to_string())?;
+            let len = f.size().map_err(|e| e.to_string())?;
             if len < pos.offset {
                 return Err(format!(
                     "segment {} is {len} bytes, checkpoint covers {}",
@@ -272,9 +279,7 @@ fn checkpoint_consistent(
                 ));
             }
             let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-            let f = fs::File::open(path).map_err(|e| e.to_string())?;
-            std::os::unix::fs::FileExt::read_exact_at(&f, &mut header, 0)
-                .map_err(|e| e.to_string())?;
+            fs::read_exact_at(&*f, &mut header, 0).map_err(|e| e.to_string())?;
             match format::decode_segment_header(&header) {
                 Ok(first) if first == pos.segment => Ok(()),
                 Ok(first) => Err(format!("segment {} header says {first}", pos.segment)),
@@ -301,7 +306,9 @@ fn checkpoint_consistent(
 
 /// Truncates `segment` at `offset` (deleting it if the header is damaged) and deletes every
 /// later segment: nothing before the damage is lost, nothing after it is trusted.
+#[allow(clippy::too_many_arguments)]
 fn cut(
+    fs: &dyn Fs,
     dir: &Path,
     segs: &BTreeMap<u64, PathBuf>,
     segment: u64,
@@ -313,24 +320,25 @@ fn cut(
     let path = &segs[&segment];
     let mut discarded = file_len - offset.min(file_len);
     if offset < SEGMENT_HEADER_LEN {
-        fs::remove_file(path).map_err(|e| StoreError::io("delete damaged segment", path, e))?;
+        fs.remove(path)
+            .map_err(|e| StoreError::io("delete damaged segment", path, e))?;
     } else {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
+        let f = fs
+            .open(path, OpenMode::Write)
             .map_err(|e| StoreError::io("open segment for truncation", path, e))?;
         f.set_len(offset)
             .map_err(|e| StoreError::io("truncate segment", path, e))?;
         // Durability: the cut must stick before new records are appended after it.
-        f.sync_all()
+        f.sync_data()
             .map_err(|e| StoreError::io("fsync truncated segment", path, e))?;
     }
     for id in &later {
         let p = &segs[id];
-        discarded += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(p).map_err(|e| StoreError::io("delete segment after damage", p, e))?;
+        discarded += size_of(fs, p).unwrap_or(0);
+        fs.remove(p)
+            .map_err(|e| StoreError::io("delete segment after damage", p, e))?;
     }
-    checkpoint::sync_dir(dir)?;
+    checkpoint::sync_dir(fs, dir)?;
     tracing::warn!(
         segment,
         offset,

@@ -1,9 +1,8 @@
 //! The public handle: configuration, appends (reserve space, hand to the writer), reads,
 //! compaction, close.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -18,6 +17,7 @@ use smallvec::SmallVec;
 use crate::durable::{DurableShared, WaitDurable};
 use crate::error::{Result, StoreError};
 use crate::format::{self, Op, MAX_QUEUES_PER_MESSAGE, SEGMENT_HEADER_LEN};
+use crate::fs::{self, Fs, FsFile, OpenMode, OsFs};
 use crate::index::Index;
 use crate::recovery;
 use crate::writer::{self, Append, Cmd};
@@ -60,6 +60,11 @@ pub struct StoreConfig {
     /// Back-pressure: appends block while this many bytes wait for the writer (default
     /// 16 MiB: several fsyncs' worth at any rate a disk sustains, and no more RAM than that).
     pub max_queued_bytes: u64,
+    /// While the disk is full, how often the writer tries again to write what it holds
+    /// (default 1 s).
+    pub retry_interval: Duration,
+    /// The file system (default: the operating system's; tests use [`crate::sim::SimFs`]).
+    pub fs: Arc<dyn Fs>,
 }
 
 impl StoreConfig {
@@ -74,6 +79,8 @@ impl StoreConfig {
             compact_max_bytes: 64 << 20,
             compact_interval: None,
             max_queued_bytes: 16 << 20,
+            retry_interval: Duration::from_secs(1),
+            fs: Arc::new(OsFs),
         }
     }
 }
@@ -97,6 +104,10 @@ pub struct StoreStats {
     /// How long the writer paused appends to snapshot the index for the last checkpoint
     /// (the file itself is written and fsynced by another thread).
     pub last_checkpoint_snapshot_micros: u64,
+    /// Times the disk was found full (each suspended new messages until space returned).
+    pub disk_full: u64,
+    /// Whether new messages are refused right now because the disk is full.
+    pub suspended: bool,
 }
 
 /// A message handed to the log by [`Store::publish`].
@@ -127,6 +138,9 @@ pub struct Relocation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AppendState {
     Open,
+    /// The disk is full: records with a body are refused ([`StoreError::NoSpace`]) until the
+    /// writer has written what it holds; small records (acks) still queue behind it.
+    Suspended,
     Closed,
     Failed,
 }
@@ -155,11 +169,13 @@ pub(crate) struct Counters {
     pub live_messages: AtomicU64,
     pub segments: AtomicU64,
     pub checkpoint_snapshot_micros: AtomicU64,
+    pub disk_full: AtomicU64,
 }
 
 /// State shared by the handles, the writer thread and the checkpoint thread.
 pub(crate) struct Shared {
     pub dir: PathBuf,
+    pub fs: Arc<dyn Fs>,
     pub appender: Mutex<Appender>,
     /// Signalled when queued bytes drop or the store stops.
     pub space: Condvar,
@@ -169,7 +185,7 @@ pub(crate) struct Shared {
     pub written_cv: Condvar,
     /// Read handles, one per segment; opened and removed under the write lock so a deleted
     /// segment never lingers here.
-    pub files: RwLock<HashMap<u64, Arc<File>>>,
+    pub files: RwLock<HashMap<u64, Arc<dyn FsFile>>>,
     /// Where each live message's body is and who holds it. The writer thread applies records
     /// to it; readers look bodies up in it (briefly: one lookup or one batch).
     pub index: Mutex<Index>,
@@ -181,7 +197,7 @@ impl Shared {
         self.dir.join(format::segment_file_name(segment))
     }
 
-    fn read_handle(&self, segment: u64) -> Result<Arc<File>> {
+    fn read_handle(&self, segment: u64) -> Result<Arc<dyn FsFile>> {
         if let Some(f) = self.files.read().get(&segment) {
             return Ok(f.clone());
         }
@@ -190,8 +206,8 @@ impl Shared {
             return Ok(f.clone());
         }
         let path = self.segment_path(segment);
-        let f = match File::open(&path) {
-            Ok(f) => Arc::new(f),
+        let f = match self.fs.open(&path, OpenMode::Read) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::MissingSegment { segment })
             }
@@ -206,7 +222,7 @@ impl Shared {
     pub fn delete_segment(&self, segment: u64) -> Result<()> {
         let mut files = self.files.write();
         let path = self.segment_path(segment);
-        match fs::remove_file(&path) {
+        match self.fs.remove(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("delete segment", path, e)),
@@ -229,7 +245,7 @@ struct Inner {
     /// The background compactor, and the sender whose drop stops it.
     compactor: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     /// Holds the directory's `flock` until [`Store::close`] (or the last handle drops).
-    lock_file: Mutex<Option<File>>,
+    lock_file: Mutex<Option<Box<dyn Any + Send + Sync>>>,
 }
 
 /// A handle on the store. Cheap to clone; every clone talks to the same writer thread.
@@ -248,22 +264,15 @@ impl std::fmt::Debug for Store {
 
 const LOCK_FILE: &str = "LOCK";
 
-fn lock_dir(dir: &Path) -> Result<File> {
+fn lock_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn Any + Send + Sync>> {
     let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| StoreError::io("open lock file", &path, e))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+    fs.lock(&path).map_err(|e| {
         StoreError::io(
             "lock store directory (is another store open on it?)",
             &path,
-            e.into(),
+            e,
         )
-    })?;
-    Ok(f)
+    })
 }
 
 impl Store {
@@ -273,10 +282,11 @@ impl Store {
         if config.segment_size < SEGMENT_HEADER_LEN + 64 {
             return Err(StoreError::Invalid("segment_size too small"));
         }
-        fs::create_dir_all(&config.dir)
+        let fs = config.fs.clone();
+        fs.create_dir_all(&config.dir)
             .map_err(|e| StoreError::io("create store directory", &config.dir, e))?;
-        let lock_file = lock_dir(&config.dir)?;
-        let rec = recovery::recover(&config.dir)?;
+        let lock_file = lock_dir(&*fs, &config.dir)?;
+        let rec = recovery::recover(&*fs, &config.dir)?;
         let recovery = Recovery {
             queues: rec.index.per_queue(),
             truncated: rec.truncated.clone(),
@@ -286,6 +296,7 @@ impl Store {
         let durable = Arc::new(DurableShared::new(rec.next_lsn - 1));
         let shared = Arc::new(Shared {
             dir: config.dir.clone(),
+            fs,
             appender: Mutex::new(Appender {
                 next_lsn: rec.next_lsn,
                 segment: rec.active_segment,
@@ -377,6 +388,10 @@ impl Store {
         loop {
             match ap.state {
                 AppendState::Open => {}
+                AppendState::Suspended if has_body => return Err(StoreError::NoSpace),
+                // Acks must not be lost or block the broker while the disk is full: they are
+                // small, and queue behind what the writer holds without back-pressure.
+                AppendState::Suspended => break,
                 AppendState::Closed => return Err(StoreError::Closed),
                 AppendState::Failed => {
                     return Err(self
@@ -586,7 +601,7 @@ impl Store {
         let file = shared.read_handle(loc.segment)?;
         // The body is preceded by its own CRC32C, so one pread reads and verifies it.
         let mut buf = vec![0u8; loc.len as usize + 4];
-        file.read_exact_at(&mut buf, loc.offset - 4).map_err(|e| {
+        fs::read_exact_at(&*file, &mut buf, loc.offset - 4).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 StoreError::Corrupt {
                     path: shared.segment_path(loc.segment),
@@ -706,6 +721,8 @@ impl Store {
             segments: c.segments.load(Ordering::Relaxed),
             durable_lsn: self.durable_lsn(),
             last_checkpoint_snapshot_micros: c.checkpoint_snapshot_micros.load(Ordering::Relaxed),
+            disk_full: c.disk_full.load(Ordering::Relaxed),
+            suspended: self.inner.shared.appender.lock().state == AppendState::Suspended,
         }
     }
 
@@ -748,7 +765,7 @@ impl Inner {
         };
         let reply = {
             let mut ap = self.shared.appender.lock();
-            if ap.state == AppendState::Open {
+            if matches!(ap.state, AppendState::Open | AppendState::Suspended) {
                 ap.state = AppendState::Closed;
             }
             self.shared.space.notify_all();

@@ -6,8 +6,7 @@
 //! Checkpoints are serialized here (a consistent snapshot between two batches) and written by
 //! a second thread so that a big index does not stall appends while it is fsynced.
 
-use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use crate::checkpoint::{self, Position};
 use crate::durable::DurableShared;
 use crate::error::{Result, StoreError};
 use crate::format::{self, Frame, Op, SEGMENT_HEADER_LEN};
+use crate::fs::{self, FsFile, OpenMode};
 use crate::store::{AppendState, Shared, StoreConfig, SyncMode};
 use crate::Location;
 
@@ -64,7 +64,7 @@ pub(crate) struct WriterSetup {
 
 struct CheckpointJob {
     /// The checkpoint, written to its temporary file but not yet synced.
-    file: File,
+    file: Arc<dyn FsFile>,
     dead: Vec<u64>,
     reply: Option<Sender<Result<()>>>,
 }
@@ -76,8 +76,10 @@ struct Writer {
     /// The segment being appended to, its end, and its file once opened.
     seg: u64,
     end: u64,
-    file: Option<File>,
+    file: Option<Arc<dyn FsFile>>,
     seg_exists: bool,
+    /// Segments created by the batch being written (rolled back if the disk is full).
+    created: Vec<u64>,
     last_lsn: u64,
     ckpt_lsn: u64,
     ckpt_at: Instant,
@@ -116,6 +118,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
         end: setup.active_end,
         file: None,
         seg_exists: setup.active_exists,
+        created: Vec::new(),
         last_lsn: setup.last_lsn,
         ckpt_lsn: if checkpoint_now { 0 } else { setup.last_lsn },
         ckpt_at: Instant::now(),
@@ -184,14 +187,15 @@ impl Writer {
                     control => {
                         // Controls see every record sent before them.
                         if let Err(e) = self.flush(&mut batch) {
-                            stop = Some(Err(e));
-                            break;
-                        }
-                        batch_bytes = 0;
-                        if let Some(done) = self.control(control) {
+                            stop = self.write_failed(e, &mut batch, Some(control), &rx);
+                            if stop.is_some() {
+                                break;
+                            }
+                        } else if let Some(done) = self.control(control) {
                             stop = Some(done);
                             break;
                         }
+                        batch_bytes = 0;
                     }
                 }
                 if batch_bytes < MAX_BATCH_BYTES {
@@ -206,7 +210,9 @@ impl Writer {
                 break done;
             }
             if let Err(e) = self.flush(&mut batch) {
-                break Err(e);
+                if let Some(done) = self.write_failed(e, &mut batch, None, &rx) {
+                    break done;
+                }
             }
             self.maybe_checkpoint();
         };
@@ -253,7 +259,7 @@ impl Writer {
     fn close(&mut self) -> Result<()> {
         {
             let mut ap = self.shared.appender.lock();
-            if ap.state == AppendState::Open {
+            if matches!(ap.state, AppendState::Open | AppendState::Suspended) {
                 ap.state = AppendState::Closed;
             }
             self.shared.space.notify_all();
@@ -262,6 +268,104 @@ impl Writer {
         self.checkpoint(Some(tx))?;
         rx.recv()
             .map_err(|_| StoreError::WriterFailed("checkpoint thread stopped".into()))?
+    }
+
+    /// A batch could not be written. A full disk suspends the store until space returns (the
+    /// batch is kept and written then); any other failure stops the writer. `Some` means the
+    /// writer stops with that result.
+    fn write_failed(
+        &mut self,
+        e: StoreError,
+        batch: &mut Vec<Append>,
+        control: Option<Cmd>,
+        rx: &Receiver<Cmd>,
+    ) -> Option<Result<()>> {
+        match e {
+            StoreError::NoSpace => self.wait_for_space(std::mem::take(batch), control, rx),
+            e => Some(Err(e)),
+        }
+    }
+
+    /// The disk is full. Holds the records that could not be written (and the small ones that
+    /// keep coming: acks), refuses new messages ([`AppendState::Suspended`]), and tries the
+    /// write again every `retry_interval` until it succeeds. Their LSNs stay pending, so
+    /// nothing is confirmed that is not on disk, and nothing accepted is dropped. `Some`
+    /// means the writer stops with that result.
+    fn wait_for_space(
+        &mut self,
+        mut held: Vec<Append>,
+        control: Option<Cmd>,
+        rx: &Receiver<Cmd>,
+    ) -> Option<Result<()>> {
+        {
+            let mut ap = self.shared.appender.lock();
+            if ap.state == AppendState::Open {
+                ap.state = AppendState::Suspended;
+            }
+        }
+        // Appends blocked by back-pressure wake up and are refused.
+        self.shared.space.notify_all();
+        self.shared
+            .counters
+            .disk_full
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            records = held.len(),
+            dir = %self.shared.dir.display(),
+            "disk full: the store holds what it could not write and refuses new messages until space returns"
+        );
+        let abandoned = |held: &[Append]| {
+            StoreError::WriterFailed(format!(
+                "stopped while the disk was full; {} records were never written",
+                held.len()
+            ))
+        };
+        let mut pending = control;
+        let mut next_try = Instant::now() + self.config.retry_interval;
+        loop {
+            let cmd = match pending.take() {
+                Some(c) => Some(c),
+                None => match rx.recv_timeout(next_try.saturating_duration_since(Instant::now())) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return Some(Err(abandoned(&held))),
+                },
+            };
+            match cmd {
+                Some(Cmd::Append(a)) => held.push(a),
+                Some(Cmd::Checkpoint(reply)) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(StoreError::NoSpace));
+                    }
+                }
+                Some(Cmd::Scan(reply)) => {
+                    let _ = reply.send(Vec::new());
+                }
+                Some(Cmd::Close(reply)) => {
+                    let e = abandoned(&held);
+                    let _ = reply.send(Err(StoreError::WriterFailed(e.to_string())));
+                    return Some(Err(e));
+                }
+                Some(crash @ Cmd::Crash) => return self.control(crash),
+                None => match self.flush(&mut held) {
+                    Ok(()) => {
+                        {
+                            let mut ap = self.shared.appender.lock();
+                            if ap.state == AppendState::Suspended {
+                                ap.state = AppendState::Open;
+                            }
+                        }
+                        self.shared.space.notify_all();
+                        tracing::warn!(dir = %self.shared.dir.display(), "disk space returned: the store accepts messages again");
+                        return None;
+                    }
+                    Err(StoreError::NoSpace) => {
+                        next_try = Instant::now() + self.config.retry_interval;
+                    }
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
     }
 
     fn fail(&mut self, e: &StoreError) {
@@ -303,57 +407,53 @@ impl Writer {
             self.seg_exists = false;
         }
         let path = self.shared.segment_path(segment);
+        let fs = &self.shared.fs;
         if self.seg_exists {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .open(&path)
+            let f = fs
+                .open(&path, OpenMode::Write)
                 .map_err(|e| StoreError::io("open active segment", &path, e))?;
-            f.seek(SeekFrom::Start(self.end))
-                .map_err(|e| StoreError::io("seek active segment", &path, e))?;
             self.file = Some(f);
         } else {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
+            let f = fs
+                .open(&path, OpenMode::CreateNew)
                 .map_err(|e| StoreError::io("create segment", &path, e))?;
-            f.write_all(&format::encode_segment_header(segment))
+            self.created.push(segment);
+            let header = format::encode_segment_header(segment);
+            fs::write_all_at(&*f, &mut [IoSlice::new(&header)], 0)
                 .map_err(|e| StoreError::io("write segment header", &path, e))?;
             // Durability: the new file's name must survive a crash once its records are
             // reported durable; the header itself is covered by the batch's fdatasync.
-            checkpoint::sync_dir(&self.shared.dir)?;
+            checkpoint::sync_dir(&**fs, &self.shared.dir)?;
             self.file = Some(f);
             self.seg_exists = true;
             self.end = SEGMENT_HEADER_LEN;
-            self.shared
-                .index
-                .lock()
-                .extend_segment(segment, SEGMENT_HEADER_LEN);
         }
         Ok(())
     }
 
-    /// Writes, syncs and applies a batch of records.
+    /// Writes, syncs and applies a batch of records. If the disk is full, undoes what the
+    /// batch wrote and returns [`StoreError::NoSpace`] with the batch intact, to be written
+    /// again later at the same positions (everything reserved after it stays valid).
     fn flush(&mut self, batch: &mut Vec<Append>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut bytes = 0u64;
-        let mut i = 0;
-        while i < batch.len() {
-            let seg = batch[i].segment;
-            let j = i + batch[i..]
-                .iter()
-                .position(|a| a.segment != seg)
-                .unwrap_or(batch.len() - i);
-            self.ensure_segment(seg)?;
-            bytes += self.write_run(&batch[i..j])?;
-            i = j;
-        }
+        let start = (self.seg, self.end, self.seg_exists);
+        let bytes = match self.write_batch(batch) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_no_space() => {
+                self.rollback(start)?;
+                return Err(StoreError::NoSpace);
+            }
+            Err(e) => return Err(e),
+        };
         // The index learns the records as soon as they are written (readers look bodies up
         // in it, and wait for `written` when they are early), before the fsync.
         {
             let mut index = self.shared.index.lock();
+            for seg in self.created.drain(..) {
+                index.extend_segment(seg, SEGMENT_HEADER_LEN);
+            }
             for a in batch.iter() {
                 let body = match a.op {
                     Op::Publish { .. } | Op::Relocate { .. } => Some(Location {
@@ -370,8 +470,9 @@ impl Writer {
         self.shared.written_cv.notify_all();
         if self.config.sync == SyncMode::Fsync {
             // Durability: one fdatasync for the whole group; only after it returns are the
-            // records' LSNs published as durable (and publisher confirms released).
-            self.sync_active()?;
+            // records' LSNs published as durable (and publisher confirms released). The index
+            // already holds them, so a failure here cannot be undone: it stops the writer.
+            self.sync_active().map_err(StoreError::fatal)?;
         }
         let last = batch.last().map_or(self.last_lsn, |a| a.lsn);
         self.last_lsn = last;
@@ -388,6 +489,55 @@ impl Writer {
         }
         self.shared.space.notify_all();
         self.bytes_since_ckpt += bytes;
+        Ok(())
+    }
+
+    /// Writes the batch's records, segment by segment; returns the bytes written.
+    fn write_batch(&mut self, batch: &[Append]) -> Result<u64> {
+        let mut bytes = 0u64;
+        let mut i = 0;
+        while i < batch.len() {
+            let seg = batch[i].segment;
+            let j = i + batch[i..]
+                .iter()
+                .position(|a| a.segment != seg)
+                .unwrap_or(batch.len() - i);
+            self.ensure_segment(seg)?;
+            bytes += self.write_run(&batch[i..j])?;
+            i = j;
+        }
+        Ok(bytes)
+    }
+
+    /// Undoes a batch that did not fit: removes the segments it created and cuts the segment
+    /// it started in back to where it started.
+    fn rollback(&mut self, (seg, end, existed): (u64, u64, bool)) -> Result<()> {
+        self.file = None;
+        let fs = self.shared.fs.clone();
+        let created = std::mem::take(&mut self.created);
+        for &s in &created {
+            let path = self.shared.segment_path(s);
+            match fs.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove unwritten segment", path, e)),
+            }
+        }
+        if !created.is_empty() {
+            checkpoint::sync_dir(&*fs, &self.shared.dir)?;
+        }
+        self.seg = seg;
+        self.end = end;
+        self.seg_exists = existed && !created.contains(&seg);
+        if self.seg_exists {
+            let path = self.shared.segment_path(seg);
+            let f = fs
+                .open(&path, OpenMode::Write)
+                .map_err(|e| StoreError::io("open active segment", &path, e))?;
+            f.set_len(end)
+                .map_err(|e| StoreError::io("truncate unwritten records", &path, e))?;
+            self.file = Some(f);
+        }
         Ok(())
     }
 
@@ -440,9 +590,9 @@ impl Writer {
         let path = self.shared.segment_path(self.seg);
         let file = self
             .file
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| StoreError::WriterFailed("no open segment".into()))?;
-        write_all_vectored(file, &mut slices)
+        fs::write_all_at(&**file, &mut slices, self.end)
             .map_err(|e| StoreError::io("write segment", path, e))?;
         let written = end - self.end;
         self.end = end;
@@ -500,13 +650,14 @@ impl Writer {
             }
             // Written straight to the file (buffered, not synced: the checkpoint thread
             // syncs and installs it), so no copy of the snapshot is held in memory.
-            (checkpoint::write_tmp(&self.shared.dir, &index, pos)?, dead)
+            let file = checkpoint::write_tmp(&*self.shared.fs, &self.shared.dir, &index, pos)?;
+            (file, dead)
         };
         self.shared
             .counters
             .checkpoint_snapshot_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.ckpt_size = file.metadata().map_or(0, |m| m.len());
+        self.ckpt_size = file.size().unwrap_or(0);
         self.ckpt_lsn = self.last_lsn;
         self.ckpt_at = Instant::now();
         self.bytes_since_ckpt = 0;
@@ -551,18 +702,6 @@ impl Writer {
     }
 }
 
-fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    while !bufs.is_empty() {
-        match file.write_vectored(bufs) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 fn checkpoint_thread(shared: Arc<Shared>, rx: Receiver<CheckpointJob>, inflight: Arc<AtomicUsize>) {
     for job in rx {
         let CheckpointJob { file, dead, reply } = job;
@@ -577,8 +716,8 @@ fn checkpoint_thread(shared: Arc<Shared>, rx: Receiver<CheckpointJob>, inflight:
     }
 }
 
-fn install_checkpoint(shared: &Shared, file: File, dead: &[u64]) -> Result<()> {
-    checkpoint::install(&shared.dir, file)?;
+fn install_checkpoint(shared: &Shared, file: Arc<dyn FsFile>, dead: &[u64]) -> Result<()> {
+    checkpoint::install(&*shared.fs, &shared.dir, file)?;
     shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
     if dead.is_empty() {
         return Ok(());
@@ -589,5 +728,5 @@ fn install_checkpoint(shared: &Shared, file: File, dead: &[u64]) -> Result<()> {
         shared.delete_segment(seg)?;
         tracing::debug!(segment = seg, "deleted dead segment");
     }
-    checkpoint::sync_dir(&shared.dir)
+    checkpoint::sync_dir(&*shared.fs, &shared.dir)
 }

@@ -40,7 +40,9 @@ pub(super) fn import(http: &Http, body: &[u8], vhost: Option<&str>) -> ApiResult
     }
     let defs = Definitions::parse(&v.to_string())?;
     defs.apply(&http.broker).map_err(|e| match e {
-        warren_broker::BrokerError::Storage(m) => ApiError::internal(m),
+        warren_broker::BrokerError::Storage(m) | warren_broker::BrokerError::DiskFull(m) => {
+            ApiError::internal(m)
+        }
         other => ApiError::bad_request(other.to_string()),
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
