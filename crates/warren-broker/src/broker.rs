@@ -291,6 +291,14 @@ impl Broker {
             .map(|p| p.store.stats().live_messages)
     }
 
+    /// Whether the message log found its disk full and refuses new persistent messages until
+    /// space returns.
+    pub fn log_full(&self) -> bool {
+        self.persistence
+            .as_ref()
+            .is_some_and(|p| p.store.is_suspended())
+    }
+
     /// Sets a policy (or operator policy) from its API fields, validated as RabbitMQ does;
     /// it applies at once to the vhost's queues and exchanges. Returns whether it is new.
     pub fn set_policy(&self, operator: bool, p: PolicyFields<'_>) -> Result<bool> {

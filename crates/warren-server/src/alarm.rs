@@ -134,14 +134,25 @@ const DISK_WRITE_RATE_BOUND: f64 = 2e9;
 /// The most often the free space is checked.
 const MIN_DISK_CHECK: Duration = Duration::from_millis(5);
 
-/// Samples the alarms until every receiver is gone, publishing changes to `tx`.
-pub async fn monitor(config: AlarmConfig, tx: watch::Sender<AlarmState>) {
+/// Samples the alarms until every receiver is gone, publishing changes to `tx`. `log_full`
+/// says whether the message log has found its disk full: that raises the disk alarm too,
+/// whatever the free space reads (a quota, reserved blocks, a limit set too low), so that
+/// publishers are told (`connection.blocked`) rather than left waiting for confirms.
+pub async fn monitor(
+    config: AlarmConfig,
+    log_full: impl Fn() -> bool + Send + 'static,
+    tx: watch::Sender<AlarmState>,
+) {
     let limit = config.memory_limit();
     let mut next = Duration::ZERO;
     loop {
         tokio::time::sleep(next).await;
-        let (state, headroom) = config.sample_with_headroom(limit);
+        let (mut state, headroom) = config.sample_with_headroom(limit);
         next = config.next_check(headroom);
+        if log_full() {
+            state.disk = true;
+            next = next.min(MIN_DISK_CHECK * 20);
+        }
         let previous = *tx.borrow();
         if state != previous {
             if state.memory != previous.memory {

@@ -212,7 +212,15 @@ impl Server {
         let mut accept_tasks = JoinSet::new();
         let (conn_shutdown_tx, conn_shutdown_rx) = watch::channel(false);
         let (alarm_tx, alarm_rx) = self.alarms;
-        let monitor = tokio::spawn(alarm::monitor(self.config.alarms.clone(), alarm_tx));
+        let log_full = {
+            let broker = self.broker.clone();
+            move || broker.log_full()
+        };
+        let monitor = tokio::spawn(alarm::monitor(
+            self.config.alarms.clone(),
+            log_full,
+            alarm_tx,
+        ));
         let ticker = tokio::spawn(tick(self.broker.clone(), self.config.tick_interval));
         for listener in self.listeners {
             let broker = self.broker.clone();

@@ -722,8 +722,13 @@ impl Store {
             durable_lsn: self.durable_lsn(),
             last_checkpoint_snapshot_micros: c.checkpoint_snapshot_micros.load(Ordering::Relaxed),
             disk_full: c.disk_full.load(Ordering::Relaxed),
-            suspended: self.inner.shared.appender.lock().state == AppendState::Suspended,
+            suspended: self.is_suspended(),
         }
+    }
+
+    /// Whether the disk was found full and new messages are refused until space returns.
+    pub fn is_suspended(&self) -> bool {
+        self.inner.shared.appender.lock().state == AppendState::Suspended
     }
 
     /// The directory this store lives in.
