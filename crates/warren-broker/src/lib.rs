@@ -72,7 +72,7 @@ pub use exchange::topic::TopicTrie;
 pub use exchange::{Binding, Destination, Exchange};
 pub use message::{parse_expiration, Message};
 pub use outbox::{Outbound, Outbox};
-pub use queue::{Queue, QueueSnapshot, MEMORY_BUDGET};
+pub use queue::{Queue, QueueSnapshot, FLOW_READY_LIMIT, MEMORY_BUDGET};
 pub use queue_args::QueueType;
 pub use registry::{Connection, ConnectionControl, ConnectionSnapshot};
 pub use session::{

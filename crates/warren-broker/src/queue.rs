@@ -125,6 +125,12 @@ struct Group {
     next: usize,
 }
 
+/// Ready messages above which a queue with consumers asks its publishers to wait
+/// ([`Queue::is_backlogged`]): about a millisecond of what one consumer takes at full speed, so
+/// a publisher that outruns its consumers is slowed before a standing queue builds up (each
+/// message would wait behind all of it), while consumers never run dry.
+pub const FLOW_READY_LIMIT: usize = 2048;
+
 struct QueueInner {
     ready: Levels,
     next_seq: u64,
@@ -347,9 +353,11 @@ impl Queue {
         }
     }
 
-    /// Flow control: true while this queue has consumers but its backlog is outgrowing memory,
-    /// i.e. publishers are faster than the consumers. Publishing connections then pause
-    /// briefly (as RabbitMQ's credit flow does) instead of making the queue page to disk.
+    /// Flow control: true while this queue has consumers but more messages wait for them than
+    /// they take in a few milliseconds ([`FLOW_READY_LIMIT`]), or its backlog is outgrowing
+    /// memory: publishers are faster than the consumers. Publishing connections then pause
+    /// briefly (as RabbitMQ's credit flow does), so that messages do not stand in a long queue
+    /// (latency) or page to disk.
     pub fn is_backlogged(&self) -> bool {
         self.backlogged.load(Ordering::Relaxed)
     }
@@ -361,7 +369,8 @@ impl Queue {
 
     /// Updates [`Queue::is_backlogged`] after the ready messages or the consumers changed.
     fn note_pressure(&self, inner: &QueueInner) {
-        let backlogged = !inner.consumers.is_empty() && inner.ready.under_pressure();
+        let backlogged = !inner.consumers.is_empty()
+            && (inner.ready.len() > FLOW_READY_LIMIT || inner.ready.under_pressure());
         if self.backlogged.load(Ordering::Relaxed) != backlogged {
             self.backlogged.store(backlogged, Ordering::Relaxed);
         }

@@ -136,13 +136,21 @@ pub struct Published {
 pub struct Publisher {
     channel: Option<Arc<Channel>>,
     /// The last exchange published to (its permission already checked), with this
-    /// channel's counters for it.
-    exchange: Option<(Arc<Exchange>, Arc<ExchangeCounters>)>,
+    /// channel's counters for it (none outside a channel).
+    exchange: Option<(Arc<Exchange>, Option<Arc<ExchangeCounters>>)>,
     route: RouteCache,
     confirm: bool,
 }
 
 impl Publisher {
+    /// The exchange [`Session::cache_exchange`] remembered.
+    fn cached(&self) -> Result<(&Arc<Exchange>, &Option<Arc<ExchangeCounters>>)> {
+        match &self.exchange {
+            Some((x, c)) => Ok((x, c)),
+            None => Err(BrokerError::Storage("publish without an exchange".into())),
+        }
+    }
+
     /// Publishes from `channel`, counted there.
     pub fn for_channel(channel: Arc<Channel>) -> Self {
         Publisher {
@@ -465,32 +473,95 @@ impl Session {
         Ok(consumer)
     }
 
-    /// The exchange a publish names, with the publisher's counters for it; remembered for runs
-    /// of publishes to the same exchange (its permission is checked when it is looked up).
-    fn publish_exchange(
-        &self,
-        publisher: &mut Publisher,
-        name: &ShortString,
-    ) -> Result<(Arc<Exchange>, Option<Arc<ExchangeCounters>>)> {
-        if let Some((x, c)) = &publisher.exchange {
+    /// Makes the exchange a publish names the publisher's cached one (with the publisher's
+    /// counters for it), looking it up and checking the write permission only when it changes:
+    /// runs of publishes to one exchange pay nothing for it.
+    fn cache_exchange(&self, publisher: &mut Publisher, name: &ShortString) -> Result<()> {
+        if let Some((x, _)) = &publisher.exchange {
             if x.name == *name && !x.is_deleted() {
-                return Ok((x.clone(), Some(c.clone())));
+                return Ok(());
             }
         }
         let x = self.vhost.exchange(name.as_str())?;
         self.check(AccessKind::Write, "exchange", name.as_str())?;
-        let counters = publisher.channel.as_ref().map(|ch| {
-            let c = ch.exchange_counters(&x);
-            publisher.exchange = Some((x.clone(), c.clone()));
-            c
-        });
-        Ok((x, counters))
+        let counters = publisher
+            .channel
+            .as_ref()
+            .map(|ch| ch.exchange_counters(&x));
+        publisher.exchange = Some((x, counters));
+        Ok(())
     }
 
     /// Checks a publish, builds its message and routes it; [`Session::commit`] then hands it
-    /// to its queues. (A transaction commits at `tx.commit`.)
+    /// to its queues. (A transaction commits at `tx.commit`; outside one, [`Session::publish`]
+    /// does both.)
     pub fn prepare(&self, publisher: &mut Publisher, p: Publish) -> Result<Prepared> {
-        let (exchange, counters) = self.publish_exchange(publisher, &p.exchange)?;
+        self.cache_exchange(publisher, &p.exchange)?;
+        let mandatory = p.mandatory;
+        let (message, target) = self.build(publisher, p)?;
+        let (exchange, counters) = publisher.cached()?;
+        Ok(Prepared {
+            message,
+            exchange: exchange.clone(),
+            target,
+            mandatory,
+            counters: counters.clone(),
+        })
+    }
+
+    /// Hands a prepared publish to its queues (or its delayed exchange): logged first if it
+    /// must survive a restart. A log that cannot be written is an error: nothing may be
+    /// confirmed that is not stored.
+    pub fn commit(&self, publisher: &mut Publisher, prepared: Prepared) -> Result<Published> {
+        let Prepared {
+            message,
+            exchange,
+            target,
+            mandatory,
+            counters,
+        } = prepared;
+        self.hand_off(
+            publisher,
+            &exchange,
+            counters.as_deref(),
+            message,
+            target,
+            mandatory,
+        )
+    }
+
+    /// [`Session::prepare`] then [`Session::commit`] at once: the path of every publish
+    /// outside a transaction. It borrows the publisher's cached exchange and counters rather
+    /// than taking references to them, which would be two shared atomic counts per message.
+    pub fn publish(&self, publisher: &mut Publisher, p: Publish) -> Result<Published> {
+        self.cache_exchange(publisher, &p.exchange)?;
+        let mandatory = p.mandatory;
+        let (message, target) = self.build(publisher, p)?;
+        let (exchange, counters) = publisher.cached()?;
+        self.hand_off(
+            publisher,
+            exchange,
+            counters.as_deref(),
+            message,
+            target,
+            mandatory,
+        )
+    }
+
+    /// The checks, the message and its route (see [`Session::prepare`]); the publisher's
+    /// cached exchange is the one the publish names. Inlined: on the per-message path its
+    /// results would otherwise be moved through memory twice.
+    #[inline(always)]
+    fn build(&self, publisher: &mut Publisher, p: Publish) -> Result<(Arc<Message>, Target)> {
+        let Publisher {
+            channel,
+            exchange: cached,
+            route,
+            confirm,
+        } = publisher;
+        let Some((exchange, counters)) = cached.as_ref() else {
+            return Err(BrokerError::Storage("publish without an exchange".into()));
+        };
         if exchange.kind == ExchangeKind::Topic && self.access.has_topic_rules() {
             self.access.check_topic(
                 AccessKind::Write,
@@ -520,7 +591,7 @@ impl Session {
         let (delivery_mode, priority) = (props.delivery_mode, props.priority);
         let has_headers = props.has_headers;
         if props.reply_to == Some(REPLY_TO) {
-            let reply_queue = publisher.channel.as_ref().and_then(|c| c.reply_queue());
+            let reply_queue = channel.as_ref().and_then(|c| c.reply_queue());
             let Some(q) = reply_queue else {
                 return Err(BrokerError::PreconditionFailed(
                     "fast reply consumer does not exist".into(),
@@ -548,39 +619,35 @@ impl Session {
             priority,
             expiration,
         ));
-        self.count_received(publisher, &exchange, counters.as_deref(), &message);
+        self.count_received(
+            channel.as_deref(),
+            *confirm,
+            exchange,
+            counters.as_deref(),
+            &message,
+        );
         let target = match delay {
             Some(ms) => Target::Delay(ms),
-            None => Target::Queues(self.vhost.route_cached(
-                &exchange,
-                &message,
-                &mut publisher.route,
-            )),
+            None => Target::Queues(self.vhost.route_cached(exchange, &message, route)),
         };
-        Ok(Prepared {
-            message,
-            exchange,
-            target,
-            mandatory: p.mandatory,
-            counters,
-        })
+        Ok((message, target))
     }
 
-    /// Hands a prepared publish to its queues (or its delayed exchange): logged first if it
-    /// must survive a restart. A log that cannot be written is an error: nothing may be
-    /// confirmed that is not stored.
-    pub fn commit(&self, publisher: &mut Publisher, prepared: Prepared) -> Result<Published> {
-        let Prepared {
-            message,
-            exchange,
-            target,
-            mandatory,
-            counters,
-        } = prepared;
+    /// Delivers a routed message (see [`Session::commit`]). Inlined, as [`Session::build`].
+    #[inline(always)]
+    fn hand_off(
+        &self,
+        publisher: &Publisher,
+        exchange: &Arc<Exchange>,
+        counters: Option<&ExchangeCounters>,
+        message: Arc<Message>,
+        target: Target,
+        mandatory: bool,
+    ) -> Result<Published> {
         let delayed = matches!(target, Target::Delay(..));
         let (routed, accepted, ticket) = match target {
             Target::Delay(ms) => {
-                let ticket = self.vhost.delay_message(&exchange, message.clone(), ms)?;
+                let ticket = self.vhost.delay_message(exchange, message.clone(), ms)?;
                 (Route::new(), true, ticket)
             }
             Target::Queues(route) => {
@@ -590,10 +657,16 @@ impl Session {
         };
         // As the delayed-message plugin: a delayed message is routed to no queue for now, so
         // a mandatory one comes back.
-        let returned = (routed.is_empty() && mandatory).then(|| message.clone());
+        let returned = (routed.is_empty() && mandatory).then_some(message);
         // A held delayed message counts as routed once.
         let queues = if delayed { 1 } else { routed.len() as u64 };
-        self.count_routed(publisher, &exchange, counters.as_deref(), queues, mandatory);
+        self.count_routed(
+            publisher.channel.as_deref(),
+            exchange,
+            counters,
+            queues,
+            mandatory,
+        );
         Ok(Published {
             routed,
             accepted,
@@ -602,25 +675,20 @@ impl Session {
         })
     }
 
-    /// [`Session::prepare`] then [`Session::commit`].
-    pub fn publish(&self, publisher: &mut Publisher, p: Publish) -> Result<Published> {
-        let prepared = self.prepare(publisher, p)?;
-        self.commit(publisher, prepared)
-    }
-
     fn count_received(
         &self,
-        publisher: &Publisher,
+        channel: Option<&Channel>,
+        confirm: bool,
         exchange: &Exchange,
         counters: Option<&ExchangeCounters>,
         message: &Message,
     ) {
         let size = message.body.len() as u64;
-        match &publisher.channel {
+        match channel {
             Some(ch) => {
                 let c = &ch.counters;
                 c.publish.inc();
-                if publisher.confirm {
+                if confirm {
                     c.publish_confirm.inc();
                 }
                 c.observe_size(size);
@@ -640,14 +708,14 @@ impl Session {
 
     fn count_routed(
         &self,
-        publisher: &Publisher,
+        channel: Option<&Channel>,
         exchange: &Exchange,
         counters: Option<&ExchangeCounters>,
         queues: u64,
         mandatory: bool,
     ) {
         let routed = queues > 0;
-        match &publisher.channel {
+        match channel {
             Some(ch) => {
                 let c = &ch.counters;
                 match (routed, mandatory) {

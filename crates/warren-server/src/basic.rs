@@ -138,29 +138,28 @@ impl ChannelMachine {
         properties: Bytes,
         body: Bytes,
     ) -> AmqpResult {
-        let prepared = ctx.session.prepare(
-            &mut self.publisher,
-            Publish {
-                exchange: p.exchange,
-                routing_key: p.routing_key,
-                mandatory: p.mandatory,
-                properties,
-                body,
-            },
-        )?;
+        let publish = Publish {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            mandatory: p.mandatory,
+            properties,
+            body,
+        };
+        if let Mode::Tx(tx) = &mut self.mode {
+            let prepared = ctx.session.prepare(&mut self.publisher, publish)?;
+            ctx.published.set(true);
+            tx.publishes.push(prepared);
+            return Ok(());
+        }
+        let published = ctx.session.publish(&mut self.publisher, publish)?;
         ctx.published.set(true);
         let seq = match &mut self.mode {
             Mode::Confirm(c) => {
                 c.last_seq += 1;
                 Some(c.last_seq)
             }
-            Mode::Tx(tx) => {
-                tx.publishes.push(prepared);
-                return Ok(());
-            }
-            Mode::Normal => None,
+            _ => None,
         };
-        let published = ctx.session.commit(&mut self.publisher, prepared)?;
         ctx.note_published_to(&published.routed);
         if let Some(m) = published.returned {
             self.return_unroutable(ctx, m);

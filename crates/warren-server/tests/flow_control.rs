@@ -55,3 +55,56 @@ async fn a_stuck_consumer_does_not_pace_its_publishers() {
         "500 publishes behind a stuck consumer took {took:?}"
     );
 }
+
+/// A publisher that outruns a live consumer is paced within milliseconds (issue 14): the
+/// queue stays near [`warren_broker::FLOW_READY_LIMIT`] messages instead of growing until it
+/// outgrows memory, so a message waits behind a few thousand others, not a hundred thousand.
+#[tokio::test]
+async fn a_publisher_faster_than_its_consumer_keeps_the_queue_short() {
+    use futures_lite::StreamExt;
+    use lapin::options::BasicAckOptions;
+
+    let broker = TestBroker::start().await;
+    let (_cconn, cch) = broker.channel().await;
+    within(cch.queue_declare("paced", QueueDeclareOptions::default(), Default::default()))
+        .await
+        .expect("declare");
+    within(cch.basic_qos(10, BasicQosOptions::default()))
+        .await
+        .expect("qos");
+    // A slow consumer: one ack (of everything so far) every 2 ms, about 5,000 messages/s.
+    let mut consumer = consume(&cch, "paced", false).await;
+    let slow = tokio::spawn(async move {
+        while let Some(Ok(d)) = consumer.next().await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let _ = d.acker.ack(BasicAckOptions { multiple: true }).await;
+        }
+    });
+
+    let (_pconn, pch) = broker.channel().await;
+    let queue = broker
+        .broker()
+        .vhost("/")
+        .and_then(|v| v.queue("paced").ok())
+        .expect("queue");
+    let publisher = tokio::spawn(async move {
+        for _ in 0..15_000 {
+            publish(&pch, "", "paced", b"m").await;
+        }
+    });
+    let mut deepest = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !publisher.is_finished() && Instant::now() < deadline {
+        deepest = deepest.max(queue.snapshot().messages_ready);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        publisher.is_finished(),
+        "the publisher was held back for good"
+    );
+    assert!(
+        deepest < 6_000,
+        "the queue grew to {deepest} ready messages behind a live consumer"
+    );
+    slow.abort();
+}
