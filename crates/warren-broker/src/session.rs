@@ -131,13 +131,28 @@ pub struct Published {
     pub returned: Option<Arc<Message>>,
 }
 
+/// The last exchange a publisher published to, with its counters for it (none outside a
+/// channel).
+type CachedExchange = Option<(Arc<Exchange>, Option<Arc<ExchangeCounters>>)>;
+
+/// The cached exchange. Every publish looks it up first ([`Session::cache_exchange`]), so an
+/// empty cache here is a bug, reported as an internal error rather than a panic.
+fn looked_up(cached: &CachedExchange) -> Result<(&Arc<Exchange>, &Option<Arc<ExchangeCounters>>)> {
+    match cached {
+        Some((x, c)) => Ok((x, c)),
+        None => Err(BrokerError::Storage(
+            "internal error: a publish reached routing without its exchange".into(),
+        )),
+    }
+}
+
 /// The publishing side of one channel (or of the management API): lookups it remembers
 /// between publishes, and where its counts go. Owned by one task; not shared.
 pub struct Publisher {
     channel: Option<Arc<Channel>>,
     /// The last exchange published to (its permission already checked), with this
     /// channel's counters for it (none outside a channel).
-    exchange: Option<(Arc<Exchange>, Option<Arc<ExchangeCounters>>)>,
+    exchange: CachedExchange,
     route: RouteCache,
     confirm: bool,
 }
@@ -145,10 +160,7 @@ pub struct Publisher {
 impl Publisher {
     /// The exchange [`Session::cache_exchange`] remembered.
     fn cached(&self) -> Result<(&Arc<Exchange>, &Option<Arc<ExchangeCounters>>)> {
-        match &self.exchange {
-            Some((x, c)) => Ok((x, c)),
-            None => Err(BrokerError::Storage("publish without an exchange".into())),
-        }
+        looked_up(&self.exchange)
     }
 
     /// Publishes from `channel`, counted there.
@@ -559,9 +571,7 @@ impl Session {
             route,
             confirm,
         } = publisher;
-        let Some((exchange, counters)) = cached.as_ref() else {
-            return Err(BrokerError::Storage("publish without an exchange".into()));
-        };
+        let (exchange, counters) = looked_up(cached)?;
         if exchange.kind == ExchangeKind::Topic && self.access.has_topic_rules() {
             self.access.check_topic(
                 AccessKind::Write,
