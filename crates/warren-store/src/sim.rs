@@ -314,13 +314,10 @@ impl FsFile for SimFile {
                     bytes.truncate(fits as usize);
                 }
             }
+            let n = bytes.len();
             let node = st.inodes.entry(i).or_default();
             let p = Pending::Write(offset, bytes);
             apply(&mut node.data, &p);
-            let n = match &p {
-                Pending::Write(_, b) => b.len(),
-                Pending::SetLen(_) => 0,
-            };
             node.pending.push(p);
             Ok(n)
         })

@@ -217,6 +217,18 @@ impl Shared {
         Ok(f)
     }
 
+    /// Moves the appenders to `to` if they are in one of `from`, and wakes any append waiting
+    /// for space so that it sees the change.
+    pub fn move_state(&self, from: &[AppendState], to: AppendState) {
+        {
+            let mut ap = self.appender.lock();
+            if from.contains(&ap.state) {
+                ap.state = to;
+            }
+        }
+        self.space.notify_all();
+    }
+
     /// Deletes a segment file and forgets its read handle (under the handle lock, so no reader
     /// can re-open it in between).
     pub fn delete_segment(&self, segment: u64) -> Result<()> {

@@ -257,13 +257,10 @@ impl Writer {
 
     /// Final flush: fsync, final checkpoint (waited for), stop accepting.
     fn close(&mut self) -> Result<()> {
-        {
-            let mut ap = self.shared.appender.lock();
-            if matches!(ap.state, AppendState::Open | AppendState::Suspended) {
-                ap.state = AppendState::Closed;
-            }
-            self.shared.space.notify_all();
-        }
+        self.shared.move_state(
+            &[AppendState::Open, AppendState::Suspended],
+            AppendState::Closed,
+        );
         let (tx, rx) = mpsc::channel();
         self.checkpoint(Some(tx))?;
         rx.recv()
@@ -297,14 +294,9 @@ impl Writer {
         control: Option<Cmd>,
         rx: &Receiver<Cmd>,
     ) -> Option<Result<()>> {
-        {
-            let mut ap = self.shared.appender.lock();
-            if ap.state == AppendState::Open {
-                ap.state = AppendState::Suspended;
-            }
-        }
         // Appends blocked by back-pressure wake up and are refused.
-        self.shared.space.notify_all();
+        self.shared
+            .move_state(&[AppendState::Open], AppendState::Suspended);
         self.shared
             .counters
             .disk_full
@@ -349,13 +341,8 @@ impl Writer {
                 Some(crash @ Cmd::Crash) => return self.control(crash),
                 None => match self.flush(&mut held) {
                     Ok(()) => {
-                        {
-                            let mut ap = self.shared.appender.lock();
-                            if ap.state == AppendState::Suspended {
-                                ap.state = AppendState::Open;
-                            }
-                        }
-                        self.shared.space.notify_all();
+                        self.shared
+                            .move_state(&[AppendState::Suspended], AppendState::Open);
                         tracing::warn!(dir = %self.shared.dir.display(), "disk space returned: the store accepts messages again");
                         return None;
                     }
