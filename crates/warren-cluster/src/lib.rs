@@ -1,0 +1,34 @@
+//! Warren's cluster (issue 13; the plan is `docs/dev/cluster-plan.md`, the user's view
+//! `docs/clustering.md`).
+//!
+//! Replication is openraft's, pinned to one exact version: Warren supplies the pieces Raft
+//! leaves to its user.
+//!
+//! - [`types`]: the type configuration ([`Warren`]) shared by every group: node ids, [`Peer`]s
+//!   and the [`Command`]s a group's log carries.
+//! - [`MemLog`]: a Raft log kept in memory (tests; the store-backed log replaces it for real
+//!   nodes, since an in-memory log forgets votes and entries on a crash).
+//! - [`MetaMachine`]: the metadata state machine: applied commands update a key → record map
+//!   that every node ends up holding identically.
+//! - [`LocalNet`]: Raft RPCs between groups in one process, with links that can be cut, for
+//!   tests of elections, failover and partitions without sockets.
+//!
+//! Still to come, in the plan's order: Raft records in `warren-store` (one group commit and
+//! fsync for every group), a TCP transport and failure detector, the metadata group wired to
+//! the broker, and quorum queues.
+
+mod log_mem;
+mod machine;
+mod net_local;
+pub mod types;
+
+pub use log_mem::MemLog;
+pub use machine::MetaMachine;
+pub use net_local::{LocalNet, LocalNetwork};
+pub use types::{Command, NodeId, Peer, Reply, Warren};
+
+/// A metadata Raft group's handle.
+pub type MetaRaft = openraft::Raft<Warren, MetaMachine>;
+
+/// The openraft crate, re-exported so users name exactly the version Warren pins.
+pub use openraft;

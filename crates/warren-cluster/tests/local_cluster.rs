@@ -1,0 +1,296 @@
+//! Three metadata groups in one process, connected by `LocalNet`: elections, replication,
+//! failover after a leader is killed, a restarted node catching up (by log or by snapshot),
+//! and a partitioned minority that commits nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use warren_cluster::openraft::{Config, SnapshotPolicy};
+use warren_cluster::{Command, LocalNet, MemLog, MetaMachine, MetaRaft, NodeId, Peer};
+
+const NODES: [NodeId; 3] = [1, 2, 3];
+
+/// What survives a node's "crash" here: its log and its applied state (an in-memory stand-in
+/// for the disk a real node keeps them on).
+struct Node {
+    log: MemLog,
+    machine: MetaMachine,
+    raft: Option<MetaRaft>,
+}
+
+struct Cluster {
+    net: Arc<LocalNet>,
+    config: Arc<Config>,
+    nodes: BTreeMap<NodeId, Node>,
+}
+
+impl Cluster {
+    /// Three nodes, every one a voter; node 1 initializes the membership.
+    async fn form() -> Result<Cluster> {
+        let config = Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            // Small, so a node that misses a few dozen entries is sent a snapshot.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
+            max_in_snapshot_log_to_keep: 0,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let mut cluster = Cluster {
+            net: LocalNet::new(),
+            config: Arc::new(config.validate()?),
+            nodes: BTreeMap::new(),
+        };
+        for id in NODES {
+            cluster.nodes.insert(
+                id,
+                Node {
+                    log: MemLog::new(),
+                    machine: MetaMachine::new(),
+                    raft: None,
+                },
+            );
+            cluster.start(id).await?;
+        }
+        let members: BTreeMap<NodeId, Peer> = NODES
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    Peer::new(format!("warren@n{id}"), format!("127.0.0.{id}:25672")),
+                )
+            })
+            .collect();
+        cluster.raft(1)?.initialize(members).await?;
+        Ok(cluster)
+    }
+
+    async fn start(&mut self, id: NodeId) -> Result<()> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        let raft = MetaRaft::new(
+            id,
+            self.config.clone(),
+            self.net.network(id),
+            node.log.clone(),
+            node.machine.clone(),
+        )
+        .await?;
+        self.net.add(id, raft.clone());
+        node.raft = Some(raft);
+        Ok(())
+    }
+
+    /// As `kill -9`: off the network at once, its tasks stopped; its log and state stay.
+    async fn kill(&mut self, id: NodeId) -> Result<()> {
+        self.net.remove(id);
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        if let Some(raft) = node.raft.take() {
+            raft.shutdown()
+                .await
+                .map_err(|e| anyhow!("shutdown: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn raft(&self, id: NodeId) -> Result<&MetaRaft> {
+        self.nodes
+            .get(&id)
+            .and_then(|n| n.raft.as_ref())
+            .with_context(|| format!("node {id} is not running"))
+    }
+
+    fn running(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.is_some())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Waits until the running nodes in `among` agree on a leader (one of them), other than
+    /// `not`.
+    async fn leader(&self, among: &[NodeId], not: Option<NodeId>) -> Result<NodeId> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut leaders = BTreeSet::new();
+            for raft in among.iter().filter_map(|id| self.raft(*id).ok()) {
+                leaders.insert(raft.current_leader().await);
+            }
+            if let [Some(l)] = leaders.iter().copied().collect::<Vec<_>>()[..] {
+                if among.contains(&l) && Some(l) != not && self.raft(l)?.is_leader() {
+                    return Ok(l);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader among {among:?} (saw {leaders:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn put(&self, leader: NodeId, key: &str, value: &str) -> Result<u64> {
+        let reply = self
+            .raft(leader)?
+            .client_write(Command::Put {
+                key: key.to_owned(),
+                value: value.as_bytes().to_vec(),
+            })
+            .await?;
+        Ok(reply.data.index)
+    }
+
+    /// Waits until every node in `ids` has applied `index`, then checks they hold the same
+    /// records.
+    async fn converge(&self, ids: &[NodeId], index: u64) -> Result<BTreeMap<String, Vec<u8>>> {
+        for id in ids {
+            self.raft(*id)?
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(index), format!("node {id} applies {index}"))
+                .await?;
+        }
+        let first = self.nodes[&ids[0]].machine.records();
+        for id in &ids[1..] {
+            let other = self.nodes[id].machine.records();
+            if other != first {
+                bail!(
+                    "node {id} diverged from node {}: {other:?} vs {first:?}",
+                    ids[0]
+                );
+            }
+        }
+        Ok(first)
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        for id in self.running() {
+            self.kill(id).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_one_leader_and_apply_the_same_records() -> Result<()> {
+    let cluster = Cluster::form().await?;
+    let leader = cluster.leader(&NODES, None).await?;
+    let mut last = 0;
+    for i in 0..100 {
+        last = cluster
+            .put(leader, &format!("queue/{i:02x}"), &format!("def {i}"))
+            .await?;
+    }
+    cluster
+        .put(leader, "queue/00", "redeclared")
+        .await
+        .map(|i| last = i)?;
+    let records = cluster.converge(&NODES, last).await?;
+    assert_eq!(records.len(), 100);
+    assert_eq!(records["queue/00"], b"redeclared");
+    assert_eq!(records["queue/63"], b"def 99");
+
+    // A follower refuses a write and names the leader, so a node can forward it.
+    let follower = NODES
+        .into_iter()
+        .find(|&n| n != leader)
+        .context("a follower")?;
+    let err = cluster
+        .raft(follower)?
+        .client_write(Command::Delete {
+            key: "queue/00".into(),
+        })
+        .await
+        .expect_err("a follower does not accept writes");
+    let forward = err
+        .forward_to_leader()
+        .context("a forward-to-leader error")?;
+    assert_eq!(forward.leader_id, Some(leader));
+    cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Result<()> {
+    let mut cluster = Cluster::form().await?;
+    let mut leader = cluster.leader(&NODES, None).await?;
+    let mut written = 0u32;
+    let mut last = 0;
+    for cycle in 0..5 {
+        for _ in 0..30 {
+            last = cluster
+                .put(leader, &format!("key/{written}"), &format!("cycle {cycle}"))
+                .await?;
+            written += 1;
+        }
+        let killed = leader;
+        let t = Instant::now();
+        cluster.kill(killed).await?;
+        let alive = cluster.running();
+        leader = cluster.leader(&alive, Some(killed)).await?;
+        let elected = t.elapsed();
+        assert!(
+            elected < Duration::from_secs(5),
+            "cycle {cycle}: a new leader took {elected:?}"
+        );
+        // The survivors carry on: a majority of two commits.
+        for _ in 0..30 {
+            last = cluster
+                .put(leader, &format!("key/{written}"), &format!("cycle {cycle}"))
+                .await?;
+            written += 1;
+        }
+        cluster.converge(&alive, last).await?;
+        // The killed node comes back with what it had, and catches up (30 entries behind:
+        // by snapshot when the leader has purged them, else by the log).
+        cluster.start(killed).await?;
+        let records = cluster.converge(&NODES, last).await?;
+        assert_eq!(records.len(), written as usize, "cycle {cycle}");
+    }
+    // A returning node 30 entries behind a leader that snapshots every 40 and keeps no log
+    // behind its snapshot is, in some cycles, sent the snapshot.
+    let installed: u64 = cluster
+        .nodes
+        .values()
+        .map(|n| n.machine.snapshots_installed())
+        .sum();
+    assert!(installed > 0, "no node caught up by snapshot");
+    cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_commits_nothing_and_nothing_diverges_after_the_heal() -> Result<()> {
+    let cluster = Cluster::form().await?;
+    let old = cluster.leader(&NODES, None).await?;
+    let last = cluster.put(old, "before", "the partition").await?;
+    cluster.converge(&NODES, last).await?;
+
+    cluster.net.isolate(old);
+    // The cut-off leader cannot reach a majority: its write is never committed.
+    let lost = tokio::time::timeout(
+        Duration::from_secs(2),
+        cluster.put(old, "minority", "never committed"),
+    )
+    .await;
+    assert!(
+        !matches!(lost, Ok(Ok(_))),
+        "a minority leader committed a write: {lost:?}"
+    );
+    let majority: Vec<NodeId> = NODES.into_iter().filter(|&n| n != old).collect();
+    let new = cluster.leader(&majority, Some(old)).await?;
+    let mut last = 0;
+    for i in 0..20 {
+        last = cluster
+            .put(new, &format!("majority/{i}"), "committed")
+            .await?;
+    }
+
+    cluster.net.heal();
+    let records = cluster.converge(&NODES, last).await?;
+    assert!(
+        !records.contains_key("minority"),
+        "the minority's write survived"
+    );
+    assert_eq!(records.len(), 21);
+    cluster.stop().await
+}
