@@ -12,19 +12,24 @@
 //!   that every node ends up holding identically.
 //! - [`LocalNet`]: Raft RPCs between groups in one process, with links that can be cut, for
 //!   tests of elections, failover and partitions without sockets.
+//! - [`Transport`] and [`serve`]: the same RPCs between processes over TCP (one connection per
+//!   peer shared by every group; checksummed frames, `wire.rs`), with links a test can cut.
 //!
 //! Still to come, in the plan's order: Raft records in `warren-store` (one group commit and
-//! fsync for every group), a TCP transport and failure detector, the metadata group wired to
+//! fsync for every group), a failure detector, the metadata group wired to
 //! the broker, and quorum queues.
 
 mod log_mem;
 mod machine;
 mod net_local;
+mod transport;
 pub mod types;
+mod wire;
 
 pub use log_mem::MemLog;
 pub use machine::MetaMachine;
 pub use net_local::{LocalNet, LocalNetwork};
+pub use transport::{serve, Groups, TcpNetwork, Transport};
 pub use types::{Command, NodeId, Peer, Reply, Warren};
 
 /// A metadata Raft group's handle.

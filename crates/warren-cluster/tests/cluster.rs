@@ -1,14 +1,19 @@
-//! Three metadata groups in one process, connected by `LocalNet`: elections, replication,
+//! Three metadata groups, connected in one process by `LocalNet` and over real TCP on
+//! 127.0.0.1, .2 and .3 (one port, as three machines would use it): elections, replication,
 //! failover after a leader is killed, a restarted node catching up (by log or by snapshot),
-//! and a partitioned minority that commits nothing.
+//! and a partitioned leader that commits nothing. Every scenario runs on both wirings.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use warren_cluster::openraft::{Config, SnapshotPolicy};
-use warren_cluster::{Command, LocalNet, MemLog, MetaMachine, MetaRaft, NodeId, Peer};
+use warren_cluster::{
+    serve, Command, Groups, LocalNet, MemLog, MetaMachine, MetaRaft, NodeId, Peer, Transport,
+};
 
 const NODES: [NodeId; 3] = [1, 2, 3];
 
@@ -18,17 +23,57 @@ struct Node {
     log: MemLog,
     machine: MetaMachine,
     raft: Option<MetaRaft>,
+    /// Over TCP: this incarnation's links to its peers, and its listener's task.
+    tcp: Option<(Arc<Transport>, JoinHandle<()>)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Wiring {
+    Local,
+    Tcp,
 }
 
 struct Cluster {
+    wiring: Wiring,
     net: Arc<LocalNet>,
+    /// The cluster port every node listens on, at 127.0.0.<id>.
+    port: u16,
     config: Arc<Config>,
     nodes: BTreeMap<NodeId, Node>,
 }
 
+fn put(key: &str, value: &str) -> Command {
+    Command::Put {
+        key: key.to_owned(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+/// The metadata group's id on the cluster link.
+const META: u64 = 0;
+
+fn addr(id: NodeId, port: u16) -> String {
+    format!("127.0.0.{id}:{port}")
+}
+
+/// A port free on all three loopback addresses.
+async fn free_port() -> Result<u16> {
+    for _ in 0..20 {
+        let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+        let mut free = true;
+        for id in NODES {
+            free &= TcpListener::bind(addr(id, port)).await.is_ok();
+        }
+        if free {
+            return Ok(port);
+        }
+    }
+    bail!("no port free on 127.0.0.1-3")
+}
+
 impl Cluster {
     /// Three nodes, every one a voter; node 1 initializes the membership.
-    async fn form() -> Result<Cluster> {
+    async fn form(wiring: Wiring) -> Result<Cluster> {
         let config = Config {
             heartbeat_interval: 50,
             election_timeout_min: 300,
@@ -40,7 +85,9 @@ impl Cluster {
             ..Default::default()
         };
         let mut cluster = Cluster {
+            wiring,
             net: LocalNet::new(),
+            port: free_port().await?,
             config: Arc::new(config.validate()?),
             nodes: BTreeMap::new(),
         };
@@ -51,6 +98,7 @@ impl Cluster {
                     log: MemLog::new(),
                     machine: MetaMachine::new(),
                     raft: None,
+                    tcp: None,
                 },
             );
             cluster.start(id).await?;
@@ -60,7 +108,7 @@ impl Cluster {
             .map(|&id| {
                 (
                     id,
-                    Peer::new(format!("warren@n{id}"), format!("127.0.0.{id}:25672")),
+                    Peer::new(format!("warren@n{id}"), addr(id, cluster.port)),
                 )
             })
             .collect();
@@ -69,30 +117,61 @@ impl Cluster {
     }
 
     async fn start(&mut self, id: NodeId) -> Result<()> {
+        let (config, port) = (self.config.clone(), self.port);
         let node = self.nodes.get_mut(&id).context("no such node")?;
-        let raft = MetaRaft::new(
-            id,
-            self.config.clone(),
-            self.net.network(id),
-            node.log.clone(),
-            node.machine.clone(),
-        )
-        .await?;
-        self.net.add(id, raft.clone());
+        let (log, machine) = (node.log.clone(), node.machine.clone());
+        let raft = match self.wiring {
+            Wiring::Local => {
+                let raft = MetaRaft::new(id, config, self.net.network(id), log, machine).await?;
+                self.net.add(id, raft.clone());
+                raft
+            }
+            Wiring::Tcp => {
+                let transport = Transport::new();
+                let raft = MetaRaft::new(id, config, transport.network(META), log, machine).await?;
+                let groups = Groups::new();
+                groups.add(META, raft.clone());
+                let listener = TcpListener::bind(addr(id, port)).await?;
+                node.tcp = Some((transport, tokio::spawn(serve(listener, groups))));
+                raft
+            }
+        };
         node.raft = Some(raft);
         Ok(())
     }
 
-    /// As `kill -9`: off the network at once, its tasks stopped; its log and state stay.
+    /// As `kill -9`: off the network at once (over TCP: its listener and every connection
+    /// closed), its tasks stopped; its log and state stay.
     async fn kill(&mut self, id: NodeId) -> Result<()> {
         self.net.remove(id);
         let node = self.nodes.get_mut(&id).context("no such node")?;
+        if let Some((_, server)) = node.tcp.take() {
+            server.abort();
+            let _ = server.await;
+        }
         if let Some(raft) = node.raft.take() {
             raft.shutdown()
                 .await
                 .map_err(|e| anyhow!("shutdown: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Cuts `id` off from the others, both ways (or restores its links).
+    fn isolate(&self, id: NodeId, cut: bool) {
+        match self.wiring {
+            Wiring::Local if cut => self.net.isolate(id),
+            Wiring::Local => self.net.heal(),
+            Wiring::Tcp => {
+                for other in NODES.into_iter().filter(|&o| o != id) {
+                    for (from, to) in [(id, other), (other, id)] {
+                        if let Some((t, _)) = &self.nodes[&from].tcp {
+                            t.cut(to, cut);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn raft(&self, id: NodeId) -> Result<&MetaRaft> {
@@ -131,15 +210,20 @@ impl Cluster {
         }
     }
 
-    async fn put(&self, leader: NodeId, key: &str, value: &str) -> Result<u64> {
-        let reply = self
-            .raft(leader)?
-            .client_write(Command::Put {
-                key: key.to_owned(),
-                value: value.as_bytes().to_vec(),
-            })
-            .await?;
-        Ok(reply.data.index)
+    /// Writes through the leader of `among`, following it when leadership moves mid-way (a
+    /// write a follower refuses was never proposed, so trying again cannot apply it twice).
+    async fn put(&self, among: &[NodeId], key: &str, value: &str) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = self.leader(among, None).await?;
+            match self.raft(leader)?.client_write(put(key, value)).await {
+                Ok(reply) => return Ok(reply.data.index),
+                Err(e) if e.forward_to_leader().is_some() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Waits until every node in `ids` has applied `index`, then checks they hold the same
@@ -172,26 +256,21 @@ impl Cluster {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_elect_one_leader_and_apply_the_same_records() -> Result<()> {
-    let cluster = Cluster::form().await?;
-    let leader = cluster.leader(&NODES, None).await?;
-    let mut last = 0;
+async fn elect_and_replicate(wiring: Wiring) -> Result<()> {
+    let cluster = Cluster::form(wiring).await?;
     for i in 0..100 {
-        last = cluster
-            .put(leader, &format!("queue/{i:02x}"), &format!("def {i}"))
+        cluster
+            .put(&NODES, &format!("queue/{i:02x}"), &format!("def {i}"))
             .await?;
     }
-    cluster
-        .put(leader, "queue/00", "redeclared")
-        .await
-        .map(|i| last = i)?;
+    let last = cluster.put(&NODES, "queue/00", "redeclared").await?;
     let records = cluster.converge(&NODES, last).await?;
     assert_eq!(records.len(), 100);
     assert_eq!(records["queue/00"], b"redeclared");
     assert_eq!(records["queue/63"], b"def 99");
 
     // A follower refuses a write and names the leader, so a node can forward it.
+    let leader = cluster.leader(&NODES, None).await?;
     let follower = NODES
         .into_iter()
         .find(|&n| n != leader)
@@ -210,24 +289,23 @@ async fn three_nodes_elect_one_leader_and_apply_the_same_records() -> Result<()>
     cluster.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Result<()> {
-    let mut cluster = Cluster::form().await?;
-    let mut leader = cluster.leader(&NODES, None).await?;
+async fn fail_over_and_catch_up(wiring: Wiring) -> Result<()> {
+    let mut cluster = Cluster::form(wiring).await?;
+    cluster.leader(&NODES, None).await?;
     let mut written = 0u32;
     let mut last = 0;
     for cycle in 0..5 {
         for _ in 0..30 {
             last = cluster
-                .put(leader, &format!("key/{written}"), &format!("cycle {cycle}"))
+                .put(&NODES, &format!("key/{written}"), &format!("cycle {cycle}"))
                 .await?;
             written += 1;
         }
-        let killed = leader;
+        let killed = cluster.leader(&NODES, None).await?;
         let t = Instant::now();
         cluster.kill(killed).await?;
         let alive = cluster.running();
-        leader = cluster.leader(&alive, Some(killed)).await?;
+        cluster.leader(&alive, Some(killed)).await?;
         let elected = t.elapsed();
         assert!(
             elected < Duration::from_secs(5),
@@ -236,7 +314,7 @@ async fn a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Result<
         // The survivors carry on: a majority of two commits.
         for _ in 0..30 {
             last = cluster
-                .put(leader, &format!("key/{written}"), &format!("cycle {cycle}"))
+                .put(&alive, &format!("key/{written}"), &format!("cycle {cycle}"))
                 .await?;
             written += 1;
         }
@@ -258,18 +336,19 @@ async fn a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Result<
     cluster.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_leader_commits_nothing_and_nothing_diverges_after_the_heal() -> Result<()> {
-    let cluster = Cluster::form().await?;
+async fn partition_and_heal(wiring: Wiring) -> Result<()> {
+    let cluster = Cluster::form(wiring).await?;
     let old = cluster.leader(&NODES, None).await?;
-    let last = cluster.put(old, "before", "the partition").await?;
+    let last = cluster.put(&NODES, "before", "the partition").await?;
     cluster.converge(&NODES, last).await?;
 
-    cluster.net.isolate(old);
+    cluster.isolate(old, true);
     // The cut-off leader cannot reach a majority: its write is never committed.
     let lost = tokio::time::timeout(
         Duration::from_secs(2),
-        cluster.put(old, "minority", "never committed"),
+        cluster
+            .raft(old)?
+            .client_write(put("minority", "never committed")),
     )
     .await;
     assert!(
@@ -277,15 +356,16 @@ async fn a_partitioned_leader_commits_nothing_and_nothing_diverges_after_the_hea
         "a minority leader committed a write: {lost:?}"
     );
     let majority: Vec<NodeId> = NODES.into_iter().filter(|&n| n != old).collect();
-    let new = cluster.leader(&majority, Some(old)).await?;
+    // The majority elects a leader of its own.
+    cluster.leader(&majority, Some(old)).await?;
     let mut last = 0;
     for i in 0..20 {
         last = cluster
-            .put(new, &format!("majority/{i}"), "committed")
+            .put(&majority, &format!("majority/{i}"), "committed")
             .await?;
     }
 
-    cluster.net.heal();
+    cluster.isolate(old, false);
     let records = cluster.converge(&NODES, last).await?;
     assert!(
         !records.contains_key("minority"),
@@ -293,4 +373,34 @@ async fn a_partitioned_leader_commits_nothing_and_nothing_diverges_after_the_hea
     );
     assert_eq!(records.len(), 21);
     cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_three_nodes_elect_one_leader_and_apply_the_same_records() -> Result<()> {
+    elect_and_replicate(Wiring::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Result<()> {
+    fail_over_and_catch_up(Wiring::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_a_partitioned_leader_commits_nothing_and_nothing_diverges() -> Result<()> {
+    partition_and_heal(Wiring::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_three_nodes_elect_one_leader_and_apply_the_same_records() -> Result<()> {
+    elect_and_replicate(Wiring::Tcp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Result<()> {
+    fail_over_and_catch_up(Wiring::Tcp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_a_partitioned_leader_commits_nothing_and_nothing_diverges() -> Result<()> {
+    partition_and_heal(Wiring::Tcp).await
 }

@@ -1,0 +1,455 @@
+//! Raft RPCs between processes over TCP.
+//!
+//! Each node listens on its cluster address ([`serve`]) and keeps one connection to each
+//! peer ([`Link`]), opened on first use and again after it fails. Requests from every group
+//! share it, told apart by group id and answered by correlation number, so a slow snapshot
+//! does not hold up a heartbeat: the server handles each request in a task of its own.
+//! Links can be cut from outside ([`Transport::cut`]) for fault tests.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::Snapshot;
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::types::{NodeId, Peer, Warren};
+use crate::wire::{Frame, Kind, WireError};
+use crate::MetaRaft;
+
+/// How long opening a connection to a peer may take before the RPC counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The groups a node serves, by group id.
+#[derive(Default)]
+pub struct Groups {
+    meta: RwLock<HashMap<u64, MetaRaft>>,
+}
+
+impl Groups {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn add(&self, group: u64, raft: MetaRaft) {
+        self.meta.write().insert(group, raft);
+    }
+
+    pub fn remove(&self, group: u64) -> Option<MetaRaft> {
+        self.meta.write().remove(&group)
+    }
+
+    fn get(&self, group: u64) -> Option<MetaRaft> {
+        self.meta.read().get(&group).cloned()
+    }
+}
+
+/// Accepts peers' connections and answers their requests until the task is dropped or
+/// aborted (which closes every connection it accepted: they live in its `JoinSet`).
+pub async fn serve(listener: TcpListener, groups: Arc<Groups>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%peer, "cluster peer connected");
+                    connections.spawn(answer(stream, groups.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("cluster listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> Result<Frame, std::io::Error> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await?;
+    let len = Frame::rest_len(prefix).map_err(invalid)?;
+    let mut rest = vec![0u8; len];
+    r.read_exact(&mut rest).await?;
+    Frame::decode(&rest).map_err(invalid)
+}
+
+fn invalid(e: WireError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+/// One peer's connection: requests in, each answered by a task of its own, responses out
+/// through one writer.
+async fn answer(stream: TcpStream, groups: Arc<Groups>) {
+    let (mut r, mut w) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if w.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut handlers = JoinSet::new();
+    loop {
+        let frame = match read_frame(&mut r).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::warn!("cluster peer dropped: {e}");
+                }
+                break;
+            }
+        };
+        let (groups, tx) = (groups.clone(), tx.clone());
+        handlers.spawn(async move {
+            let body = handle(&groups, &frame).await;
+            let response = Frame {
+                kind: Kind::Response,
+                group: frame.group,
+                corr: frame.corr,
+                body,
+            };
+            let _ = tx.send(response.encode());
+        });
+        while handlers.try_join_next().is_some() {}
+    }
+    writer.abort();
+}
+
+/// A request's answer: bincode of `Result<response, String>`.
+async fn handle(groups: &Groups, frame: &Frame) -> Vec<u8> {
+    let Some(raft) = groups.get(frame.group) else {
+        return reply::<()>(Err(format!("no group {} on this node", frame.group)));
+    };
+    match frame.kind {
+        Kind::AppendEntries => match decode::<AppendEntriesRequest<Warren>>(&frame.body) {
+            Ok(req) => reply(raft.append_entries(req).await.map_err(|e| e.to_string())),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        Kind::Vote => match decode::<VoteRequest<Warren>>(&frame.body) {
+            Ok(req) => reply(raft.vote(req).await.map_err(|e| e.to_string())),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        Kind::PreVote => match decode::<VoteRequest<Warren>>(&frame.body) {
+            Ok(req) => reply(raft.pre_vote(req).await.map_err(|e| e.to_string())),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        Kind::Snapshot => match decode::<SnapshotMessage>(&frame.body) {
+            Ok((vote, meta, data)) => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Cursor::new(data),
+                };
+                reply(
+                    raft.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            Err(e) => reply::<()>(Err(e)),
+        },
+        Kind::TransferLeader => match decode::<TransferLeaderRequest<Warren>>(&frame.body) {
+            Ok(req) => reply(
+                raft.handle_transfer_leader(req)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        Kind::Response => reply::<()>(Err("a response is not a request".into())),
+    }
+}
+
+type SnapshotMessage = (VoteOf<Warren>, SnapshotMetaOf<Warren>, Vec<u8>);
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    bincode::deserialize(body).map_err(|e| format!("undecodable request: {e}"))
+}
+
+fn reply<T: Serialize>(result: Result<T, String>) -> Vec<u8> {
+    bincode::serialize(&result).unwrap_or_else(|e| {
+        bincode::serialize(&Err::<(), String>(format!("unencodable response: {e}")))
+            .unwrap_or_default()
+    })
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
+
+/// An open connection to a peer: a writer channel and the requests awaiting answers.
+struct Connection {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+}
+
+/// This node's link to one peer.
+pub struct Link {
+    addr: String,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+    next_corr: AtomicU64,
+    cut: AtomicBool,
+}
+
+impl Link {
+    fn new(addr: String) -> Self {
+        Link {
+            addr,
+            connection: tokio::sync::Mutex::new(None),
+            next_corr: AtomicU64::new(1),
+            cut: AtomicBool::new(false),
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, String> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| format!("connecting to {} timed out", self.addr))?
+            .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+        let _ = stream.set_nodelay(true);
+        let (mut r, mut w) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let pending: Pending = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let (p, a) = (pending.clone(), alive.clone());
+        tokio::spawn(async move {
+            let reader = async {
+                while let Ok(frame) = read_frame(&mut r).await {
+                    if let Some(waiter) = p.lock().remove(&frame.corr) {
+                        let _ = waiter.send(frame.body);
+                    }
+                }
+            };
+            let writer = async {
+                while let Some(bytes) = rx.recv().await {
+                    if w.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            // Either side ending ends the connection; waiting requests fail (their senders
+            // drop) and the next call reconnects.
+            tokio::select! { _ = reader => {}, _ = writer => {} }
+            a.store(false, Ordering::Release);
+            p.lock().clear();
+        });
+        Ok(Connection { tx, pending, alive })
+    }
+
+    /// Sends a request and waits for its answer's body.
+    async fn call(&self, kind: Kind, group: u64, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        if self.cut.load(Ordering::Acquire) {
+            return Err(format!("link to {} is cut", self.addr));
+        }
+        let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut slot = self.connection.lock().await;
+            if !slot
+                .as_ref()
+                .is_some_and(|c| c.alive.load(Ordering::Acquire))
+            {
+                *slot = Some(self.connect().await?);
+            }
+            let c = slot.as_ref().ok_or("no connection")?;
+            c.pending.lock().insert(corr, tx);
+            let frame = Frame {
+                kind,
+                group,
+                corr,
+                body,
+            };
+            if c.tx.send(frame.encode()).is_err() {
+                c.pending.lock().remove(&corr);
+                return Err(format!("connection to {} closed", self.addr));
+            }
+        }
+        rx.await
+            .map_err(|_| format!("connection to {} closed before the answer", self.addr))
+    }
+
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        group: u64,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, Unreachable<Warren>> {
+        let body = bincode::serialize(req).map_err(Unreachable::from_string)?;
+        let answer = tokio::time::timeout(ttl, self.call(kind, group, body))
+            .await
+            .map_err(|_| {
+                Unreachable::from_string(format!("no answer from {} in {ttl:?}", self.addr))
+            })?
+            .map_err(Unreachable::from_string)?;
+        let result: Result<Resp, String> = bincode::deserialize(&answer)
+            .map_err(|e| Unreachable::from_string(format!("undecodable answer: {e}")))?;
+        result.map_err(Unreachable::from_string)
+    }
+}
+
+/// A node's links to its peers, made on first use from the addresses Raft's membership gives.
+#[derive(Default)]
+pub struct Transport {
+    links: RwLock<HashMap<NodeId, Arc<Link>>>,
+}
+
+impl Transport {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The network factory for group `group`.
+    pub fn network(self: &Arc<Self>, group: u64) -> TcpNetwork {
+        TcpNetwork {
+            transport: self.clone(),
+            group,
+            link: None,
+        }
+    }
+
+    fn link(&self, node: NodeId, peer: &Peer) -> Arc<Link> {
+        if let Some(l) = self.links.read().get(&node) {
+            if l.addr == peer.addr {
+                return l.clone();
+            }
+        }
+        let link = Arc::new(Link::new(peer.addr.clone()));
+        self.links.write().insert(node, link.clone());
+        link
+    }
+
+    /// Cuts (or restores) this node's outgoing link to `node`: its RPCs fail at once.
+    pub fn cut(&self, node: NodeId, cut: bool) {
+        if let Some(l) = self.links.read().get(&node) {
+            l.cut.store(cut, Ordering::Release);
+        }
+    }
+}
+
+/// Raft's handle on one peer for one group (and the factory that makes such handles).
+pub struct TcpNetwork {
+    transport: Arc<Transport>,
+    group: u64,
+    link: Option<Arc<Link>>,
+}
+
+impl TcpNetwork {
+    fn link(&self) -> Result<&Arc<Link>, Unreachable<Warren>> {
+        self.link
+            .as_ref()
+            .ok_or_else(|| Unreachable::from_string("a factory is not a peer handle"))
+    }
+}
+
+impl RaftNetworkFactory<Warren> for TcpNetwork {
+    type Network = TcpNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Self::Network {
+        TcpNetwork {
+            transport: self.transport.clone(),
+            group: self.group,
+            link: Some(self.transport.link(target, node)),
+        }
+    }
+}
+
+impl RaftNetworkV2<Warren> for TcpNetwork {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<Warren>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<Warren>, RPCError<Warren>> {
+        let ttl = option.hard_ttl();
+        Ok(self
+            .link()?
+            .rpc(Kind::AppendEntries, self.group, &rpc, ttl)
+            .await?)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Warren>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Warren>, RPCError<Warren>> {
+        let ttl = option.hard_ttl();
+        Ok(self.link()?.rpc(Kind::Vote, self.group, &rpc, ttl).await?)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<Warren>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Warren>, RPCError<Warren>> {
+        let ttl = option.hard_ttl();
+        Ok(self
+            .link()?
+            .rpc(Kind::PreVote, self.group, &rpc, ttl)
+            .await?)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<Warren>,
+        snapshot: SnapshotOf<Warren, Self::SnapshotData>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<Warren>, StreamingError<Warren>> {
+        let message: SnapshotMessage = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let ttl = option.hard_ttl();
+        Ok(self
+            .link()?
+            .rpc(Kind::Snapshot, self.group, &message, ttl)
+            .await?)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<Warren>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<Warren>, RPCError<Warren>> {
+        let ttl = option.hard_ttl();
+        Ok(self
+            .link()?
+            .rpc(Kind::TransferLeader, self.group, &req, ttl)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openraft_messages_survive_bincode() {
+        let vote = VoteOf::<Warren>::new(3, 2);
+        let req = VoteRequest::<Warren>::new(vote, None);
+        let bytes = bincode::serialize(&req).expect("encodes");
+        let back: VoteRequest<Warren> = bincode::deserialize(&bytes).expect("decodes");
+        assert_eq!(back, req);
+        let answer: Result<VoteResponse<Warren>, String> = Ok(VoteResponse::new(vote, None, true));
+        let bytes = bincode::serialize(&answer).expect("encodes");
+        let back: Result<VoteResponse<Warren>, String> =
+            bincode::deserialize(&bytes).expect("decodes");
+        assert_eq!(back, answer);
+    }
+}
