@@ -103,8 +103,6 @@ pub struct ChannelMachine {
     /// Replies waiting for the log, in order, each with the ticket it waits for (none: only
     /// the replies ahead of it).
     held: VecDeque<(Ticket, Held)>,
-    /// The highest ticket `held` waits for.
-    held_ticket: Ticket,
     /// The highest publish sequence number answered (acked or nacked) so far, for counting
     /// the confirms a multiple-ack covers.
     answered: u64,
@@ -121,7 +119,6 @@ impl ChannelMachine {
             current_queue: None,
             closing: false,
             held: VecDeque::new(),
-            held_ticket: Ticket::NONE,
             answered: 0,
         }
     }
@@ -342,13 +339,14 @@ impl ChannelMachine {
 
     /// Holds a reply until `ticket` is durable (and everything held before it has gone out).
     pub(crate) fn hold(&mut self, ticket: Ticket, item: Held) {
-        self.held_ticket = self.held_ticket.max(ticket);
         self.held.push_back((ticket, item));
     }
 
-    /// The ticket this channel's held replies wait for, if any.
+    /// The ticket of the oldest held reply, if any: the next one that can go out. Waiting for
+    /// it rather than for the newest lets each fsync release its own confirms at once; a
+    /// publisher at the end of its confirm window sends nothing that would wake us otherwise.
     pub fn waiting_for(&self) -> Option<Ticket> {
-        (!self.held.is_empty()).then_some(self.held_ticket)
+        self.held.front().map(|(t, _)| *t)
     }
 
     fn send_ack(&mut self, ctx: &ConnCtx, seq: u64) {
@@ -408,9 +406,6 @@ impl ChannelMachine {
         }
         if let Some(seq) = ack {
             self.send_ack(ctx, seq);
-        }
-        if self.held.is_empty() {
-            self.held_ticket = Ticket::NONE;
         }
     }
 

@@ -1178,15 +1178,15 @@ impl Connection {
         false
     }
 
-    /// Resolves once the log position some channel's held replies wait for is durable (never,
-    /// when nothing waits).
+    /// Resolves once the oldest held reply of any channel can go out (never, when nothing
+    /// waits).
     fn durability(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let ticket = self
             .channels
             .iter()
             .flatten()
             .filter_map(ChannelMachine::waiting_for)
-            .max();
+            .min();
         let wait = ticket.and_then(|t| self.ctx.durability.wait(t));
         async move {
             match wait {

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use roaring::RoaringTreemap;
+use smallvec::SmallVec;
 
 use crate::format::Op;
 use crate::Location;
@@ -324,7 +325,7 @@ impl Index {
         match op {
             Op::Publish { msg_id, queues } => {
                 let Some(loc) = body else { return };
-                let queues: Vec<(u64, u32)> = queues.iter().map(|&q| (q, 0)).collect();
+                let queues: SmallVec<[(u64, u32); 4]> = queues.iter().map(|&q| (q, 0)).collect();
                 self.insert(*msg_id, loc, &queues);
             }
             Op::Ack { queue, ids } => {

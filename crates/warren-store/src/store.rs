@@ -2,7 +2,7 @@
 //! compaction, close.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -145,8 +145,9 @@ pub(crate) enum AppendState {
     Failed,
 }
 
-/// The reservation state: the next LSN and where its record will go. Held only for the
-/// reservation and the hand-off, so the channel order is the LSN order is the file order.
+/// The reservation state: the next LSN and where its record will go, and the writer's inbox.
+/// Held only for the reservation and the hand-off, so the inbox order is the LSN order is the
+/// file order.
 pub(crate) struct Appender {
     pub next_lsn: Lsn,
     pub segment: u64,
@@ -156,6 +157,27 @@ pub(crate) struct Appender {
     /// The id the next publish gets: ids follow log order, which keeps each segment's
     /// messages a dense run in the index.
     pub next_msg_id: u64,
+    /// Commands for the writer, in order. A queue under the lock the reservation holds anyway
+    /// costs a push; a channel cost a third of the publisher's share of a persistent publish.
+    pub inbox: VecDeque<Cmd>,
+    /// The writer sleeps on [`Shared::work`] (a command must wake it).
+    pub writer_waiting: bool,
+    /// The writer thread has ended: nothing sent will be read.
+    pub writer_gone: bool,
+}
+
+impl Appender {
+    /// Hands a command to the writer.
+    pub fn send(&mut self, work: &Condvar, cmd: Cmd) -> Result<()> {
+        if self.writer_gone {
+            return Err(StoreError::Closed);
+        }
+        self.inbox.push_back(cmd);
+        if self.writer_waiting {
+            work.notify_one();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -179,6 +201,8 @@ pub(crate) struct Shared {
     pub appender: Mutex<Appender>,
     /// Signalled when queued bytes drop or the store stops.
     pub space: Condvar,
+    /// Signalled when the writer has a command (and is waiting for one).
+    pub work: Condvar,
     /// End of what the writer has written: `(segment, offset)`. Reads beyond it wait.
     pub written: Mutex<(u64, u64)>,
     /// Signalled each time `written` moves on.
@@ -251,7 +275,6 @@ struct Inner {
     config: StoreConfig,
     shared: Arc<Shared>,
     durable: Arc<DurableShared>,
-    tx: Sender<Cmd>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     compact_lock: Mutex<()>,
     /// The background compactor, and the sender whose drop stops it.
@@ -316,22 +339,24 @@ impl Store {
                 queued_bytes: 0,
                 state: AppendState::Open,
                 next_msg_id: rec.index.next_msg_id,
+                inbox: VecDeque::new(),
+                writer_waiting: false,
+                writer_gone: false,
             }),
             space: Condvar::new(),
+            work: Condvar::new(),
             written: Mutex::new((rec.active_segment, rec.active_end)),
             written_cv: Condvar::new(),
             files: RwLock::new(HashMap::new()),
             index: Mutex::new(rec.index),
             counters: Counters::default(),
         });
-        let (tx, rx) = mpsc::channel();
         // A fresh checkpoint right away makes the next restart cheap, and lets segments that
         // died before the crash be deleted.
         let needs_checkpoint = rec.replayed_records > 0 || rec.truncated.is_some();
         let handle = writer::spawn(writer::WriterSetup {
             shared: shared.clone(),
             durable: durable.clone(),
-            rx,
             config: config.clone(),
             active_segment: rec.active_segment,
             active_end: rec.active_end,
@@ -344,7 +369,6 @@ impl Store {
                 config,
                 shared,
                 durable,
-                tx,
                 writer: Mutex::new(Some(handle)),
                 compact_lock: Mutex::new(()),
                 compactor: Mutex::new(None),
@@ -392,9 +416,10 @@ impl Store {
         let has_body = matches!(op, Op::Publish { .. } | Op::Relocate { .. });
         let body_len = body.len() as u32;
         let mut op = op;
-        let mut frame = format::encode(&op, body).map_err(StoreError::Invalid)?;
-        let head_len = frame.head.len() as u64;
-        let rec_len = frame.len();
+        // Only the length is needed here; the writer thread encodes and checksums the record,
+        // off the publisher's path.
+        let rec_len = format::record_len(&op, body.len()).map_err(StoreError::Invalid)?;
+        let head_len = rec_len - u64::from(body_len);
         let shared = &self.inner.shared;
         let mut ap = shared.appender.lock();
         loop {
@@ -435,20 +460,20 @@ impl Store {
         if let Op::Publish { msg_id: id, .. } = &mut op {
             msg_id = ap.next_msg_id;
             *id = msg_id;
-            format::set_publish_id(&mut frame, msg_id);
         }
         // Sent under the lock: the writer receives records in reservation order, so it writes
         // every record exactly at the offset reserved for it.
-        self.inner
-            .tx
-            .send(Cmd::Append(Append {
+        ap.send(
+            &shared.work,
+            Cmd::Append(Append {
                 lsn,
                 segment,
                 offset,
-                frame,
+                len: rec_len,
                 op,
-            }))
-            .map_err(|_| StoreError::Closed)?;
+                body,
+            }),
+        )?;
         ap.next_lsn += 1;
         ap.offset += rec_len;
         ap.queued_bytes += rec_len;
@@ -646,6 +671,11 @@ impl Store {
     }
 
     /// Blocks the calling thread until `lsn` is durable.
+    fn send(&self, cmd: Cmd) -> Result<()> {
+        let shared = &self.inner.shared;
+        shared.appender.lock().send(&shared.work, cmd)
+    }
+
     pub fn wait_durable_blocking(&self, lsn: Lsn) -> Result<()> {
         self.inner.durable.wait_blocking(lsn)
     }
@@ -654,10 +684,7 @@ impl Store {
     /// covers).
     pub fn checkpoint(&self) -> Result<()> {
         let (tx, rx) = mpsc::channel();
-        self.inner
-            .tx
-            .send(Cmd::Checkpoint(Some(tx)))
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Cmd::Checkpoint(Some(tx)))?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -670,10 +697,7 @@ impl Store {
     pub fn compact(&self) -> Result<Vec<Relocation>> {
         let _one_at_a_time = self.inner.compact_lock.lock();
         let (tx, rx) = mpsc::channel();
-        self.inner
-            .tx
-            .send(Cmd::Scan(tx))
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Cmd::Scan(tx))?;
         let candidates = rx.recv().map_err(|_| StoreError::Closed)?;
         if candidates.is_empty() {
             return Ok(Vec::new());
@@ -787,11 +811,11 @@ impl Inner {
             }
             self.shared.space.notify_all();
             if crash {
-                let _ = self.tx.send(Cmd::Crash);
+                let _ = ap.send(&self.shared.work, Cmd::Crash);
                 None
             } else {
                 let (tx, rx) = mpsc::channel();
-                let _ = self.tx.send(Cmd::Close(tx));
+                let _ = ap.send(&self.shared.work, Cmd::Close(tx));
                 Some(rx)
             }
         };
