@@ -146,6 +146,9 @@ pub(crate) struct Pager {
 
 /// Most messages read back from the log in one go (bounds the time the queue lock is held).
 const REFILL_BATCH: usize = 1024;
+/// Messages read back with one batch read: enough that a system call serves many small
+/// messages, few enough that large ones overshoot the memory budget by little.
+const READ_CHUNK: usize = 64;
 
 pub(crate) struct Backlog {
     ready: VecDeque<QueuedMessage>,
@@ -288,7 +291,8 @@ impl Backlog {
         self.push_paged(r.log, r.seq, extra, true);
     }
 
-    /// Reads paged messages back while memory allows.
+    /// Reads paged messages back while memory allows, [`READ_CHUNK`] at a time (one batch read
+    /// from the log each: the store reads neighbours with one system call).
     fn refill(&mut self) {
         let Some(pager) = &self.pager else {
             return;
@@ -296,70 +300,99 @@ impl Backlog {
         let p = pager.persistence.clone();
         let budget = pager.budget;
         let mut n = 0;
+        let mut chunk: Vec<(LogRef, u64, Extra, bool)> = Vec::with_capacity(READ_CHUNK);
+        let mut ids: Vec<u64> = Vec::with_capacity(READ_CHUNK);
         while self.ready_bytes < budget / 2 && n < REFILL_BATCH {
-            let Some(run) = self.paged.front_mut() else {
+            chunk.clear();
+            while chunk.len() < READ_CHUNK {
+                let Some(run) = self.paged.front_mut() else {
+                    break;
+                };
+                let Some((id, seq, extra)) = run.pop() else {
+                    self.paged.pop_front();
+                    continue;
+                };
+                let (log_queue, restored) = (run.log_queue, run.restored);
+                if run.len() == 0 {
+                    self.paged.pop_front();
+                }
+                self.paged_len -= 1;
+                let extra = extra.unwrap_or(Extra {
+                    redelivered: restored,
+                    delivery_count: 0,
+                    expires_at: NEVER,
+                });
+                let log = LogRef {
+                    queue: log_queue,
+                    id,
+                };
+                chunk.push((log, seq, extra, restored));
+            }
+            if chunk.is_empty() {
                 break;
-            };
-            let Some((id, seq, extra)) = run.pop() else {
-                self.paged.pop_front();
-                continue;
-            };
-            let (log_queue, restored) = (run.log_queue, run.restored);
-            if run.len() == 0 {
-                self.paged.pop_front();
             }
-            self.paged_len -= 1;
-            n += 1;
-            let log = LogRef {
-                queue: log_queue,
-                id,
-            };
-            let extra = extra.unwrap_or(Extra {
-                redelivered: restored,
-                delivery_count: 0,
-                expires_at: NEVER,
-            });
-            let payload = match p.store.read(id) {
-                Ok(payload) => Some(payload),
-                Err(e) => {
-                    warn!(error = %e, "cannot read a paged message back; dropping it");
-                    None
-                }
-            };
-            let stored_len = payload.as_ref().map_or(0, |b| b.len() as u64);
-            let message = payload.and_then(|b| decode_message(id, b));
-            // What the counts hold for it: its body size, or its stored size if recovered.
-            let counted = |m: Option<&Message>| {
-                if restored {
-                    stored_len
-                } else {
-                    m.map_or(0, |m| m.body.len() as u64)
-                }
-            };
-            let Some(message) = message else {
-                p.settle(log_queue, &[id]);
-                self.counts.sub(extra.expires_at, counted(None));
-                continue;
-            };
-            let mut expires_at = extra.expires_at;
-            if let (true, Some(ttl)) = (restored, message.expiration) {
-                // Durability: the time it was published is not kept, so its own TTL counts
-                // from now: later than it should, never earlier.
-                expires_at = expires_at.min(crate::clock::now_ms().saturating_add(ttl));
+            n += chunk.len();
+            ids.clear();
+            ids.extend(chunk.iter().map(|(log, ..)| log.id));
+            let payloads = p.store.read_many(&ids);
+            for ((log, seq, extra, restored), payload) in chunk.drain(..).zip(payloads) {
+                self.take_back(&p, log, seq, extra, restored, payload);
             }
-            self.counts.sub(extra.expires_at, counted(Some(&message)));
-            self.counts.add(expires_at, message.body.len() as u64);
-            let m = QueuedMessage {
-                seq,
-                message: Arc::new(message),
-                redelivered: extra.redelivered,
-                log: Some(log),
-                expires_at,
-                delivery_count: extra.delivery_count,
-            };
-            self.ready_bytes += cost(&m);
-            self.ready.push_back(m);
         }
+    }
+
+    /// Puts a message read back from the log at the end of the in-memory part (or, if it
+    /// cannot be read, settles it).
+    fn take_back(
+        &mut self,
+        p: &Persistence,
+        log: LogRef,
+        seq: u64,
+        extra: Extra,
+        restored: bool,
+        payload: Result<bytes::Bytes, warren_store::StoreError>,
+    ) {
+        let id = log.id;
+        let payload = match payload {
+            Ok(payload) => Some(payload),
+            Err(e) => {
+                warn!(error = %e, "cannot read a paged message back; dropping it");
+                None
+            }
+        };
+        let stored_len = payload.as_ref().map_or(0, |b| b.len() as u64);
+        let message = payload.and_then(|b| decode_message(id, b));
+        // What the counts hold for it: its body size, or its stored size if recovered.
+        let counted = |m: Option<&Message>| {
+            if restored {
+                stored_len
+            } else {
+                m.map_or(0, |m| m.body.len() as u64)
+            }
+        };
+        let Some(message) = message else {
+            p.settle(log.queue, &[id]);
+            self.counts.sub(extra.expires_at, counted(None));
+            return;
+        };
+        let mut expires_at = extra.expires_at;
+        if let (true, Some(ttl)) = (restored, message.expiration) {
+            // Durability: the time it was published is not kept, so its own TTL counts
+            // from now: later than it should, never earlier.
+            expires_at = expires_at.min(crate::clock::now_ms().saturating_add(ttl));
+        }
+        self.counts.sub(extra.expires_at, counted(Some(&message)));
+        self.counts.add(expires_at, message.body.len() as u64);
+        let m = QueuedMessage {
+            seq,
+            message: Arc::new(message),
+            redelivered: extra.redelivered,
+            log: Some(log),
+            expires_at,
+            delivery_count: extra.delivery_count,
+        };
+        self.ready_bytes += cost(&m);
+        self.ready.push_back(m);
     }
 
     /// The next message to deliver (reading from the log if needed).

@@ -145,6 +145,29 @@ pub(crate) enum AppendState {
     Failed,
 }
 
+/// Bodies at most this far apart are read with one `pread` by [`Store::read_many`] (the bytes
+/// between them are read and dropped: an ack record or two).
+const READ_GAP: u64 = 4 << 10;
+/// Most bytes [`Store::read_many`] reads with one `pread`.
+const READ_SPAN: u64 = 1 << 20;
+
+/// Splits a run of nearby bodies (in file order) into parts of at most [`READ_SPAN`] bytes.
+fn spans(run: &[(usize, Location)]) -> Vec<&[(usize, Location)]> {
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for k in 1..=run.len() {
+        let end_of_part = k == run.len() || {
+            let (first, next) = (run[from].1, run[k].1);
+            next.offset + u64::from(next.len) - first.offset > READ_SPAN
+        };
+        if end_of_part {
+            parts.push(&run[from..k]);
+            from = k;
+        }
+    }
+    parts
+}
+
 /// The reservation state: the next LSN and where its record will go, and the writer's inbox.
 /// Held only for the reservation and the hand-off, so the inbox order is the LSN order is the
 /// file order.
@@ -602,16 +625,61 @@ impl Store {
         }
     }
 
+    /// Reads the bodies of several live messages, in the order given: [`Store::read`] for a
+    /// batch. Bodies that lie close together in one segment (a backlog paged out in order)
+    /// are read with one `pread` and handed out as slices of it, so draining a long backlog
+    /// costs a system call per run of messages, not per message.
+    pub fn read_many(&self, msg_ids: &[u64]) -> Vec<Result<Bytes>> {
+        let mut located: Vec<(usize, Location)> = {
+            let index = self.inner.shared.index.lock();
+            msg_ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &id)| index.locate(id).map(|l| (i, l)))
+                .collect()
+        };
+        located.sort_by_key(|(_, l)| (l.segment, l.offset));
+        let mut out: Vec<Option<Result<Bytes>>> = (0..msg_ids.len()).map(|_| None).collect();
+        // Runs of bodies close together in one segment, each read at once.
+        for run in located.chunk_by(|(_, a), (_, b)| {
+            b.segment == a.segment && b.offset - 4 <= a.offset + u64::from(a.len) + READ_GAP
+        }) {
+            for part in spans(run) {
+                let (first, last) = (part[0].1, part[part.len() - 1].1);
+                let start = first.offset - 4;
+                let end = last.offset + u64::from(last.len);
+                // On failure (a segment deleted meanwhile by compaction, an unreadable span),
+                // each is read on its own below.
+                if let Ok(span) = self.read_span(first.segment, start, end) {
+                    for (i, loc) in part {
+                        let at = (loc.offset - 4 - start) as usize;
+                        let body = span.slice(at..at + 4 + loc.len as usize);
+                        out[*i] = Some(self.verified(body, loc));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .zip(msg_ids)
+            .map(|(r, &id)| r.unwrap_or_else(|| self.read(id)))
+            .collect()
+    }
+
     /// Reads the body at `loc` (one `pread`), verifying its CRC. The location must have been
     /// written (its publish waited for, or returned by recovery or `compact`).
     fn read_at(&self, loc: &Location) -> Result<Bytes> {
+        let buf = self.read_span(loc.segment, loc.offset - 4, loc.offset + u64::from(loc.len))?;
+        self.verified(buf, loc)
+    }
+
+    /// Bytes `start..end` of `segment`, once the writer has written them.
+    fn read_span(&self, segment: u64, start: u64, end: u64) -> Result<Bytes> {
         let shared = &self.inner.shared;
-        if loc.offset < SEGMENT_HEADER_LEN + 4 {
+        if start < SEGMENT_HEADER_LEN {
             return Err(StoreError::Invalid(
                 "location offset inside the segment header",
             ));
         }
-        let end = loc.offset + u64::from(loc.len);
         {
             // A location is handed out when the append is reserved, before the writer thread
             // has written it: a reader that comes that early waits for the writer (which is
@@ -620,7 +688,7 @@ impl Store {
             let mut written = shared.written.lock();
             loop {
                 let (wseg, wend) = *written;
-                if !(loc.segment > wseg || (loc.segment == wseg && end > wend)) {
+                if !(segment > wseg || (segment == wseg && end > wend)) {
                     break;
                 }
                 if shared
@@ -629,35 +697,40 @@ impl Store {
                     .timed_out()
                 {
                     return Err(StoreError::NotWritten {
-                        segment: loc.segment,
-                        offset: loc.offset,
+                        segment,
+                        offset: start,
                     });
                 }
             }
         }
-        let file = shared.read_handle(loc.segment)?;
-        // The body is preceded by its own CRC32C, so one pread reads and verifies it.
-        let mut buf = vec![0u8; loc.len as usize + 4];
-        fs::read_exact_at(&*file, &mut buf, loc.offset - 4).map_err(|e| {
+        let file = shared.read_handle(segment)?;
+        let mut buf = vec![0u8; (end - start) as usize];
+        fs::read_exact_at(&*file, &mut buf, start).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 StoreError::Corrupt {
-                    path: shared.segment_path(loc.segment),
-                    offset: loc.offset,
+                    path: shared.segment_path(segment),
+                    offset: start,
                     reason: "body beyond the end of the segment".into(),
                 }
             } else {
-                StoreError::io("read message body", shared.segment_path(loc.segment), e)
+                StoreError::io("read message body", shared.segment_path(segment), e)
             }
         })?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// The body in `buf` (its CRC32C, which precedes every body on disk, then the body),
+    /// checked.
+    fn verified(&self, buf: Bytes, loc: &Location) -> Result<Bytes> {
         let stored = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
         if crc32c::crc32c(&buf[4..]) != stored {
             return Err(StoreError::Corrupt {
-                path: shared.segment_path(loc.segment),
+                path: self.inner.shared.segment_path(loc.segment),
                 offset: loc.offset,
                 reason: "message body CRC mismatch".into(),
             });
         }
-        Ok(Bytes::from(buf).slice(4..))
+        Ok(buf.slice(4..))
     }
 
     /// Highest LSN known durable (fsynced; written, in page-cache mode).

@@ -1250,3 +1250,58 @@ fn background_compaction_is_transparent_to_readers() {
     assert_eq!(ids(&rec, 1), want);
     store.close().unwrap();
 }
+
+#[test]
+fn reading_many_gives_what_reading_one_by_one_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // Several segments, so that one batch spans them.
+    cfg.segment_size = 64 << 10;
+    let (store, _) = Store::open(cfg).unwrap();
+    let mut ids = Vec::new();
+    let mut last = 0;
+    for n in 0..600u64 {
+        // Bodies of varied sizes, some far apart (a big one between), acks interleaved.
+        let b = if n % 97 == 0 {
+            Bytes::from(vec![n as u8; 20_000])
+        } else {
+            body(n)
+        };
+        let p = store.publish(&[1], b).unwrap();
+        ids.push(p.msg_id);
+        if n % 10 == 9 {
+            store.ack(1, &[ids[ids.len() - 5]]).unwrap();
+        }
+        last = p.lsn;
+    }
+    store.wait_durable_blocking(last).unwrap();
+    // A damaged body: refused in the batch as on its own, the others unharmed.
+    let victim = Bytes::from_static(b"a body to damage");
+    let v = store.publish(&[1], victim.clone()).unwrap();
+    store.wait_durable_blocking(v.lsn).unwrap();
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let data = fs::read(&seg).unwrap();
+    let at = data
+        .windows(victim.len())
+        .position(|w| w == &victim[..])
+        .unwrap() as u64;
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"X", at).unwrap();
+    ids.push(v.msg_id);
+    // Out of order, with repeats and ids that are not live (acked, never published).
+    let mut asked: Vec<u64> = ids.iter().rev().copied().collect();
+    asked.extend([ids[3], ids[3], 0, u64::MAX, ids[4]]);
+    let many = store.read_many(&asked);
+    assert_eq!(many.len(), asked.len());
+    for (id, got) in asked.iter().zip(many) {
+        match (store.read(*id), got) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "message {id}"),
+            (Err(StoreError::NotFound { .. }), Err(StoreError::NotFound { .. })) => {}
+            (Err(StoreError::Corrupt { .. }), Err(StoreError::Corrupt { .. })) => {
+                assert_eq!(*id, v.msg_id)
+            }
+            (a, b) => panic!("message {id}: one by one {a:?}, in a batch {b:?}"),
+        }
+    }
+    store.close().unwrap();
+}
