@@ -1,8 +1,9 @@
 //! The writer thread (group commit) and the checkpoint thread.
 //!
-//! The writer takes everything that arrived while its previous fsync ran, writes it with one
-//! vectored write per segment, calls `fdatasync` once, publishes the new durable LSN, then
-//! applies the records to the live index. It alone writes segment files and owns the index.
+//! The writer takes everything that arrived while its previous fsync ran, encodes and
+//! checksums it into one buffer, writes it with one vectored write per segment, applies the
+//! records to the live index, calls `fdatasync` once, then publishes the new durable LSN. It
+//! alone writes segment files and owns the index.
 //! Checkpoints are serialized here (a consistent snapshot between two batches) and written by
 //! a second thread so that a big index does not stall appends while it is fsynced.
 
