@@ -247,7 +247,7 @@ impl Backlog {
                 let p = &pager.persistence;
                 match p
                     .store
-                    .publish(&[pager.page_queue], encode_message(&m.message))
+                    .publish_volatile(&[pager.page_queue], encode_message(&m.message))
                 {
                     Ok(published) => LogRef {
                         queue: pager.page_queue,

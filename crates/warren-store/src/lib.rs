@@ -20,7 +20,10 @@
 //!   position, and records reach the writer in that order, so LSN order = file order = id
 //!   order, and a segment's messages have consecutive ids (the index is dense vectors).
 //! - An LSN is reported durable only after the `fdatasync` that covers it (in
-//!   [`SyncMode::Fsync`]), and every earlier LSN is durable too.
+//!   [`SyncMode::Fsync`]), and every earlier LSN is durable too. The one exception is a batch
+//!   of nothing but page-out copies ([`Store::publish_volatile`]): nobody waits for those and
+//!   recovery discards them, so they are reported durable once written, and the next fsync (a
+//!   later batch's, a segment switch's or a checkpoint's) covers them.
 //! - Every record is CRC32C-framed; recovery stops at the first record that fails, truncates
 //!   the log there and deletes any later segment. Nothing before the damage is lost.
 //! - A checkpoint never covers log that is not on disk; a segment is deleted only when it holds

@@ -435,7 +435,7 @@ impl Store {
     /// Reserves the next LSN and file space for `op`, and hands the record to the writer.
     /// A publish record gets its message id here, in log order. Blocks only under
     /// back-pressure (too many bytes waiting for the writer).
-    fn append(&self, op: Op, body: Bytes) -> Result<Appended> {
+    fn append(&self, op: Op, body: Bytes, sync: bool) -> Result<Appended> {
         let has_body = matches!(op, Op::Publish { .. } | Op::Relocate { .. });
         let body_len = body.len() as u32;
         let mut op = op;
@@ -493,6 +493,7 @@ impl Store {
                 segment,
                 offset,
                 len: rec_len,
+                sync,
                 op,
                 body,
             }),
@@ -510,6 +511,18 @@ impl Store {
     /// gives it its id. Returns at once; the record is durable once [`Store::wait_durable`]
     /// on the returned LSN resolves, and readable with [`Store::read`] right away.
     pub fn publish(&self, queues: &[u64], payload: Bytes) -> Result<Published> {
+        self.publish_with(queues, payload, true)
+    }
+
+    /// [`Store::publish`] for a message nobody will wait for: a copy of a transient message
+    /// that a queue pages out of memory, under an id that recovery discards. The writer does
+    /// not fsync for it (a batch of nothing but such records is only written; the next fsync
+    /// covers it), so paging a backlog out runs at the speed of writing, not of syncing.
+    pub fn publish_volatile(&self, queues: &[u64], payload: Bytes) -> Result<Published> {
+        self.publish_with(queues, payload, false)
+    }
+
+    fn publish_with(&self, queues: &[u64], payload: Bytes, sync: bool) -> Result<Published> {
         if queues.is_empty() {
             return Err(StoreError::Invalid("a message needs at least one queue"));
         }
@@ -525,6 +538,7 @@ impl Store {
                 queues: qs,
             },
             payload,
+            sync,
         )?;
         Ok(Published {
             lsn: a.lsn,
@@ -544,6 +558,7 @@ impl Store {
                 ids: msg_ids.to_vec(),
             },
             Bytes::new(),
+            true,
         )
         .map(|a| a.lsn)
     }
@@ -560,13 +575,14 @@ impl Store {
                 ids: msg_ids.to_vec(),
             },
             Bytes::new(),
+            true,
         )
         .map(|a| a.lsn)
     }
 
     /// Settles every message of `queue` for it (queue deleted or purged).
     pub fn drop_queue(&self, queue: u64) -> Result<Lsn> {
-        self.append(Op::DropQueue { queue }, Bytes::new())
+        self.append(Op::DropQueue { queue }, Bytes::new(), true)
             .map(|a| a.lsn)
     }
 
@@ -799,6 +815,7 @@ impl Store {
                     queues: c.queues,
                 },
                 body,
+                true,
             )?;
             last = Some(a.lsn);
             if let Some(new) = a.loc {

@@ -33,6 +33,9 @@ pub(crate) struct Append {
     pub offset: u64,
     /// The whole record's length on disk.
     pub len: u64,
+    /// Someone may wait for it to be durable (false: a page-out copy, see
+    /// [`crate::Store::publish_volatile`]).
+    pub sync: bool,
     pub op: Op,
     pub body: Bytes,
 }
@@ -101,6 +104,9 @@ struct Writer {
     ckpt_tx: Option<Sender<CheckpointJob>>,
     ckpt_inflight: Arc<AtomicUsize>,
     ckpt_thread: Option<JoinHandle<()>>,
+    /// The active segment holds writes no fsync has covered yet (batches of page-out copies
+    /// only, which are not synced on their own).
+    unsynced: bool,
     buf: Vec<u8>,
 }
 
@@ -139,6 +145,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
         ckpt_tx: Some(ckpt_tx),
         ckpt_inflight,
         ckpt_thread: Some(ckpt_thread),
+        unsynced: false,
         buf: Vec::new(),
         config: setup.config,
     };
@@ -421,6 +428,7 @@ impl Writer {
             })?;
             self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
+        self.unsynced = false;
         Ok(())
     }
 
@@ -509,7 +517,13 @@ impl Writer {
             // next batch during a sync cost 20% (the sync then has more to write back); two
             // syncs in flight took twice as long each; a sync thread that only frees the
             // writer from publishing the durable LSN gained nothing measurable.)
-            self.sync_active().map_err(StoreError::fatal)?;
+            if batch.iter().any(|a| a.sync) {
+                self.sync_active().map_err(StoreError::fatal)?;
+            } else {
+                // Nobody waits for these records (and recovery discards them): they are
+                // reported durable once written, and the next fsync covers them.
+                self.unsynced = true;
+            }
         }
         let last = batch.last().map_or(self.last_lsn, |a| a.lsn);
         self.last_lsn = last;
@@ -659,7 +673,7 @@ impl Writer {
     fn checkpoint(&mut self, reply: Option<Sender<Result<()>>>) -> Result<()> {
         // Durability: the checkpoint covers the log up to (seg, end); that log must be on disk
         // before the checkpoint is, or a crash could leave a checkpoint ahead of the log.
-        if self.config.sync == SyncMode::PageCache {
+        if self.config.sync == SyncMode::PageCache || self.unsynced {
             self.sync_active()?;
         }
         let started = Instant::now();

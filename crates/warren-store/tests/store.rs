@@ -1305,3 +1305,30 @@ fn reading_many_gives_what_reading_one_by_one_gives() {
     }
     store.close().unwrap();
 }
+
+#[test]
+fn page_out_copies_are_written_without_an_fsync_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(config(dir.path())).unwrap();
+    let synced = store.stats().fsyncs;
+    let mut last = 0;
+    for n in 0..200u64 {
+        last = store.publish_volatile(&[9], body(n)).unwrap().lsn;
+    }
+    // Reported durable once written (nobody waits for them), readable, and no fsync ran.
+    store.wait_durable_blocking(last).unwrap();
+    assert_eq!(store.stats().fsyncs, synced);
+    assert_eq!(store.read(200).unwrap(), body(199));
+    // A message someone waits for is synced, and its fsync covers the copies before it.
+    let p = store.publish(&[1], body(1000)).unwrap();
+    store.wait_durable_blocking(p.lsn).unwrap();
+    assert!(store.stats().fsyncs > synced);
+    // A checkpoint never covers log that is not on disk: after more copies, it syncs first.
+    for n in 0..10u64 {
+        store.publish_volatile(&[9], body(n)).unwrap();
+    }
+    let before = store.stats().fsyncs;
+    store.checkpoint().unwrap();
+    assert!(store.stats().fsyncs > before);
+    store.close().unwrap();
+}
