@@ -463,6 +463,22 @@ mod tests {
             mandatory: bool,
             body: &[u8],
         ) -> AmqpResult {
+            self.publish_with(exchange, key, mandatory, body, &[0, 0])
+        }
+
+        /// A persistent message (`delivery-mode` 2) to `queue` through the default exchange.
+        fn publish_persistent(&mut self, queue: &str, body: &[u8]) -> AmqpResult {
+            self.publish_with("", queue, false, body, &[0x10, 0, 2])
+        }
+
+        fn publish_with(
+            &mut self,
+            exchange: &str,
+            key: &str,
+            mandatory: bool,
+            body: &[u8],
+            properties: &[u8],
+        ) -> AmqpResult {
             self.machine.handle_publish(basic::Publish {
                 exchange: ShortString::try_from(exchange).expect("name"),
                 routing_key: ShortString::try_from(key).expect("key"),
@@ -470,7 +486,7 @@ mod tests {
                 ..Default::default()
             })?;
             let mut wire = BytesMut::new();
-            frame::write_content_header(&mut wire, 1, CLASS_BASIC, body.len() as u64, &[0, 0]);
+            frame::write_content_header(&mut wire, 1, CLASS_BASIC, body.len() as u64, properties);
             frame::write_frame(&mut wire, FrameType::Body, 1, body);
             while let Some(f) = frame::decode_frame(&mut wire, 0).expect("frame") {
                 self.machine.handle_content_frame(&self.ctx, f)?;
@@ -549,6 +565,39 @@ mod tests {
         assert_eq!(
             (stats.publish, stats.confirm, stats.return_unroutable),
             (2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn held_confirms_wait_for_the_oldest_ticket_so_each_fsync_releases_its_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let broker =
+            Arc::new(Broker::open(dir.path(), warren_broker::SyncMode::Fsync).expect("open"));
+        let mut h = crate::driven::driven(&broker, 16 << 20).expect("a driven channel");
+        h.method(confirm::Select::default()).expect("select");
+        h.method(queue::Declare {
+            durable: true,
+            ..declare("durable")
+        })
+        .expect("declare");
+        h.sent();
+        h.publish_persistent("durable", b"one").expect("publish");
+        let first = h.machine.waiting_for().expect("a held confirm");
+        h.publish_persistent("durable", b"two").expect("publish");
+        // The connection sleeps until this ticket is durable: the first message's, so its
+        // confirm goes out after its own fsync, not after the second message's too.
+        assert_eq!(h.machine.waiting_for(), Some(first));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut acks = Vec::new();
+        while h.machine.waiting_for().is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            h.end_of_batch();
+            acks.extend(h.sent());
+        }
+        assert!(h.machine.waiting_for().is_none(), "both became durable");
+        assert!(
+            !acks.is_empty() && acks.iter().all(|m| m == "basic.ack"),
+            "{acks:?}"
         );
     }
 
