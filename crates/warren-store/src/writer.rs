@@ -343,13 +343,14 @@ impl Writer {
         control: Option<Cmd>,
         pending: &mut VecDeque<Cmd>,
     ) -> Option<Result<()>> {
-        // Appends blocked by back-pressure wake up and are refused.
-        self.shared
-            .move_state(&[AppendState::Open], AppendState::Suspended);
+        // Counted first: whoever is refused for it (below) finds it counted.
         self.shared
             .counters
             .disk_full
             .fetch_add(1, Ordering::Relaxed);
+        // Appends blocked by back-pressure wake up and are refused.
+        self.shared
+            .move_state(&[AppendState::Open], AppendState::Suspended);
         tracing::error!(
             records = held.len(),
             dir = %self.shared.dir.display(),

@@ -13,6 +13,11 @@ fn config(fs: &SimFs) -> StoreConfig {
     c.fs = Arc::new(fs.clone());
     c.segment_size = 64 << 10;
     c.retry_interval = Duration::from_millis(10);
+    // Appends run ahead of the writer by up to this much before they wait for it: small, so
+    // that `fill` is refused once the writer has met the full disk, however late the writer
+    // thread gets to run (with the default 16 MiB, a publisher that outran it could queue all
+    // 10,000 messages first).
+    c.max_queued_bytes = 1 << 20;
     c
 }
 
@@ -59,6 +64,10 @@ fn a_full_disk_suspends_the_store_until_space_returns() {
     fs.set_capacity(None);
     let started = Instant::now();
     store.wait_durable_blocking(ack).unwrap();
+    // The writer reopens the store right after the write that made the ack durable.
+    while store.stats().suspended && started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!store.stats().suspended);
     let after = store.publish(&[1], body(7)).unwrap();
