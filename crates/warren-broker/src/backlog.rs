@@ -144,6 +144,14 @@ pub(crate) struct Pager {
     pub budget: usize,
 }
 
+/// A paged message taken off its run, on its way back into memory.
+struct PagedIn {
+    log: LogRef,
+    seq: u64,
+    extra: Extra,
+    restored: bool,
+}
+
 /// Most messages read back from the log in one go (bounds the time the queue lock is held).
 const REFILL_BATCH: usize = 1024;
 /// Messages read back with one batch read: enough that a system call serves many small
@@ -300,7 +308,7 @@ impl Backlog {
         let p = pager.persistence.clone();
         let budget = pager.budget;
         let mut n = 0;
-        let mut chunk: Vec<(LogRef, u64, Extra, bool)> = Vec::with_capacity(READ_CHUNK);
+        let mut chunk: Vec<PagedIn> = Vec::with_capacity(READ_CHUNK);
         let mut ids: Vec<u64> = Vec::with_capacity(READ_CHUNK);
         while self.ready_bytes < budget / 2 && n < REFILL_BATCH {
             chunk.clear();
@@ -326,17 +334,22 @@ impl Backlog {
                     queue: log_queue,
                     id,
                 };
-                chunk.push((log, seq, extra, restored));
+                chunk.push(PagedIn {
+                    log,
+                    seq,
+                    extra,
+                    restored,
+                });
             }
             if chunk.is_empty() {
                 break;
             }
             n += chunk.len();
             ids.clear();
-            ids.extend(chunk.iter().map(|(log, ..)| log.id));
+            ids.extend(chunk.iter().map(|m| m.log.id));
             let payloads = p.store.read_many(&ids);
-            for ((log, seq, extra, restored), payload) in chunk.drain(..).zip(payloads) {
-                self.take_back(&p, log, seq, extra, restored, payload);
+            for (m, payload) in chunk.drain(..).zip(payloads) {
+                self.take_back(&p, m, payload);
             }
         }
     }
@@ -346,12 +359,15 @@ impl Backlog {
     fn take_back(
         &mut self,
         p: &Persistence,
-        log: LogRef,
-        seq: u64,
-        extra: Extra,
-        restored: bool,
+        m: PagedIn,
         payload: Result<bytes::Bytes, warren_store::StoreError>,
     ) {
+        let PagedIn {
+            log,
+            seq,
+            extra,
+            restored,
+        } = m;
         let id = log.id;
         let payload = match payload {
             Ok(payload) => Some(payload),

@@ -151,15 +151,23 @@ const READ_GAP: u64 = 4 << 10;
 /// Most bytes [`Store::read_many`] reads with one `pread`.
 const READ_SPAN: u64 = 1 << 20;
 
+/// Where a body's record bytes start on disk: its own CRC32C precedes it, so one read of
+/// `len + 4` bytes from here reads and verifies it. (Saturating: a bogus location is refused
+/// by [`Store::read_span`] as inside the segment header, not wrapped around.)
+fn crc_at(loc: &Location) -> u64 {
+    loc.offset.saturating_sub(4)
+}
+
+fn end_of(loc: &Location) -> u64 {
+    loc.offset + u64::from(loc.len)
+}
+
 /// Splits a run of nearby bodies (in file order) into parts of at most [`READ_SPAN`] bytes.
 fn spans(run: &[(usize, Location)]) -> Vec<&[(usize, Location)]> {
     let mut parts = Vec::new();
     let mut from = 0;
     for k in 1..=run.len() {
-        let end_of_part = k == run.len() || {
-            let (first, next) = (run[from].1, run[k].1);
-            next.offset + u64::from(next.len) - first.offset > READ_SPAN
-        };
+        let end_of_part = k == run.len() || end_of(&run[k].1) - crc_at(&run[from].1) > READ_SPAN;
         if end_of_part {
             parts.push(&run[from..k]);
             from = k;
@@ -657,18 +665,18 @@ impl Store {
         located.sort_by_key(|(_, l)| (l.segment, l.offset));
         let mut out: Vec<Option<Result<Bytes>>> = (0..msg_ids.len()).map(|_| None).collect();
         // Runs of bodies close together in one segment, each read at once.
-        for run in located.chunk_by(|(_, a), (_, b)| {
-            b.segment == a.segment && b.offset - 4 <= a.offset + u64::from(a.len) + READ_GAP
-        }) {
+        for run in located
+            .chunk_by(|(_, a), (_, b)| b.segment == a.segment && crc_at(b) <= end_of(a) + READ_GAP)
+        {
             for part in spans(run) {
                 let (first, last) = (part[0].1, part[part.len() - 1].1);
-                let start = first.offset - 4;
-                let end = last.offset + u64::from(last.len);
+                let start = crc_at(&first);
+                let end = end_of(&last);
                 // On failure (a segment deleted meanwhile by compaction, an unreadable span),
                 // each is read on its own below.
                 if let Ok(span) = self.read_span(first.segment, start, end) {
                     for (i, loc) in part {
-                        let at = (loc.offset - 4 - start) as usize;
+                        let at = (crc_at(loc) - start) as usize;
                         let body = span.slice(at..at + 4 + loc.len as usize);
                         out[*i] = Some(self.verified(body, loc));
                     }
@@ -684,7 +692,7 @@ impl Store {
     /// Reads the body at `loc` (one `pread`), verifying its CRC. The location must have been
     /// written (its publish waited for, or returned by recovery or `compact`).
     fn read_at(&self, loc: &Location) -> Result<Bytes> {
-        let buf = self.read_span(loc.segment, loc.offset - 4, loc.offset + u64::from(loc.len))?;
+        let buf = self.read_span(loc.segment, crc_at(loc), end_of(loc))?;
         self.verified(buf, loc)
     }
 

@@ -185,9 +185,12 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
 }
 
 impl Writer {
-    /// Moves every queued command into `into` (which is empty or holds commands taken before);
-    /// with `wait`, first waits up to that long for one. Returns whether any came.
+    /// Makes sure `into` holds commands: if it is empty, takes every queued one (with `wait`,
+    /// first waiting up to that long for one). Returns whether it holds any.
     fn take(&self, into: &mut VecDeque<Cmd>, wait: Option<Duration>) -> bool {
+        if !into.is_empty() {
+            return true;
+        }
         let mut ap = self.shared.appender.lock();
         if ap.inbox.is_empty() {
             let Some(timeout) = wait else {
@@ -200,12 +203,8 @@ impl Writer {
                 return false;
             }
         }
-        if into.is_empty() {
-            // Swapping keeps both queues' allocations: no copy, no allocation per batch.
-            std::mem::swap(into, &mut ap.inbox);
-        } else {
-            into.extend(ap.inbox.drain(..));
-        }
+        // Swapping keeps both queues' allocations: no copy, no allocation per batch.
+        std::mem::swap(into, &mut ap.inbox);
         true
     }
 
@@ -213,16 +212,14 @@ impl Writer {
         let mut batch: Vec<Append> = Vec::new();
         let mut pending: VecDeque<Cmd> = VecDeque::new();
         let result = loop {
-            if pending.is_empty() {
-                let timeout = self
-                    .config
-                    .checkpoint_interval
-                    .saturating_sub(self.ckpt_at.elapsed())
-                    .max(Duration::from_millis(1));
-                if !self.take(&mut pending, Some(timeout)) {
-                    self.maybe_checkpoint();
-                    continue;
-                }
+            let timeout = self
+                .config
+                .checkpoint_interval
+                .saturating_sub(self.ckpt_at.elapsed())
+                .max(Duration::from_millis(1));
+            if !self.take(&mut pending, Some(timeout)) {
+                self.maybe_checkpoint();
+                continue;
             }
             // Group commit: everything queued (up to MAX_BATCH_BYTES), and what arrives while
             // it is gathered.
@@ -251,9 +248,7 @@ impl Writer {
                 if batch_bytes >= MAX_BATCH_BYTES {
                     break;
                 }
-                if pending.is_empty() {
-                    self.take(&mut pending, None);
-                }
+                self.take(&mut pending, None);
             }
             if let Some(done) = stop {
                 break done;
@@ -370,10 +365,8 @@ impl Writer {
                 // Retry on time even while acks keep coming.
                 None if Instant::now() >= next_try => None,
                 None => {
-                    if pending.is_empty() {
-                        let wait = next_try.saturating_duration_since(Instant::now());
-                        self.take(pending, Some(wait));
-                    }
+                    let wait = next_try.saturating_duration_since(Instant::now());
+                    self.take(pending, Some(wait));
                     pending.pop_front()
                 }
             };
