@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::message::{Message, QueuedMessage, NEVER};
-use crate::persistence::{decode_message, encode_message, Persistence};
+use crate::persistence::{decode_message, Persistence};
 use crate::spec::LogRef;
 
 /// A message recovered from the log, as a queue puts it back.
@@ -253,10 +253,8 @@ impl Backlog {
             Some(log) => log,
             None => {
                 let p = &pager.persistence;
-                match p
-                    .store
-                    .publish_volatile(&[pager.page_queue], encode_message(&m.message))
-                {
+                let payload: Arc<dyn warren_store::Payload> = m.message.clone();
+                match p.store.publish_volatile(&[pager.page_queue], payload) {
                     Ok(published) => LogRef {
                         queue: pager.page_queue,
                         id: published.msg_id,

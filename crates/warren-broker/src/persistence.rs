@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tracing::warn;
 use warren_codec::{FieldTable, FieldValue, LongString, Reader, ShortString};
 use warren_store::{MetaStore, Store};
@@ -120,19 +120,39 @@ fn get_table(t: &FieldTable, k: &str) -> FieldTable {
     }
 }
 
-/// A message as stored: exchange, routing key, raw properties, body.
+/// A message as stored: exchange, routing key, raw properties, body (the layout
+/// [`Message`]'s [`warren_store::Payload`] writes).
 pub fn encode_message(m: &Message) -> Bytes {
-    let mut buf = BytesMut::with_capacity(
-        2 + m.exchange.len() + m.routing_key.len() + 4 + m.raw_properties.len() + m.body.len(),
-    );
-    buf.put_u8(m.exchange.len() as u8);
-    buf.put_slice(m.exchange.as_bytes());
-    buf.put_u8(m.routing_key.len() as u8);
-    buf.put_slice(m.routing_key.as_bytes());
-    buf.put_u32(m.raw_properties.len() as u32);
-    buf.put_slice(&m.raw_properties);
-    buf.put_slice(&m.body);
-    buf.freeze()
+    use warren_store::Payload;
+    let mut buf = Vec::with_capacity(m.len());
+    m.write_head(&mut buf);
+    buf.extend_from_slice(m.tail());
+    Bytes::from(buf)
+}
+
+/// The store writes a persistent message straight from the `Message` (on its writer thread)
+/// in [`encode_message`]'s layout, so publishing neither allocates nor copies it.
+impl warren_store::Payload for Message {
+    fn len(&self) -> usize {
+        2 + self.exchange.len()
+            + self.routing_key.len()
+            + 4
+            + self.raw_properties.len()
+            + self.body.len()
+    }
+
+    fn write_head(&self, out: &mut Vec<u8>) {
+        out.push(self.exchange.len() as u8);
+        out.extend_from_slice(self.exchange.as_bytes());
+        out.push(self.routing_key.len() as u8);
+        out.extend_from_slice(self.routing_key.as_bytes());
+        out.extend_from_slice(&(self.raw_properties.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.raw_properties);
+    }
+
+    fn tail(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// The inverse of [`encode_message`]; the body is a slice of `payload` (no copy).
@@ -346,8 +366,13 @@ impl Persistence {
 
     /// Appends a persistent message for the given durable queues, which gives the message its
     /// id; returns the LSN to wait for before confirming it.
-    pub fn publish(&self, message: &Message, queue_ids: &[u64]) -> Result<Ticket, BrokerError> {
-        let published = self.store.publish(queue_ids, encode_message(message))?;
+    pub fn publish(
+        &self,
+        message: &Arc<Message>,
+        queue_ids: &[u64],
+    ) -> Result<Ticket, BrokerError> {
+        let payload: Arc<dyn warren_store::Payload> = message.clone();
+        let published = self.store.publish(queue_ids, payload)?;
         message.set_id(published.msg_id);
         Ok(Ticket::at(published.lsn))
     }

@@ -810,7 +810,7 @@ impl VHost {
     /// Logs a persistent message for the durable queues of its route, before it is enqueued
     /// anywhere (an ack must never reach the log before its publish). Returns the log position
     /// to wait for before confirming, if anything was logged.
-    fn log_message(&self, message: &Message, route: &[Arc<Queue>]) -> Result<Ticket> {
+    fn log_message(&self, message: &Arc<Message>, route: &[Arc<Queue>]) -> Result<Ticket> {
         let Some(p) = &self.persistence else {
             return Ok(Ticket::NONE);
         };

@@ -150,8 +150,17 @@ pub fn record_len(op: &Op, body_len: usize) -> Result<u64, &'static str> {
 
 /// Appends the sealed head of the record for `op` and `body` to `out` (the body itself is
 /// written after it, unchanged). Fails only if the record would exceed [`MAX_RECORD_LEN`].
+#[cfg(test)]
 pub fn encode_head(op: &Op, body: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
-    let len = record_len(op, body.len())? - FRAME_HEADER_LEN as u64;
+    encode_head_parts(op, &[body], out)
+}
+
+/// [`encode_head`] for a body given in pieces (written one after the other), so that the
+/// writer can checksum a body it assembles without first joining it.
+pub fn encode_head_parts(op: &Op, body: &[&[u8]], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let body_len: usize = body.iter().map(|b| b.len()).sum();
+    let checksum = |crc: u32| body.iter().fold(crc, |c, b| crc32c::crc32c_append(c, b));
+    let len = record_len(op, body_len)? - FRAME_HEADER_LEN as u64;
     let start = out.len();
     out.reserve(head_len(op));
     out.extend_from_slice(&(len as u32).to_le_bytes());
@@ -165,7 +174,7 @@ pub fn encode_head(op: &Op, body: &[u8], out: &mut Vec<u8>) -> Result<(), &'stat
             for q in queues {
                 out.extend_from_slice(&q.to_le_bytes());
             }
-            let crc = crc32c::crc32c(body);
+            let crc = checksum(0);
             out.extend_from_slice(&crc.to_le_bytes());
             body_crc = Some(crc);
         }
@@ -202,7 +211,7 @@ pub fn encode_head(op: &Op, body: &[u8], out: &mut Vec<u8>) -> Result<(), &'stat
                 out.extend_from_slice(&q.to_le_bytes());
                 out.extend_from_slice(&count.to_le_bytes());
             }
-            let crc = crc32c::crc32c(body);
+            let crc = checksum(0);
             out.extend_from_slice(&crc.to_le_bytes());
             body_crc = Some(crc);
         }
@@ -214,10 +223,10 @@ pub fn encode_head(op: &Op, body: &[u8], out: &mut Vec<u8>) -> Result<(), &'stat
     crc = match body_crc {
         // The body's own CRC is already known: combining it in has a fixed cost, which beats
         // checksumming a large body a second time.
-        Some(body_crc) if body.len() > RECHECKSUM_LIMIT => {
-            crc32c_combine(crc, body_crc, body.len() as u64)
+        Some(body_crc) if body_len > RECHECKSUM_LIMIT => {
+            crc32c_combine(crc, body_crc, body_len as u64)
         }
-        _ => crc32c::crc32c_append(crc, body),
+        _ => checksum(crc),
     };
     head[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(())

@@ -39,6 +39,7 @@ mod format;
 pub mod fs;
 mod index;
 pub mod meta;
+mod payload;
 mod recovery;
 pub mod sim;
 mod store;
@@ -50,6 +51,7 @@ pub use durable::WaitDurable;
 pub use error::StoreError;
 pub use format::{FORMAT_VERSION, MAX_QUEUES_PER_MESSAGE, MAX_RECORD_LEN};
 pub use meta::MetaStore;
+pub use payload::{Body, Payload};
 pub use store::{Published, Relocation, Store, StoreConfig, StoreStats, SyncMode};
 
 /// Log sequence number: one per record, increasing, starting at 1. 0 means "nothing".

@@ -19,6 +19,7 @@ use crate::error::{Result, StoreError};
 use crate::format::{self, Op, MAX_QUEUES_PER_MESSAGE, SEGMENT_HEADER_LEN};
 use crate::fs::{self, Fs, FsFile, OpenMode, OsFs};
 use crate::index::Index;
+use crate::payload::Body;
 use crate::recovery;
 use crate::writer::{self, Append, Cmd};
 use crate::{Location, Lsn, Recovery};
@@ -443,7 +444,7 @@ impl Store {
     /// Reserves the next LSN and file space for `op`, and hands the record to the writer.
     /// A publish record gets its message id here, in log order. Blocks only under
     /// back-pressure (too many bytes waiting for the writer).
-    fn append(&self, op: Op, body: Bytes, sync: bool) -> Result<Appended> {
+    fn append(&self, op: Op, body: Body, sync: bool) -> Result<Appended> {
         let has_body = matches!(op, Op::Publish { .. } | Op::Relocate { .. });
         let body_len = body.len() as u32;
         let mut op = op;
@@ -518,19 +519,19 @@ impl Store {
     /// Appends a message stored once for several queues (a fanout writes the body once) and
     /// gives it its id. Returns at once; the record is durable once [`Store::wait_durable`]
     /// on the returned LSN resolves, and readable with [`Store::read`] right away.
-    pub fn publish(&self, queues: &[u64], payload: Bytes) -> Result<Published> {
-        self.publish_with(queues, payload, true)
+    pub fn publish(&self, queues: &[u64], payload: impl Into<Body>) -> Result<Published> {
+        self.publish_with(queues, payload.into(), true)
     }
 
     /// [`Store::publish`] for a message nobody will wait for: a copy of a transient message
     /// that a queue pages out of memory, under an id that recovery discards. The writer does
     /// not fsync for it (a batch of nothing but such records is only written; the next fsync
     /// covers it), so paging a backlog out runs at the speed of writing, not of syncing.
-    pub fn publish_volatile(&self, queues: &[u64], payload: Bytes) -> Result<Published> {
-        self.publish_with(queues, payload, false)
+    pub fn publish_volatile(&self, queues: &[u64], payload: impl Into<Body>) -> Result<Published> {
+        self.publish_with(queues, payload.into(), false)
     }
 
-    fn publish_with(&self, queues: &[u64], payload: Bytes, sync: bool) -> Result<Published> {
+    fn publish_with(&self, queues: &[u64], payload: Body, sync: bool) -> Result<Published> {
         if queues.is_empty() {
             return Err(StoreError::Invalid("a message needs at least one queue"));
         }
@@ -565,7 +566,7 @@ impl Store {
                 queue,
                 ids: msg_ids.to_vec(),
             },
-            Bytes::new(),
+            Body::Bytes(Bytes::new()),
             true,
         )
         .map(|a| a.lsn)
@@ -582,7 +583,7 @@ impl Store {
                 queue,
                 ids: msg_ids.to_vec(),
             },
-            Bytes::new(),
+            Body::Bytes(Bytes::new()),
             true,
         )
         .map(|a| a.lsn)
@@ -590,7 +591,7 @@ impl Store {
 
     /// Settles every message of `queue` for it (queue deleted or purged).
     pub fn drop_queue(&self, queue: u64) -> Result<Lsn> {
-        self.append(Op::DropQueue { queue }, Bytes::new(), true)
+        self.append(Op::DropQueue { queue }, Body::Bytes(Bytes::new()), true)
             .map(|a| a.lsn)
     }
 
@@ -822,7 +823,7 @@ impl Store {
                     old_offset: c.loc.offset,
                     queues: c.queues,
                 },
-                body,
+                Body::Bytes(body),
                 true,
             )?;
             last = Some(a.lsn);

@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::checkpoint::{self, Position};
 use crate::durable::DurableShared;
 use crate::error::{Result, StoreError};
 use crate::format::{self, Op, SEGMENT_HEADER_LEN};
 use crate::fs::{self, FsFile, OpenMode};
+use crate::payload::Body;
 use crate::store::{AppendState, Shared, StoreConfig, SyncMode};
 use crate::Location;
 
@@ -37,7 +36,7 @@ pub(crate) struct Append {
     /// [`crate::Store::publish_volatile`]).
     pub sync: bool,
     pub op: Op,
-    pub body: Bytes,
+    pub body: Body,
 }
 
 impl Append {
@@ -108,12 +107,14 @@ struct Writer {
     /// only, which are not synced on their own).
     unsynced: bool,
     buf: Vec<u8>,
+    /// A payload's head while its record is encoded.
+    scratch: Vec<u8>,
 }
 
 /// Most bytes gathered into one group write (bounds latency and memory per batch).
 const MAX_BATCH_BYTES: u64 = 4 << 20;
 /// Bodies up to this size are copied into the batch buffer; larger ones are written from their
-/// own `Bytes` with a vectored write.
+/// own buffers with a vectored write.
 const COPY_LIMIT: usize = 16 << 10;
 
 pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
@@ -147,6 +148,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
         ckpt_thread: Some(ckpt_thread),
         unsynced: false,
         buf: Vec::new(),
+        scratch: Vec::new(),
         config: setup.config,
     };
     w.publish_gauges();
@@ -600,7 +602,7 @@ impl Writer {
     fn write_run(&mut self, run: &[Append]) -> Result<u64> {
         enum Piece {
             Buf(usize, usize),
-            Body(usize),
+            Tail(usize),
         }
         self.buf.clear();
         let mut pieces = Vec::new();
@@ -613,12 +615,30 @@ impl Writer {
                     a.lsn, a.offset
                 )));
             }
-            format::encode_head(&a.op, &a.body, &mut self.buf).map_err(StoreError::Invalid)?;
-            if a.body.len() <= COPY_LIMIT {
-                self.buf.extend_from_slice(&a.body);
+            // The body is its head (empty for plain bytes) and its tail; a large tail is
+            // written from where it is, not copied.
+            self.scratch.clear();
+            let tail: &[u8] = match &a.body {
+                Body::Bytes(b) => b,
+                Body::Payload(p) => {
+                    p.write_head(&mut self.scratch);
+                    p.tail()
+                }
+            };
+            if self.scratch.len() + tail.len() != a.body.len() {
+                return Err(StoreError::WriterFailed(format!(
+                    "record {}: its payload is not the length it was reserved with",
+                    a.lsn
+                )));
+            }
+            format::encode_head_parts(&a.op, &[&self.scratch, tail], &mut self.buf)
+                .map_err(StoreError::Invalid)?;
+            self.buf.extend_from_slice(&self.scratch);
+            if tail.len() <= COPY_LIMIT {
+                self.buf.extend_from_slice(tail);
             } else {
                 pieces.push(Piece::Buf(start, self.buf.len()));
-                pieces.push(Piece::Body(k));
+                pieces.push(Piece::Tail(k));
                 start = self.buf.len();
             }
             end += a.len;
@@ -628,7 +648,10 @@ impl Writer {
             .iter()
             .map(|p| match *p {
                 Piece::Buf(s, e) => IoSlice::new(&self.buf[s..e]),
-                Piece::Body(k) => IoSlice::new(&run[k].body),
+                Piece::Tail(k) => IoSlice::new(match &run[k].body {
+                    Body::Bytes(b) => b,
+                    Body::Payload(p) => p.tail(),
+                }),
             })
             .filter(|s| !s.is_empty())
             .collect();
