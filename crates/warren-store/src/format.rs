@@ -33,6 +33,11 @@ pub fn segment_file_name(first_lsn: u64) -> String {
 }
 
 /// The first LSN encoded in a segment file name, if the name is one of ours.
+/// The next segment, prepared ahead of time (zero-filled and synced) while it is written
+/// under [`SPARE_SEGMENT_TMP`]; renamed to a segment's name when the log needs one.
+pub const SPARE_SEGMENT: &str = "seg-next";
+pub const SPARE_SEGMENT_TMP: &str = "seg-next.tmp";
+
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {

@@ -42,6 +42,7 @@ pub mod meta;
 mod payload;
 mod recovery;
 pub mod sim;
+mod spare;
 mod store;
 mod writer;
 

@@ -54,6 +54,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
         }
         _ => {}
     }
+    crate::spare::remove_spares(fs, dir);
     let mut segs = list_segments(fs, dir)?;
     let (mut index, start) = match checkpoint::read(fs, dir)? {
         Some(Ok((index, pos))) => match checkpoint_consistent(fs, &segs, pos) {
@@ -179,8 +180,13 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
             };
             index.extend_segment(id, off);
             while off < file_len {
-                let d = format::decode(&data[(off - from) as usize..])
-                    .map_err(|e| damage(off, e.reason()))?;
+                let rest = &data[(off - from) as usize..];
+                // A prepared segment is zeros past its last record (see `spare.rs`): a
+                // record length of 0 (or a shorter run of zeros at the very end) ends it.
+                if rest.iter().take(4).all(|&b| b == 0) {
+                    break;
+                }
+                let d = format::decode(rest).map_err(|e| damage(off, e.reason()))?;
                 let body = d.body.map(|(b, len)| Location {
                     segment: id,
                     offset: off + b,
@@ -195,12 +201,21 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
         })();
         match outcome {
             Ok(end) => {
+                let last = n + 1 == ids.len();
+                let f = fs
+                    .open(&path, OpenMode::Write)
+                    .map_err(|e| StoreError::io("open segment for fsync", &path, e))?;
+                // The last segment's zeros after its records go: appends continue at `end`,
+                // and whatever an unfinished write left further on (an unsynced page that
+                // reached the disk while an earlier one did not) must never be read as records.
+                if last && end < file_len {
+                    f.set_len(end)
+                        .map_err(|e| StoreError::io("cut prepared segment", &path, e))?;
+                }
                 // Durability: what was just replayed may exist only in the page cache (the
                 // previous process died between write and fsync, or ran in page-cache mode).
-                // It must be on disk before a checkpoint covering it can be written.
-                let f = fs
-                    .open(&path, OpenMode::Read)
-                    .map_err(|e| StoreError::io("open segment for fsync", &path, e))?;
+                // It must be on disk before a checkpoint covering it can be written; so must
+                // the cut above before anything is appended after it.
                 f.sync_data()
                     .map_err(|e| StoreError::io("fsync recovered segment", &path, e))?;
                 active = Some((id, end));

@@ -21,6 +21,7 @@ use crate::error::{Result, StoreError};
 use crate::format::{self, Op, SEGMENT_HEADER_LEN};
 use crate::fs::{self, FsFile, OpenMode};
 use crate::payload::Body;
+use crate::spare::Spares;
 use crate::store::{AppendState, Shared, StoreConfig, SyncMode};
 use crate::Location;
 
@@ -109,6 +110,8 @@ struct Writer {
     buf: Vec<u8>,
     /// A payload's head while its record is encoded.
     scratch: Vec<u8>,
+    /// The next segment, prepared ahead of time ([`StoreConfig::preallocate`]).
+    spares: Spares,
 }
 
 /// Most bytes gathered into one group write (bounds latency and memory per batch).
@@ -128,6 +131,11 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
             .spawn(move || checkpoint_thread(shared, ckpt_rx, inflight))
             .map_err(|e| StoreError::io("spawn checkpoint thread", &setup.config.dir, e))?
     };
+    let spares = Spares::new(
+        setup.shared.fs.clone(),
+        setup.shared.dir.clone(),
+        setup.config.segment_size,
+    );
     let dir = setup.config.dir.clone();
     let checkpoint_now = setup.checkpoint_now;
     let mut w = Writer {
@@ -149,6 +157,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
         unsynced: false,
         buf: Vec::new(),
         scratch: Vec::new(),
+        spares,
         config: setup.config,
     };
     w.publish_gauges();
@@ -303,6 +312,7 @@ impl Writer {
 
     /// Final flush: fsync, final checkpoint (waited for), stop accepting.
     fn close(&mut self) -> Result<()> {
+        self.spares.close();
         self.shared.move_state(
             &[AppendState::Open, AppendState::Suspended],
             AppendState::Closed,
@@ -433,7 +443,8 @@ impl Writer {
         if segment == self.seg && self.file.is_some() {
             return Ok(());
         }
-        if segment != self.seg {
+        let switching = segment != self.seg;
+        if switching {
             // Durability: the old segment is complete and must be on disk before anything in
             // the next one can be called durable (in both sync modes: a checkpoint only syncs
             // the active segment).
@@ -451,9 +462,18 @@ impl Writer {
                 .map_err(|e| StoreError::io("open active segment", &path, e))?;
             self.file = Some(f);
         } else {
-            let f = fs
-                .open(&path, OpenMode::CreateNew)
-                .map_err(|e| StoreError::io("create segment", &path, e))?;
+            let preallocate = self.config.preallocate && self.config.sync == SyncMode::Fsync;
+            let f = if preallocate && self.spares.take(&path) {
+                fs.open(&path, OpenMode::Write)
+                    .map_err(|e| StoreError::io("open prepared segment", &path, e))?
+            } else {
+                fs.open(&path, OpenMode::CreateNew)
+                    .map_err(|e| StoreError::io("create segment", &path, e))?
+            };
+            // A log that fills segments gets the next one prepared while it fills this one.
+            if preallocate && switching {
+                self.spares.request();
+            }
             self.created.push(segment);
             let header = format::encode_segment_header(segment);
             fs::write_all_at(&*f, &mut [IoSlice::new(&header)], 0)

@@ -179,7 +179,7 @@ fn run(steps: &[Step], cfg: StoreConfig) -> (Model, Store) {
                     store.crash_for_test();
                 }
                 let (s2, rec) = Store::open(cfg.clone()).unwrap();
-                assert!(rec.truncated.is_none());
+                assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
                 check(&rec, &model, &s2);
                 store = s2;
             }

@@ -414,6 +414,8 @@ fn close_releases_the_directory_while_clones_linger() {
 
 /// Publishes n messages to queue 1 (ids 1..=n, body(id)), crashes (no checkpoint), and
 /// returns the last segment file.
+const SEGMENT_HEADER: usize = 24;
+
 fn log_with(dir: &std::path::Path, n: u64) -> std::path::PathBuf {
     let (store, _) = Store::open(config(dir)).unwrap();
     let mut last = 0;
@@ -490,7 +492,9 @@ fn garbage_after_the_last_record_is_truncated() {
 }
 
 #[test]
-fn zero_filled_tail_is_truncated() {
+fn zero_filled_tail_ends_the_log_and_is_cut() {
+    // Zeros after the last record are what a prepared segment holds: the normal end of the
+    // log, not damage. The file is cut there so appends continue right after the records.
     let dir = tempfile::tempdir().unwrap();
     let seg = log_with(dir.path(), 4);
     let len = fs::metadata(&seg).unwrap().len();
@@ -502,9 +506,81 @@ fn zero_filled_tail_is_truncated() {
         .unwrap();
     let (store, rec) = Store::open(config(dir.path())).unwrap();
     assert_eq!(ids(&rec, 1), vec![1, 2, 3, 4]);
-    assert_eq!(rec.truncated.as_ref().unwrap().offset, len);
+    assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len);
     assert_bodies(&store, &rec, &bodies_of(1..=4));
+    let p = store.publish(&[1], body(5)).unwrap();
+    store.wait_durable_blocking(p.lsn).unwrap();
     store.close().unwrap();
+    let (store, rec) = Store::open(config(dir.path())).unwrap();
+    assert_eq!(ids(&rec, 1), vec![1, 2, 3, 4, 5]);
+    assert_bodies(&store, &rec, &bodies_of(1..=5));
+    store.close().unwrap();
+}
+
+#[test]
+fn stale_records_after_a_zeroed_gap_are_never_replayed() {
+    // A prepared segment where an unfinished batch reached the disk only in part: its first
+    // page still zeros, a later page written. Recovery ends the log at the zeros and cuts the
+    // rest, so that records appended after a restart can never run into the stale ones.
+    let dir = tempfile::tempdir().unwrap();
+    let seg = log_with(dir.path(), 4);
+    let len = fs::metadata(&seg).unwrap().len();
+    let mut data = fs::read(&seg).unwrap();
+    let stale = data[SEGMENT_HEADER..].to_vec();
+    data.resize(len as usize + 100, 0);
+    data.extend_from_slice(&stale);
+    fs::write(&seg, &data).unwrap();
+    let (store, rec) = Store::open(config(dir.path())).unwrap();
+    assert_eq!(ids(&rec, 1), vec![1, 2, 3, 4]);
+    assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len);
+    store.close().unwrap();
+}
+
+#[test]
+fn full_segments_are_prepared_ahead_and_recovered_like_grown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_size = 64 << 10;
+    let (store, _) = Store::open(cfg.clone()).unwrap();
+    let mut last = 0;
+    let mut ids_published = Vec::new();
+    for n in 0..400u64 {
+        let p = store
+            .publish(&[1], Bytes::from(vec![n as u8; 1000]))
+            .unwrap();
+        ids_published.push(p.msg_id);
+        // Waiting now and then lets the preparer keep up, so that later segments are spares.
+        if n % 20 == 19 {
+            store.wait_durable_blocking(p.lsn).unwrap();
+        }
+        last = p.lsn;
+    }
+    store.wait_durable_blocking(last).unwrap();
+    // Some segment was a prepared one: it is a full segment's size, zeros after its records.
+    let full = segment_files(dir.path())
+        .iter()
+        .filter(|p| fs::metadata(p).unwrap().len() == 64 << 10)
+        .count();
+    assert!(full > 0, "no prepared segment was used");
+    store.crash_for_test();
+    let (store, rec) = Store::open(cfg.clone()).unwrap();
+    assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
+    assert_eq!(ids(&rec, 1), ids_published);
+    for (n, id) in ids_published.iter().enumerate() {
+        assert_eq!(store.read(*id).unwrap(), Bytes::from(vec![n as u8; 1000]));
+    }
+    // No spare is left behind by a clean close.
+    store.close().unwrap();
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("seg-next")),
+        "{names:?}"
+    );
 }
 
 #[test]
