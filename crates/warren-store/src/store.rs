@@ -21,6 +21,7 @@ use crate::fs::{self, Fs, FsFile, OpenMode, OsFs};
 use crate::index::Index;
 use crate::payload::Body;
 use crate::recovery;
+use crate::spare::Spares;
 use crate::writer::{self, Append, Cmd};
 use crate::{Location, Lsn, Recovery};
 
@@ -64,11 +65,12 @@ pub struct StoreConfig {
     /// While the disk is full, how often the writer tries again to write what it holds
     /// (default 1 s).
     pub retry_interval: Duration,
-    /// In [`SyncMode::Fsync`], a background thread prepares the next segment ahead of time,
-    /// filled with zeros and synced (default: on). Writing over allocated blocks lets
-    /// `fdatasync` flush data alone, with no file-system journal commit for a growing file:
-    /// on ext4 here each sync took ~30% less time and CPU, scenario 3 ran ~7% faster. It
-    /// starts once the first segment fills, so a store that never fills one never pays.
+    /// In [`SyncMode::Fsync`], a dead segment is not deleted but recycled as the next one: a
+    /// background thread fills it with zeros and syncs it (default: on). Writing over
+    /// allocated blocks lets `fdatasync` flush data alone, with no file-system journal commit
+    /// for a growing file: on ext4 here each sync took ~30% less time and ~25% less CPU, and
+    /// scenario 3 ran ~6% faster. A log that only grows (a backlog) has no dead segments and
+    /// writes nothing extra.
     pub preallocate: bool,
     /// The file system (default: the operating system's; tests use [`crate::sim::SimFs`]).
     pub fs: Arc<dyn Fs>,
@@ -253,6 +255,8 @@ pub(crate) struct Shared {
     /// to it; readers look bodies up in it (briefly: one lookup or one batch).
     pub index: Mutex<Index>,
     pub counters: Counters,
+    /// Dead segments recycled as the next ones ([`StoreConfig::preallocate`]).
+    pub spares: Option<Spares>,
 }
 
 impl Shared {
@@ -297,7 +301,12 @@ impl Shared {
     pub fn delete_segment(&self, segment: u64) -> Result<()> {
         let mut files = self.files.write();
         let path = self.segment_path(segment);
-        match self.fs.remove(&path) {
+        let recycled = self.spares.as_ref().is_some_and(|s| s.recycle(&path));
+        match if recycled {
+            Ok(())
+        } else {
+            self.fs.remove(&path)
+        } {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("delete segment", path, e)),
@@ -389,6 +398,8 @@ impl Store {
             files: RwLock::new(HashMap::new()),
             index: Mutex::new(rec.index),
             counters: Counters::default(),
+            spares: (config.preallocate && config.sync == SyncMode::Fsync)
+                .then(|| Spares::new(config.fs.clone(), config.dir.clone(), config.segment_size)),
         });
         // A fresh checkpoint right away makes the next restart cheap, and lets segments that
         // died before the crash be deleted.

@@ -21,7 +21,6 @@ use crate::error::{Result, StoreError};
 use crate::format::{self, Op, SEGMENT_HEADER_LEN};
 use crate::fs::{self, FsFile, OpenMode};
 use crate::payload::Body;
-use crate::spare::Spares;
 use crate::store::{AppendState, Shared, StoreConfig, SyncMode};
 use crate::Location;
 
@@ -110,8 +109,6 @@ struct Writer {
     buf: Vec<u8>,
     /// A payload's head while its record is encoded.
     scratch: Vec<u8>,
-    /// The next segment, prepared ahead of time ([`StoreConfig::preallocate`]).
-    spares: Spares,
 }
 
 /// Most bytes gathered into one group write (bounds latency and memory per batch).
@@ -131,11 +128,6 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
             .spawn(move || checkpoint_thread(shared, ckpt_rx, inflight))
             .map_err(|e| StoreError::io("spawn checkpoint thread", &setup.config.dir, e))?
     };
-    let spares = Spares::new(
-        setup.shared.fs.clone(),
-        setup.shared.dir.clone(),
-        setup.config.segment_size,
-    );
     let dir = setup.config.dir.clone();
     let checkpoint_now = setup.checkpoint_now;
     let mut w = Writer {
@@ -157,7 +149,6 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<JoinHandle<Result<()>>> {
         unsynced: false,
         buf: Vec::new(),
         scratch: Vec::new(),
-        spares,
         config: setup.config,
     };
     w.publish_gauges();
@@ -275,6 +266,9 @@ impl Writer {
             self.fail(e);
         }
         self.stop_checkpoint_thread();
+        if let Some(spares) = &self.shared.spares {
+            spares.close();
+        }
         self.durable
             .finish(result.as_ref().err().map(|e| e.to_string()));
         result
@@ -312,7 +306,6 @@ impl Writer {
 
     /// Final flush: fsync, final checkpoint (waited for), stop accepting.
     fn close(&mut self) -> Result<()> {
-        self.spares.close();
         self.shared.move_state(
             &[AppendState::Open, AppendState::Suspended],
             AppendState::Closed,
@@ -443,8 +436,7 @@ impl Writer {
         if segment == self.seg && self.file.is_some() {
             return Ok(());
         }
-        let switching = segment != self.seg;
-        if switching {
+        if segment != self.seg {
             // Durability: the old segment is complete and must be on disk before anything in
             // the next one can be called durable (in both sync modes: a checkpoint only syncs
             // the active segment).
@@ -462,18 +454,14 @@ impl Writer {
                 .map_err(|e| StoreError::io("open active segment", &path, e))?;
             self.file = Some(f);
         } else {
-            let preallocate = self.config.preallocate && self.config.sync == SyncMode::Fsync;
-            let f = if preallocate && self.spares.take(&path) {
+            let spare = self.shared.spares.as_ref();
+            let f = if spare.is_some_and(|s| s.take(&path)) {
                 fs.open(&path, OpenMode::Write)
                     .map_err(|e| StoreError::io("open prepared segment", &path, e))?
             } else {
                 fs.open(&path, OpenMode::CreateNew)
                     .map_err(|e| StoreError::io("create segment", &path, e))?
             };
-            // A log that fills segments gets the next one prepared while it fills this one.
-            if preallocate && switching {
-                self.spares.request();
-            }
             self.created.push(segment);
             let header = format::encode_segment_header(segment);
             fs::write_all_at(&*f, &mut [IoSlice::new(&header)], 0)

@@ -539,26 +539,36 @@ fn stale_records_after_a_zeroed_gap_are_never_replayed() {
 }
 
 #[test]
-fn full_segments_are_prepared_ahead_and_recovered_like_grown_ones() {
+fn dead_segments_are_recycled_as_prepared_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.segment_size = 64 << 10;
     let (store, _) = Store::open(cfg.clone()).unwrap();
-    let mut last = 0;
-    let mut ids_published = Vec::new();
-    for n in 0..400u64 {
+    let publish = |n: u64| {
         let p = store
             .publish(&[1], Bytes::from(vec![n as u8; 1000]))
             .unwrap();
-        ids_published.push(p.msg_id);
-        // Waiting now and then lets the preparer keep up, so that later segments are spares.
-        if n % 20 == 19 {
-            store.wait_durable_blocking(p.lsn).unwrap();
-        }
-        last = p.lsn;
+        store.wait_durable_blocking(p.lsn).unwrap();
+        p.msg_id
+    };
+    // Several segments' worth, all acked: once a checkpoint covers them they are dead, and
+    // one of them becomes the spare.
+    let acked: Vec<u64> = (0..300).map(publish).collect();
+    store
+        .wait_durable_blocking(store.ack(1, &acked).unwrap())
+        .unwrap();
+    store.checkpoint().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !dir.path().join("seg-next").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare was prepared"
+        );
+        thread::sleep(std::time::Duration::from_millis(5));
     }
-    store.wait_durable_blocking(last).unwrap();
-    // Some segment was a prepared one: it is a full segment's size, zeros after its records.
+    // The next segments: the first comes from the spare (a whole segment's size, zeros
+    // after its records).
+    let kept: Vec<u64> = (0..200).map(publish).collect();
     let full = segment_files(dir.path())
         .iter()
         .filter(|p| fs::metadata(p).unwrap().len() == 64 << 10)
@@ -567,8 +577,8 @@ fn full_segments_are_prepared_ahead_and_recovered_like_grown_ones() {
     store.crash_for_test();
     let (store, rec) = Store::open(cfg.clone()).unwrap();
     assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
-    assert_eq!(ids(&rec, 1), ids_published);
-    for (n, id) in ids_published.iter().enumerate() {
+    assert_eq!(ids(&rec, 1), kept);
+    for (n, id) in kept.iter().enumerate() {
         assert_eq!(store.read(*id).unwrap(), Bytes::from(vec![n as u8; 1000]));
     }
     // No spare is left behind by a clean close.
