@@ -25,7 +25,9 @@
 //!   recovery discards them, so they are reported durable once written, and the next fsync (a
 //!   later batch's, a segment switch's or a checkpoint's) covers them.
 //! - Every record is CRC32C-framed; recovery stops at the first record that fails, truncates
-//!   the log there and deletes any later segment. Nothing before the damage is lost.
+//!   the log there and deletes any later segment. Nothing before the damage is lost. A record
+//!   length of 0 ends a segment's records: dead segments are recycled as the next ones,
+//!   zero-filled and synced ahead of time (`spare.rs`), so that fsyncs flush data alone.
 //! - A checkpoint never covers log that is not on disk; a segment is deleted only when it holds
 //!   no live message *and* a durable checkpoint covers it (so acks stored in it are never
 //!   needed by recovery).
