@@ -24,12 +24,12 @@ mod machine;
 mod net_local;
 mod transport;
 pub mod types;
-mod wire;
+pub mod wire;
 
 pub use log_mem::MemLog;
 pub use machine::MetaMachine;
 pub use net_local::{LocalNet, LocalNetwork};
-pub use transport::{serve, Groups, TcpNetwork, Transport};
+pub use transport::{decode_request, serve, Groups, Request, TcpNetwork, Transport};
 pub use types::{Command, NodeId, Peer, Reply, Warren};
 
 /// A metadata Raft group's handle.

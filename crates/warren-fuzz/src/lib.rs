@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "definitions",
     "channel_frames",
     "config",
+    "cluster_frames",
 ];
 
 /// Runs the check called `name` on `data` (None: no such target).
@@ -32,6 +33,7 @@ pub fn run(name: &str, data: &[u8]) -> Option<()> {
         "definitions" => definitions(data),
         "channel_frames" => channel_frames(data),
         "config" => config(data),
+        "cluster_frames" => cluster_frames(data),
         _ => return None,
     }
     Some(())
@@ -185,4 +187,57 @@ pub fn config(data: &[u8]) {
         ))
     });
     let _ = warren::config::Settings::default().apply_env(env);
+}
+
+/// What a cluster peer sends: the first byte picks how the rest is used. Even: a frame of that
+/// kind (the byte's upper bits) around the rest as its body, sealed with a valid checksum, so
+/// that the fuzzer reaches the request decoding behind it. Odd: the rest as raw link bytes,
+/// split into frames as the link reader does. A frame that decodes must re-encode to the same
+/// bytes; its body decodes as its kind's request or is refused, never a panic.
+pub fn cluster_frames(data: &[u8]) {
+    use warren_cluster::wire::{Frame, Kind};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let check = |bytes: &[u8]| {
+        if let Ok(f) = Frame::decode(&bytes[4..]) {
+            assert_eq!(f.encode(), bytes, "a decoded frame re-encodes differently");
+            let _ = warren_cluster::decode_request(&f);
+        }
+    };
+    if pick % 2 == 0 {
+        let kinds = [
+            Kind::AppendEntries,
+            Kind::Vote,
+            Kind::PreVote,
+            Kind::Snapshot,
+            Kind::TransferLeader,
+            Kind::Response,
+        ];
+        let kind = kinds[usize::from(pick / 2) % kinds.len()];
+        let frame = Frame {
+            kind,
+            group: 1,
+            corr: 7,
+            body: rest.to_vec(),
+        };
+        let bytes = frame.encode();
+        assert_eq!(
+            Frame::rest_len([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            Ok(bytes.len() - 4)
+        );
+        check(&bytes);
+        return;
+    }
+    let mut stream = rest;
+    while stream.len() >= 4 {
+        let Ok(len) = Frame::rest_len([stream[0], stream[1], stream[2], stream[3]]) else {
+            return;
+        };
+        if stream.len() < 4 + len {
+            return;
+        }
+        check(&stream[..4 + len]);
+        stream = &stream[4 + len..];
+    }
 }
