@@ -107,7 +107,7 @@ struct Writer {
     /// only, which are not synced on their own).
     unsynced: bool,
     buf: Vec<u8>,
-    /// A payload's head while its record is encoded.
+    /// A record's head while it is encoded (or a large payload's head).
     scratch: Vec<u8>,
 }
 
@@ -623,28 +623,46 @@ impl Writer {
                     a.lsn, a.offset
                 )));
             }
-            // The body is its head (empty for plain bytes) and its tail; a large tail is
-            // written from where it is, not copied.
-            self.scratch.clear();
+            // The body is its head (empty for plain bytes) and its tail.
             let tail: &[u8] = match &a.body {
                 Body::Bytes(b) => b,
-                Body::Payload(p) => {
-                    p.write_head(&mut self.scratch);
-                    p.tail()
-                }
+                Body::Payload(p) => p.tail(),
             };
-            if self.scratch.len() + tail.len() != a.body.len() {
-                return Err(StoreError::WriterFailed(format!(
+            let mismatch = || {
+                StoreError::WriterFailed(format!(
                     "record {}: its payload is not the length it was reserved with",
                     a.lsn
-                )));
-            }
-            format::encode_head_parts(&a.op, &[&self.scratch, tail], &mut self.buf)
-                .map_err(StoreError::Invalid)?;
-            self.buf.extend_from_slice(&self.scratch);
+                ))
+            };
             if tail.len() <= COPY_LIMIT {
+                // The whole body goes into the buffer behind room for the record's head, which
+                // is then computed from it there: one checksum pass over one slice each.
+                let head_at = self.buf.len();
+                let body_at = head_at + format::head_len(&a.op);
+                self.buf.resize(body_at, 0);
+                if let Body::Payload(p) = &a.body {
+                    p.write_head(&mut self.buf);
+                }
                 self.buf.extend_from_slice(tail);
+                if self.buf.len() - body_at != a.body.len() {
+                    return Err(mismatch());
+                }
+                self.scratch.clear();
+                format::encode_head_parts(&a.op, &[&self.buf[body_at..]], &mut self.scratch)
+                    .map_err(StoreError::Invalid)?;
+                self.buf[head_at..body_at].copy_from_slice(&self.scratch);
             } else {
+                // A large tail is written from where it is, not copied.
+                self.scratch.clear();
+                if let Body::Payload(p) = &a.body {
+                    p.write_head(&mut self.scratch);
+                }
+                if self.scratch.len() + tail.len() != a.body.len() {
+                    return Err(mismatch());
+                }
+                format::encode_head_parts(&a.op, &[&self.scratch, tail], &mut self.buf)
+                    .map_err(StoreError::Invalid)?;
+                self.buf.extend_from_slice(&self.scratch);
                 pieces.push(Piece::Buf(start, self.buf.len()));
                 pieces.push(Piece::Tail(k));
                 start = self.buf.len();
