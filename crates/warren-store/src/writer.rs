@@ -113,6 +113,10 @@ struct Writer {
 
 /// Most bytes gathered into one group write (bounds latency and memory per batch).
 const MAX_BATCH_BYTES: u64 = 4 << 20;
+/// A group's records are written this much at a time. The batch buffer is then reused while
+/// it is still in the CPU's cache: one 4 MiB write of page-out copies made the kernel's copy
+/// into the page cache read its source from memory (48% of the writer's time in scenario 8).
+const WRITE_CHUNK: u64 = 256 << 10;
 /// Bodies up to this size are copied into the batch buffer; larger ones are written from their
 /// own buffers with a vectored write.
 const COPY_LIMIT: usize = 16 << 10;
@@ -606,8 +610,26 @@ impl Writer {
         c.segments.store(segments, Ordering::Relaxed);
     }
 
-    /// Writes records that all belong to the open segment with as few syscalls as possible.
+    /// Writes records that all belong to the open segment, in writes of about
+    /// [`WRITE_CHUNK`] bytes.
     fn write_run(&mut self, run: &[Append]) -> Result<u64> {
+        let before = self.end;
+        let mut i = 0;
+        while i < run.len() {
+            let mut j = i + 1;
+            let mut bytes = run[i].len;
+            while j < run.len() && bytes + run[j].len <= WRITE_CHUNK {
+                bytes += run[j].len;
+                j += 1;
+            }
+            self.write_chunk(&run[i..j])?;
+            i = j;
+        }
+        Ok(self.end - before)
+    }
+
+    /// Writes records that all belong to the open segment with one (vectored) write.
+    fn write_chunk(&mut self, run: &[Append]) -> Result<u64> {
         enum Piece {
             Buf(usize, usize),
             Tail(usize),
