@@ -14,11 +14,14 @@
 //!   tests of elections, failover and partitions without sockets.
 //! - [`Transport`] and [`serve`]: the same RPCs between processes over TCP (one connection per
 //!   peer shared by every group; checksummed frames, `wire.rs`), with links a test can cut.
+//!   A connection is used only after both ends proved they know the [`ClusterSecret`]
+//!   (`auth.rs`).
 //!
 //! Still to come, in the plan's order: Raft records in `warren-store` (one group commit and
 //! fsync for every group), a failure detector, the metadata group wired to
 //! the broker, and quorum queues.
 
+mod auth;
 mod log_mem;
 mod machine;
 mod net_local;
@@ -26,6 +29,7 @@ mod transport;
 pub mod types;
 pub mod wire;
 
+pub use auth::ClusterSecret;
 pub use log_mem::MemLog;
 pub use machine::MetaMachine;
 pub use net_local::{LocalNet, LocalNetwork};

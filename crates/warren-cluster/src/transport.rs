@@ -29,12 +29,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::auth::{self, ClusterSecret, CHALLENGE_LEN, PROOF_LEN};
 use crate::types::{NodeId, Peer, Warren};
 use crate::wire::{Frame, Kind, WireError};
 use crate::MetaRaft;
 
 /// How long opening a connection to a peer may take before the RPC counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a connection's handshake may take (either end gives up after it).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The groups a node serves, by group id.
 #[derive(Default)]
@@ -61,8 +64,9 @@ impl Groups {
 }
 
 /// Accepts peers' connections and answers their requests until the task is dropped or
-/// aborted (which closes every connection it accepted: they live in its `JoinSet`).
-pub async fn serve(listener: TcpListener, groups: Arc<Groups>) {
+/// aborted (which closes every connection it accepted: they live in its `JoinSet`). A
+/// connection is served only once its peer has proven it knows `secret` (`auth.rs`).
+pub async fn serve(listener: TcpListener, groups: Arc<Groups>, secret: ClusterSecret) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -70,7 +74,7 @@ pub async fn serve(listener: TcpListener, groups: Arc<Groups>) {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "cluster peer connected");
-                    connections.spawn(answer(stream, groups.clone()));
+                    connections.spawn(answer(stream, groups.clone(), secret.clone()));
                 }
                 Err(e) => {
                     tracing::warn!("cluster listener: {e}");
@@ -91,14 +95,97 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> Result<Frame, std::i
     Frame::decode(&rest).map_err(invalid)
 }
 
+async fn write_frame(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    kind: Kind,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let frame = Frame {
+        kind,
+        group: 0,
+        corr: 0,
+        body,
+    };
+    w.write_all(&frame.encode())
+        .await
+        .map_err(|e| format!("sending {kind:?}: {e}"))
+}
+
+async fn expect_frame(
+    r: &mut (impl AsyncReadExt + Unpin),
+    kind: Kind,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    let f = read_frame(r)
+        .await
+        .map_err(|e| format!("waiting for {kind:?}: {e}"))?;
+    if f.kind != kind || f.body.len() != len {
+        return Err(format!(
+            "expected {kind:?} ({len} bytes), got {:?} ({} bytes)",
+            f.kind,
+            f.body.len()
+        ));
+    }
+    Ok(f.body)
+}
+
+/// The listener's side of the handshake (`auth.rs`).
+async fn greet(
+    r: &mut (impl AsyncReadExt + Unpin),
+    w: &mut (impl AsyncWriteExt + Unpin),
+    secret: &ClusterSecret,
+) -> Result<(), String> {
+    let a = auth::challenge()?;
+    write_frame(w, Kind::Challenge, a.to_vec()).await?;
+    let hello = expect_frame(r, Kind::Hello, CHALLENGE_LEN + PROOF_LEN).await?;
+    let (b, proof) = hello.split_at(CHALLENGE_LEN);
+    if !secret.check_dialer(&a, b, proof) {
+        return Err("the peer does not know the cluster secret".into());
+    }
+    write_frame(w, Kind::Welcome, secret.listener_proof(&a, b)).await
+}
+
+/// The dialing side of the handshake (`auth.rs`).
+async fn dial(
+    r: &mut (impl AsyncReadExt + Unpin),
+    w: &mut (impl AsyncWriteExt + Unpin),
+    secret: &ClusterSecret,
+) -> Result<(), String> {
+    let a = expect_frame(r, Kind::Challenge, CHALLENGE_LEN).await?;
+    let b = auth::challenge()?;
+    let mut hello = b.to_vec();
+    hello.extend_from_slice(&secret.dialer_proof(&a, &b));
+    write_frame(w, Kind::Hello, hello).await?;
+    let proof = expect_frame(r, Kind::Welcome, PROOF_LEN).await?;
+    if !secret.check_listener(&a, &b, &proof) {
+        return Err("the peer does not know the cluster secret".into());
+    }
+    Ok(())
+}
+
 fn invalid(e: WireError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
 /// One peer's connection: requests in, each answered by a task of its own, responses out
 /// through one writer.
-async fn answer(stream: TcpStream, groups: Arc<Groups>) {
+async fn answer(stream: TcpStream, groups: Arc<Groups>, secret: ClusterSecret) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (mut r, mut w) = stream.into_split();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, greet(&mut r, &mut w, &secret)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, "cluster connection refused: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "cluster connection refused: no handshake in {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
@@ -154,7 +241,9 @@ pub fn decode_request(frame: &Frame) -> Result<Request, String> {
         Kind::PreVote => Request::PreVote(decode(&frame.body)?),
         Kind::Snapshot => Request::Snapshot(decode(&frame.body)?),
         Kind::TransferLeader => Request::TransferLeader(decode(&frame.body)?),
-        Kind::Response => return Err("a response is not a request".into()),
+        Kind::Response | Kind::Challenge | Kind::Hello | Kind::Welcome => {
+            return Err(format!("a {:?} frame is not a request", frame.kind))
+        }
     })
 }
 
@@ -218,15 +307,17 @@ struct Connection {
 /// This node's link to one peer.
 pub struct Link {
     addr: String,
+    secret: ClusterSecret,
     connection: tokio::sync::Mutex<Option<Connection>>,
     next_corr: AtomicU64,
     cut: AtomicBool,
 }
 
 impl Link {
-    fn new(addr: String) -> Self {
+    fn new(addr: String, secret: ClusterSecret) -> Self {
         Link {
             addr,
+            secret,
             connection: tokio::sync::Mutex::new(None),
             next_corr: AtomicU64::new(1),
             cut: AtomicBool::new(false),
@@ -240,6 +331,10 @@ impl Link {
             .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
         let _ = stream.set_nodelay(true);
         let (mut r, mut w) = stream.into_split();
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(&mut r, &mut w, &self.secret))
+            .await
+            .map_err(|_| format!("no handshake from {} in {HANDSHAKE_TIMEOUT:?}", self.addr))?
+            .map_err(|e| format!("handshake with {}: {e}", self.addr))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
@@ -321,14 +416,18 @@ impl Link {
 }
 
 /// A node's links to its peers, made on first use from the addresses Raft's membership gives.
-#[derive(Default)]
 pub struct Transport {
     links: RwLock<HashMap<NodeId, Arc<Link>>>,
+    secret: ClusterSecret,
 }
 
 impl Transport {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// Links that prove knowledge of `secret` to the peers they dial (and check theirs).
+    pub fn new(secret: ClusterSecret) -> Arc<Self> {
+        Arc::new(Transport {
+            links: RwLock::new(HashMap::new()),
+            secret,
+        })
     }
 
     /// The network factory for group `group`.
@@ -346,7 +445,7 @@ impl Transport {
                 return l.clone();
             }
         }
-        let link = Arc::new(Link::new(peer.addr.clone()));
+        let link = Arc::new(Link::new(peer.addr.clone(), self.secret.clone()));
         self.links.write().insert(node, link.clone());
         link
     }

@@ -3,7 +3,8 @@
 //! `len:u32 | crc32c:u32 | kind:u8 | group:u64 | corr:u64 | body`, little-endian; `len`
 //! counts everything after itself, the checksum covers everything after itself. A request
 //! names its Raft group and a correlation number its response repeats, so one connection
-//! carries every group's RPCs at once. Bodies are openraft's messages in bincode.
+//! carries every group's RPCs at once. Bodies are openraft's messages in bincode. A
+//! connection starts with a handshake proving both ends know the cluster's secret (`auth.rs`).
 
 use thiserror::Error;
 
@@ -23,6 +24,12 @@ pub enum Kind {
     TransferLeader = 5,
     /// The answer to a request: a bincode `Result<response, String>`.
     Response = 128,
+    /// Link handshake (see `auth.rs`): the listener's random challenge,
+    Challenge = 129,
+    /// the connecting node's challenge and proof,
+    Hello = 130,
+    /// and the listener's proof.
+    Welcome = 131,
 }
 
 impl Kind {
@@ -34,6 +41,9 @@ impl Kind {
             4 => Kind::Snapshot,
             5 => Kind::TransferLeader,
             128 => Kind::Response,
+            129 => Kind::Challenge,
+            130 => Kind::Hello,
+            131 => Kind::Welcome,
             _ => return None,
         })
     }

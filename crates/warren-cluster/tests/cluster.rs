@@ -11,9 +11,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use warren_cluster::openraft::{Config, SnapshotPolicy};
+use warren_cluster::wire::{Frame, Kind};
 use warren_cluster::{
-    serve, Command, Groups, LocalNet, MemLog, MetaMachine, MetaRaft, NodeId, Peer, Transport,
+    serve, ClusterSecret, Command, Groups, LocalNet, MemLog, MetaMachine, MetaRaft, NodeId, Peer,
+    Transport,
 };
+
+/// Every node of the test clusters knows it.
+const SECRET: &[u8] = b"the cluster's secret";
 
 const NODES: [NodeId; 3] = [1, 2, 3];
 
@@ -127,12 +132,13 @@ impl Cluster {
                 raft
             }
             Wiring::Tcp => {
-                let transport = Transport::new();
+                let transport = Transport::new(ClusterSecret::new(SECRET));
                 let raft = MetaRaft::new(id, config, transport.network(META), log, machine).await?;
                 let groups = Groups::new();
                 groups.add(META, raft.clone());
                 let listener = TcpListener::bind(addr(id, port)).await?;
-                node.tcp = Some((transport, tokio::spawn(serve(listener, groups))));
+                let server = serve(listener, groups, ClusterSecret::new(SECRET));
+                node.tcp = Some((transport, tokio::spawn(server)));
                 raft
             }
         };
@@ -403,4 +409,95 @@ async fn tcp_a_killed_leader_is_replaced_and_catches_up_when_it_returns() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_a_partitioned_leader_commits_nothing_and_nothing_diverges() -> Result<()> {
     partition_and_heal(Wiring::Tcp).await
+}
+
+/// Reads one frame off a raw connection; None once the peer has closed it.
+async fn raw_frame(s: &mut tokio::net::TcpStream) -> Result<Option<Frame>> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    match s.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let mut rest = vec![0u8; Frame::rest_len(prefix)?];
+    s.read_exact(&mut rest).await?;
+    Ok(Some(Frame::decode(&rest)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_a_peer_without_the_secret_is_refused_before_any_request() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    use warren_cluster::openraft::async_runtime::WatchReceiver;
+    let cluster = Cluster::form(Wiring::Tcp).await?;
+    let leader = cluster.leader(&NODES, None).await?;
+    let last = cluster.put(&NODES, "k", "v").await?;
+    cluster.converge(&NODES, last).await?;
+    let term = cluster
+        .raft(leader)?
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    let target = addr(leader, cluster.port);
+    let frame = |kind, body: Vec<u8>| {
+        Frame {
+            kind,
+            group: META,
+            corr: 1,
+            body,
+        }
+        .encode()
+    };
+    // A forged proof: the listener closes the connection without a word more.
+    let mut s = tokio::net::TcpStream::connect(&target).await?;
+    let challenge = raw_frame(&mut s).await?.context("no challenge")?;
+    assert_eq!(challenge.kind, Kind::Challenge);
+    assert_eq!(challenge.body.len(), 32);
+    s.write_all(&frame(Kind::Hello, vec![7; 64])).await?;
+    let answer = tokio::time::timeout(Duration::from_secs(5), raw_frame(&mut s)).await?;
+    assert!(answer?.is_none(), "a forged proof got an answer");
+    // A request sent straight away, without the handshake (a vote with a far higher term,
+    // which would depose the leader if it were handled): refused, never answered.
+    let vote = warren_cluster::openraft::raft::VoteRequest::<warren_cluster::Warren>::new(
+        warren_cluster::openraft::alias::VoteOf::<warren_cluster::Warren>::new(term + 100, 9),
+        None,
+    );
+    let mut s = tokio::net::TcpStream::connect(&target).await?;
+    s.write_all(&frame(Kind::Vote, bincode::serialize(&vote)?))
+        .await?;
+    let first = raw_frame(&mut s).await?.context("no challenge")?;
+    assert_eq!(first.kind, Kind::Challenge);
+    let answer = tokio::time::timeout(Duration::from_secs(5), raw_frame(&mut s)).await?;
+    assert!(
+        answer?.is_none(),
+        "an unauthenticated request got an answer"
+    );
+    // A node with another secret cannot reach the cluster either (its links fail the
+    // handshake), and the cluster goes on under the same leader and term.
+    let outsider = Transport::new(ClusterSecret::new(b"another secret"));
+    let mut net = outsider.network(META);
+    use warren_cluster::openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    let mut client = net
+        .new_client(leader, &Peer::new("n", target.clone()))
+        .await;
+    let refused = client
+        .vote(vote, RPCOption::new(Duration::from_secs(3)))
+        .await;
+    assert!(
+        refused.is_err(),
+        "a node with the wrong secret was answered"
+    );
+    let last = cluster.put(&NODES, "k2", "v2").await?;
+    cluster.converge(&NODES, last).await?;
+    assert_eq!(cluster.leader(&NODES, None).await?, leader);
+    assert_eq!(
+        cluster
+            .raft(leader)?
+            .metrics()
+            .borrow_watched()
+            .current_term,
+        term
+    );
+    cluster.stop().await
 }

@@ -213,6 +213,9 @@ pub fn cluster_frames(data: &[u8]) {
             Kind::Snapshot,
             Kind::TransferLeader,
             Kind::Response,
+            Kind::Challenge,
+            Kind::Hello,
+            Kind::Welcome,
         ];
         let kind = kinds[usize::from(pick / 2) % kinds.len()];
         let frame = Frame {
