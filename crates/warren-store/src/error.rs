@@ -46,6 +46,14 @@ pub enum StoreError {
     /// The store was closed (or crashed in a test) before the operation could complete.
     #[error("store is closed")]
     Closed,
+    /// A file was written in a format this version does not read (by a newer Warren). The
+    /// store refuses to open rather than treat it as damage and discard it.
+    #[error("{path} is in format version {version}, which this Warren does not read (it reads {supported}); refusing to open the store rather than discard it")]
+    Incompatible {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
 }
 
 impl StoreError {

@@ -57,6 +57,16 @@ pub fn encode_segment_header(first_lsn: u64) -> [u8; SEGMENT_HEADER_LEN as usize
 }
 
 /// Checks a segment header; returns the first LSN it records.
+/// The format version of an intact segment header (right magic and CRC), whatever it is;
+/// None if the header is damaged.
+pub fn segment_version(h: &[u8]) -> Option<u32> {
+    if h.len() < SEGMENT_HEADER_LEN as usize || &h[0..8] != SEGMENT_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+    (crc == crc32c::crc32c(&h[0..20])).then(|| u32::from_le_bytes([h[8], h[9], h[10], h[11]]))
+}
+
 pub fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(format!("segment header cut short ({} bytes)", h.len()));

@@ -148,6 +148,18 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
         // Only the part after the checkpoint is read (a segment is up to 64 MiB).
         let from = resume.unwrap_or(0);
         let (header, data, file_len) = read_segment(fs, &path, from)?;
+        // A newer Warren's segment is not damage: refuse to open rather than cut it off (a
+        // downgrade must not delete the log).
+        match format::segment_version(&header) {
+            Some(version) if version != format::FORMAT_VERSION => {
+                return Err(StoreError::Incompatible {
+                    path,
+                    version,
+                    supported: format::FORMAT_VERSION,
+                })
+            }
+            _ => {}
+        }
         let damage = |offset: u64, reason: String| (offset, reason);
         let outcome: std::result::Result<u64, (u64, String)> = (|| {
             let first_lsn = format::decode_segment_header(&header).map_err(|r| damage(0, r))?;

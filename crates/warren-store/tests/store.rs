@@ -1477,3 +1477,22 @@ fn payload_bodies_are_stored_as_their_head_then_their_tail() {
         assert_eq!(&store.read(*id).unwrap(), b, "message {id} after a restart");
     }
 }
+
+#[test]
+fn a_segment_from_a_newer_format_is_refused_not_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = log_with(dir.path(), 3);
+    let mut data = fs::read(&seg).unwrap();
+    // Version 99, with a valid header CRC: a file a newer Warren wrote.
+    data[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32c::crc32c(&data[0..20]);
+    data[20..24].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&seg, &data).unwrap();
+    match Store::open(config(dir.path())) {
+        Err(StoreError::Incompatible { version: 99, .. }) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a newer segment was opened"),
+    }
+    // Nothing was cut or deleted.
+    assert_eq!(fs::read(&seg).unwrap(), data);
+}
