@@ -15,13 +15,14 @@
 //! - [`Transport`] and [`serve`]: the same RPCs between processes over TCP (one connection per
 //!   peer shared by every group; checksummed frames, `wire.rs`), with links a test can cut.
 //!   A connection is used only after both ends proved they know the [`ClusterSecret`]
-//!   (`auth.rs`).
+//!   (`auth.rs`). Links can be cut one way or delayed, for fault tests.
+//! - [`Detector`]: node-level failure detection, one probe per peer over the link.
 //!
 //! Still to come, in the plan's order: Raft records in `warren-store` (one group commit and
-//! fsync for every group), a failure detector, the metadata group wired to
-//! the broker, and quorum queues.
+//! fsync for every group), the metadata group wired to the broker, and quorum queues.
 
 mod auth;
+mod detector;
 mod log_mem;
 mod machine;
 mod net_local;
@@ -30,6 +31,7 @@ pub mod types;
 pub mod wire;
 
 pub use auth::ClusterSecret;
+pub use detector::{Detector, DetectorConfig, PeerHealth};
 pub use log_mem::MemLog;
 pub use machine::MetaMachine;
 pub use net_local::{LocalNet, LocalNetwork};

@@ -229,6 +229,7 @@ pub enum Request {
     PreVote(VoteRequest<Warren>),
     Snapshot(SnapshotMessage),
     TransferLeader(TransferLeaderRequest<Warren>),
+    Ping,
 }
 
 /// Decodes a request frame's body by its kind. Peers' bytes are untrusted: anything that is
@@ -241,6 +242,7 @@ pub fn decode_request(frame: &Frame) -> Result<Request, String> {
         Kind::PreVote => Request::PreVote(decode(&frame.body)?),
         Kind::Snapshot => Request::Snapshot(decode(&frame.body)?),
         Kind::TransferLeader => Request::TransferLeader(decode(&frame.body)?),
+        Kind::Ping => Request::Ping,
         Kind::Response | Kind::Challenge | Kind::Hello | Kind::Welcome => {
             return Err(format!("a {:?} frame is not a request", frame.kind))
         }
@@ -249,6 +251,9 @@ pub fn decode_request(frame: &Frame) -> Result<Request, String> {
 
 /// A request's answer: bincode of `Result<response, String>`.
 async fn handle(groups: &Groups, frame: &Frame) -> Vec<u8> {
+    if frame.kind == Kind::Ping {
+        return reply::<()>(Ok(()));
+    }
     let Some(raft) = groups.get(frame.group) else {
         return reply::<()>(Err(format!("no group {} on this node", frame.group)));
     };
@@ -278,6 +283,7 @@ async fn handle(groups: &Groups, frame: &Frame) -> Vec<u8> {
                 .await
                 .map_err(|e| e.to_string()),
         ),
+        Request::Ping => reply::<()>(Ok(())),
     }
 }
 
@@ -311,6 +317,8 @@ pub struct Link {
     connection: tokio::sync::Mutex<Option<Connection>>,
     next_corr: AtomicU64,
     cut: AtomicBool,
+    /// Fault injection: every request waits this long (ms) before it is sent.
+    delay_ms: AtomicU64,
 }
 
 impl Link {
@@ -321,6 +329,7 @@ impl Link {
             connection: tokio::sync::Mutex::new(None),
             next_corr: AtomicU64::new(1),
             cut: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
         }
     }
 
@@ -365,6 +374,10 @@ impl Link {
 
     /// Sends a request and waits for its answer's body.
     async fn call(&self, kind: Kind, group: u64, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        let delay = self.delay_ms.load(Ordering::Acquire);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.cut.load(Ordering::Acquire) {
             return Err(format!("link to {} is cut", self.addr));
         }
@@ -450,11 +463,29 @@ impl Transport {
         link
     }
 
-    /// Cuts (or restores) this node's outgoing link to `node`: its RPCs fail at once.
+    /// Cuts (or restores) this node's outgoing link to `node`: its RPCs fail at once. The
+    /// other direction is untouched (a one-way cut); cut both for a partition.
     pub fn cut(&self, node: NodeId, cut: bool) {
         if let Some(l) = self.links.read().get(&node) {
             l.cut.store(cut, Ordering::Release);
         }
+    }
+
+    /// Delays every request on this node's outgoing link to `node` by `delay` (zero: none).
+    pub fn delay(&self, node: NodeId, delay: Duration) {
+        if let Some(l) = self.links.read().get(&node) {
+            l.delay_ms
+                .store(delay.as_millis() as u64, Ordering::Release);
+        }
+    }
+
+    /// Probes `node`'s liveness once: true if it answered within `timeout`.
+    pub(crate) async fn ping(&self, node: NodeId, peer: &Peer, timeout: Duration) -> bool {
+        let link = self.link(node, peer);
+        matches!(
+            tokio::time::timeout(timeout, link.call(Kind::Ping, 0, Vec::new())).await,
+            Ok(Ok(_))
+        )
     }
 }
 

@@ -22,6 +22,8 @@ pub enum Kind {
     PreVote = 3,
     Snapshot = 4,
     TransferLeader = 5,
+    /// A liveness probe (the failure detector's), answered at once whatever the group.
+    Ping = 6,
     /// The answer to a request: a bincode `Result<response, String>`.
     Response = 128,
     /// Link handshake (see `auth.rs`): the listener's random challenge,
@@ -40,6 +42,7 @@ impl Kind {
             3 => Kind::PreVote,
             4 => Kind::Snapshot,
             5 => Kind::TransferLeader,
+            6 => Kind::Ping,
             128 => Kind::Response,
             129 => Kind::Challenge,
             130 => Kind::Hello,

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use warren_cluster::openraft::{Config, SnapshotPolicy};
 use warren_cluster::wire::{Frame, Kind};
 use warren_cluster::{
-    serve, ClusterSecret, Command, Groups, LocalNet, MemLog, MetaMachine, MetaRaft, NodeId, Peer,
-    Transport,
+    serve, ClusterSecret, Command, Detector, DetectorConfig, Groups, LocalNet, MemLog, MetaMachine,
+    MetaRaft, NodeId, Peer, PeerHealth, Transport,
 };
 
 /// Every node of the test clusters knows it.
@@ -499,5 +499,82 @@ async fn tcp_a_peer_without_the_secret_is_refused_before_any_request() -> Result
             .current_term,
         term
     );
+    cluster.stop().await
+}
+
+/// Waits until `detector` reports `node` as `up` (or fails after `within`); returns how long.
+async fn health_becomes(
+    detector: &Detector,
+    node: NodeId,
+    up: bool,
+    within: Duration,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut rx = detector.subscribe();
+    let reached = |h: &PeerHealth| h.get(&node) == Some(&up);
+    tokio::time::timeout(within, rx.wait_for(reached))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "node {node} not reported {} within {within:?}",
+                if up { "up" } else { "suspected" }
+            )
+        })??;
+    Ok(start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_the_failure_detector_suspects_a_dead_or_cut_off_peer_and_clears_it_when_it_returns(
+) -> Result<()> {
+    let mut cluster = Cluster::form(Wiring::Tcp).await?;
+    let config = DetectorConfig::default();
+    let budget = config.suspect_after + Duration::from_millis(900);
+    let port = cluster.port;
+    let detector_of = |cluster: &Cluster, id: NodeId| -> Result<Arc<Detector>> {
+        let (transport, _) = cluster.nodes[&id].tcp.as_ref().context("not on TCP")?;
+        let d = Detector::new(transport.clone(), config);
+        for other in NODES.into_iter().filter(|&o| o != id) {
+            d.watch(other, Peer::new(format!("n{other}"), addr(other, port)));
+        }
+        Ok(d)
+    };
+    let d1 = detector_of(&cluster, 1)?;
+    let d2 = detector_of(&cluster, 2)?;
+    // Everyone answers: nothing is suspected for a while.
+    tokio::time::sleep(config.suspect_after * 2).await;
+    assert_eq!(d1.health(), PeerHealth::from([(2, true), (3, true)]));
+    assert_eq!(d2.health(), PeerHealth::from([(1, true), (3, true)]));
+
+    // Node 3 dies: both others suspect it within the budget.
+    cluster.kill(3).await?;
+    let t1 = health_becomes(&d1, 3, false, budget).await?;
+    let t2 = health_becomes(&d2, 3, false, budget).await?;
+    assert!(
+        d1.health()[&2],
+        "a live peer was suspected with the dead one"
+    );
+    // It comes back: cleared at its first answer.
+    cluster.start(3).await?;
+    health_becomes(&d1, 3, true, budget).await?;
+    health_becomes(&d2, 3, true, budget).await?;
+
+    // A one-way cut (1 cannot reach 2; 2 still reaches 1): only node 1 suspects.
+    let (t, _) = cluster.nodes[&1].tcp.as_ref().context("tcp")?;
+    t.cut(2, true);
+    health_becomes(&d1, 2, false, budget).await?;
+    tokio::time::sleep(budget).await;
+    assert!(
+        d2.health()[&1],
+        "the cut was one way, yet node 2 suspects node 1"
+    );
+    t.cut(2, false);
+    health_becomes(&d1, 2, true, budget).await?;
+
+    // A link slower than the probes allow counts as down too, and recovers with the link.
+    t.delay(3, Duration::from_secs(1));
+    health_becomes(&d1, 3, false, budget * 2).await?;
+    t.delay(3, Duration::ZERO);
+    health_becomes(&d1, 3, true, budget * 2).await?;
+    eprintln!("dead peer suspected after {t1:?} (node 1) and {t2:?} (node 2)");
     cluster.stop().await
 }

@@ -212,6 +212,7 @@ pub fn cluster_frames(data: &[u8]) {
             Kind::PreVote,
             Kind::Snapshot,
             Kind::TransferLeader,
+            Kind::Ping,
             Kind::Response,
             Kind::Challenge,
             Kind::Hello,
