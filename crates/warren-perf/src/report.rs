@@ -138,6 +138,8 @@ pub struct RunReport {
     pub nacked: u64,
     pub returned: u64,
     pub latency_us: Latency,
+    /// Publish-to-confirm times: how long a confirming publisher waits for each message.
+    pub confirm_latency_us: Latency,
     pub duration_s: f64,
     pub perf_cpu_s: f64,
     pub perf_cpu_pct: f64,
@@ -164,6 +166,13 @@ impl RunReport {
             s += &format!(
                 "\nconsumer latency min/median/75th/95th/99th/max: {}/{}/{}/{}/{}/{} µs ({} samples)",
                 l.min, l.p50, l.p75, l.p95, l.p99, l.max, l.samples
+            );
+        }
+        let c = &self.confirm_latency_us;
+        if c.samples > 0 {
+            s += &format!(
+                "\nconfirm latency min/median/75th/95th/99th/max: {}/{}/{}/{}/{}/{} µs ({} samples)",
+                c.min, c.p50, c.p75, c.p95, c.p99, c.max, c.samples
             );
         }
         s += &format!(
@@ -261,6 +270,7 @@ mod tests {
             nacked: 0,
             returned: 0,
             latency_us: Latency::default(),
+            confirm_latency_us: Latency::default(),
             duration_s: 1.0,
             perf_cpu_s: 0.1,
             perf_cpu_pct: 10.0,

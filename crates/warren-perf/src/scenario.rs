@@ -213,6 +213,7 @@ impl Run {
             nacked: c.nacked,
             returned: c.returned,
             latency_us: Latency::of(&self.total_latency.lock()),
+            confirm_latency_us: Latency::of(&self.shared.confirm_latency.lock()),
             duration_s: (duration * 1000.0).round() / 1000.0,
             perf_cpu_s: (cpu * 1000.0).round() / 1000.0,
             perf_cpu_pct: if duration > 0.0 {

@@ -44,6 +44,8 @@ pub struct Shared {
     failure: Mutex<Option<String>>,
     /// One histogram per consumer; the reporter drains them every interval.
     pub latencies: Mutex<Vec<Arc<Mutex<Histogram>>>>,
+    /// Every producer's publish-to-confirm times, merged as each producer ends.
+    pub confirm_latency: Mutex<Histogram>,
 }
 
 impl Shared {
@@ -60,6 +62,7 @@ impl Shared {
             start_ns: AtomicU64::new(0),
             failure: Mutex::new(None),
             latencies: Mutex::new(Vec::new()),
+            confirm_latency: Mutex::new(Histogram::new()),
         })
     }
 
@@ -143,9 +146,13 @@ pub struct ConfirmTracker {
     base: u64,
     /// `settled[i]` is for sequence number `base + i`.
     settled: std::collections::VecDeque<bool>,
+    /// When each unsettled sequence number was published (`now_ns`), parallel to `settled`.
+    sent_ns: std::collections::VecDeque<u64>,
     unsettled: u64,
     pub acked: u64,
     pub nacked: u64,
+    /// Publish-to-confirm times (ns): what a confirming publisher waits for each message.
+    pub latency: Histogram,
 }
 
 impl ConfirmTracker {
@@ -157,8 +164,10 @@ impl ConfirmTracker {
     }
 
     pub fn published(&mut self, n: u64) {
+        let now = now_ns();
         for _ in 0..n {
             self.settled.push_back(false);
+            self.sent_ns.push_back(now);
         }
         self.unsettled += n;
     }
@@ -179,10 +188,16 @@ impl ConfirmTracker {
         }
         let from = if multiple { 0 } else { idx };
         let mut n = 0;
-        for s in self.settled.range_mut(from..=idx) {
+        let now = now_ns();
+        for (s, sent) in self
+            .settled
+            .range_mut(from..=idx)
+            .zip(self.sent_ns.range(from..=idx))
+        {
             if !*s {
                 *s = true;
                 n += 1;
+                self.latency.record(now.saturating_sub(*sent));
             }
         }
         self.unsettled -= n;
@@ -193,6 +208,7 @@ impl ConfirmTracker {
         }
         while self.settled.front() == Some(&true) {
             self.settled.pop_front();
+            self.sent_ns.pop_front();
             self.base += 1;
         }
     }
@@ -284,6 +300,15 @@ async fn producer(shared: &Shared, spec: &ProducerSpec, id: usize) -> Result<(),
 }
 
 /// Adds what the sink learned since the last call to the shared counters.
+/// Moves the producer's confirm latencies into the run's histogram once it holds more than
+/// `over` samples (the report may be made before a stopped producer's task ends).
+fn hand_over_confirm_latency(sink: &mut ProducerSink, shared: &Shared, over: u64) {
+    if sink.confirms.latency.count() > over {
+        shared.confirm_latency.lock().merge(&sink.confirms.latency);
+        sink.confirms.latency.reset();
+    }
+}
+
 fn commit(sink: &ProducerSink, reported: &mut (u64, u64, u64), counters: &Counters) {
     let (a, n, r) = (sink.confirms.acked, sink.confirms.nacked, sink.returned);
     if a > reported.0 {
@@ -397,6 +422,7 @@ async fn publish(
         conn.try_fill()?;
         conn.drain(&mut sink)?;
         commit(&sink, &mut reported, counters);
+        hand_over_confirm_latency(&mut sink, shared, 50_000);
     }
     // Counted runs end when every message is confirmed.
     while window > 0 && sent >= limit && sink.confirms.in_flight() > 0 {
@@ -408,6 +434,7 @@ async fn publish(
         let end = shared.since_start(now_ns());
         shared.producers_end_ns.fetch_max(end, Ordering::SeqCst);
     }
+    hand_over_confirm_latency(&mut sink, shared, 0);
     Ok(())
 }
 
@@ -584,6 +611,8 @@ mod tests {
         t.published(2);
         t.settle(7, true, true);
         assert_eq!((t.in_flight(), t.acked), (0, 5));
+        // Every settled message, acked or nacked, got its publish-to-confirm time, once.
+        assert_eq!(t.latency.count(), 7);
     }
 
     #[test]
