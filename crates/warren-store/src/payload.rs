@@ -45,17 +45,26 @@ impl Body {
         self.len() == 0
     }
 
-    /// The whole body in one buffer (tests, and callers that need it contiguous).
-    pub fn to_bytes(&self) -> Bytes {
-        match self {
-            Body::Bytes(b) => b.clone(),
-            Body::Payload(p) => {
-                let mut v = Vec::with_capacity(p.len());
-                p.write_head(&mut v);
-                v.extend_from_slice(p.tail());
-                Bytes::from(v)
-            }
+    /// Appends what comes before the tail (nothing for plain bytes).
+    pub(crate) fn write_head(&self, out: &mut Vec<u8>) {
+        if let Body::Payload(p) = self {
+            p.write_head(out);
         }
+    }
+
+    /// The rest of the body (all of it for plain bytes).
+    pub(crate) fn tail(&self) -> &[u8] {
+        match self {
+            Body::Bytes(b) => b,
+            Body::Payload(p) => p.tail(),
+        }
+    }
+}
+
+impl Default for Body {
+    /// No body (acks, deliveries, queue drops).
+    fn default() -> Self {
+        Body::Bytes(Bytes::new())
     }
 }
 

@@ -584,7 +584,7 @@ impl Store {
                 queue,
                 ids: msg_ids.to_vec(),
             },
-            Body::Bytes(Bytes::new()),
+            Body::default(),
             true,
         )
         .map(|a| a.lsn)
@@ -601,7 +601,7 @@ impl Store {
                 queue,
                 ids: msg_ids.to_vec(),
             },
-            Body::Bytes(Bytes::new()),
+            Body::default(),
             true,
         )
         .map(|a| a.lsn)
@@ -609,7 +609,7 @@ impl Store {
 
     /// Settles every message of `queue` for it (queue deleted or purged).
     pub fn drop_queue(&self, queue: u64) -> Result<Lsn> {
-        self.append(Op::DropQueue { queue }, Body::Bytes(Bytes::new()), true)
+        self.append(Op::DropQueue { queue }, Body::default(), true)
             .map(|a| a.lsn)
     }
 

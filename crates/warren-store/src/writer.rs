@@ -646,10 +646,7 @@ impl Writer {
                 )));
             }
             // The body is its head (empty for plain bytes) and its tail.
-            let tail: &[u8] = match &a.body {
-                Body::Bytes(b) => b,
-                Body::Payload(p) => p.tail(),
-            };
+            let tail = a.body.tail();
             let mismatch = || {
                 StoreError::WriterFailed(format!(
                     "record {}: its payload is not the length it was reserved with",
@@ -662,9 +659,7 @@ impl Writer {
                 let head_at = self.buf.len();
                 let body_at = head_at + format::head_len(&a.op);
                 self.buf.resize(body_at, 0);
-                if let Body::Payload(p) = &a.body {
-                    p.write_head(&mut self.buf);
-                }
+                a.body.write_head(&mut self.buf);
                 self.buf.extend_from_slice(tail);
                 if self.buf.len() - body_at != a.body.len() {
                     return Err(mismatch());
@@ -676,9 +671,7 @@ impl Writer {
             } else {
                 // A large tail is written from where it is, not copied.
                 self.scratch.clear();
-                if let Body::Payload(p) = &a.body {
-                    p.write_head(&mut self.scratch);
-                }
+                a.body.write_head(&mut self.scratch);
                 if self.scratch.len() + tail.len() != a.body.len() {
                     return Err(mismatch());
                 }
@@ -696,10 +689,7 @@ impl Writer {
             .iter()
             .map(|p| match *p {
                 Piece::Buf(s, e) => IoSlice::new(&self.buf[s..e]),
-                Piece::Tail(k) => IoSlice::new(match &run[k].body {
-                    Body::Bytes(b) => b,
-                    Body::Payload(p) => p.tail(),
-                }),
+                Piece::Tail(k) => IoSlice::new(run[k].body.tail()),
             })
             .filter(|s| !s.is_empty())
             .collect();
